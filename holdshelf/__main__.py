@@ -1,0 +1,3 @@
+from holdshelf.cli import main
+
+main()

@@ -1,0 +1,407 @@
+"""The ``holdshelf`` command line.
+
+User errors print one line on stderr and exit 1, never a traceback (``--debug`` shows one for
+a real bug). A card number may be given as ``-`` to read it from standard input, which keeps it
+out of the shell history and the process list.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable
+from functools import cached_property, wraps
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from holdshelf import __version__
+from holdshelf.domain.holds import PickupMode, ShelfEntry
+from holdshelf.domain.inputs import parse_date
+from holdshelf.errors import HoldshelfError
+from holdshelf.instance import write_config
+from holdshelf.service import HoldService, PatronView
+from holdshelf.settings import Settings, default_instance_dir, load_settings
+from holdshelf.storage import database
+
+log = logging.getLogger("holdshelf")
+
+
+class Context:
+    """What every command needs, loaded only when a command asks for it."""
+
+    def __init__(self, instance_dir: Path) -> None:
+        self.instance_dir = instance_dir
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(self.instance_dir)
+
+    @cached_property
+    def service(self) -> HoldService:
+        return HoldService.open(self.settings)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--instance",
+    "instance_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=default_instance_dir,
+    show_default="$HOLDSHELF_INSTANCE or ./instance",
+    help="Instance folder: configuration, secrets and the SQLite database.",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Log what happens (opaque ids only).")
+@click.option("--debug", is_flag=True, hidden=True, help="Show tracebacks of internal errors.")
+@click.version_option(__version__, prog_name="holdshelf")
+@click.pass_context
+def cli(ctx: click.Context, instance_dir: Path, verbose: bool, debug: bool) -> None:
+    """Holdshelf: pseudonymous shelf codes for self-service hold shelves."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = Context(instance_dir)
+    ctx.meta["debug"] = debug
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point: turns every expected failure into one line on stderr and exit status 1."""
+    debug = "--debug" in (argv if argv is not None else sys.argv)
+    try:
+        result = cli.main(args=argv, prog_name="holdshelf", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted")
+    except click.UsageError as exc:
+        hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
+        _fail(f"{exc.format_message()}{hint}")
+    except click.ClickException as exc:
+        _fail(exc.format_message())
+    except HoldshelfError as exc:
+        _fail(str(exc))
+    except SQLAlchemyError as exc:
+        if debug:
+            raise
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        _fail(f"database error: {cause}")
+    except Exception as exc:
+        if debug:
+            raise
+        _fail(f"internal error ({type(exc).__name__}); run again with --debug for details")
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def _day(day: dt.date) -> str:
+    return f"{day:%a} {day.isoformat()}"
+
+
+def _place(entry: ShelfEntry) -> str:
+    return "open shelf" if entry.mode is PickupMode.SHELF else "AT THE DESK"
+
+
+def _entry_line(entry: ShelfEntry) -> str:
+    return (
+        f"{entry.code.display}  section {entry.section}  {_place(entry):<11}  "
+        f"pick up by {_day(entry.pickup_by)}  {entry.branch_name} ({entry.branch})"
+    )
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _print_entries(entries: Iterable[ShelfEntry], as_json: bool, empty: str) -> None:
+    entries = list(entries)
+    if as_json:
+        _print_json([entry.as_dict() for entry in entries])
+    elif not entries:
+        click.echo(empty)
+    else:
+        for entry in entries:
+            click.echo(_entry_line(entry))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+branch_option = click.option("--branch", "branch_id", help="Branch id, e.g. MAIN.")
+
+
+def _card(value: str) -> str:
+    """A card number argument; ``-`` reads it from standard input."""
+    if value == "-":
+        return sys.stdin.readline().strip()
+    return value
+
+
+def _date_option(value: str | None, what: str) -> dt.date | None:
+    return None if value is None else parse_date(value, what)
+
+
+# -- set-up ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--demo", is_flag=True, help="Write a demo instance with two branches.")
+@pass_context
+def init(ctx: Context, demo: bool) -> None:
+    """Create the instance folder with fresh secrets and the database (safe to repeat)."""
+    report = write_config(ctx.instance_dir, demo=demo)
+    if report.created:
+        click.echo(f"created {report.config_path} with fresh secrets")
+    elif report.secrets_added:
+        click.echo(
+            f"added missing secrets to {report.config_path}: {', '.join(report.secrets_added)}"
+        )
+    else:
+        click.echo(f"{report.config_path} exists; its settings and secrets are unchanged")
+    settings = ctx.settings
+    database.upgrade(database.make_engine(settings.database_url))
+    click.echo(f"database ready ({_database_label(settings)})")
+    click.echo(f"branches: {', '.join(f'{b.id} ({b.name})' for b in settings.branches.values())}")
+
+
+def _database_label(settings: Settings) -> str:
+    url = settings.database_url
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite") else "PostgreSQL"
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@pass_context
+def db_upgrade(ctx: Context) -> None:
+    """Bring the database schema up to date after installing a new Holdshelf."""
+    database.upgrade(database.make_engine(ctx.settings.database_url))
+    click.echo("database schema is up to date")
+
+
+# -- the workflow ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--branch", "branch_id", required=True, help="Pickup branch id, e.g. MAIN.")
+@click.option("--item", required=True, help="Item barcode.")
+@click.option("--patron", "card", required=True, help="Patron card number, or - for stdin.")
+@click.option("--pickup-by", help="Last pickup day, YYYY-MM-DD (default: the branch's rule).")
+@json_option
+@pass_context
+def ready(
+    ctx: Context, branch_id: str, item: str, card: str, pickup_by: str | None, as_json: bool
+) -> None:
+    """Mark a trapped item ready for pickup and print its shelf code."""
+    entry = ctx.service.ready(
+        branch_id, item, _card(card), pickup_by=_date_option(pickup_by, "pickup-by date")
+    )
+    if as_json:
+        _print_json(entry.as_dict())
+    else:
+        click.echo(_entry_line(entry))
+
+
+def _code_or_item(command: Callable[..., Any]) -> Callable[..., Any]:
+    @click.argument("code", required=False)
+    @click.option("--item", help="Item barcode instead of the code.")
+    @branch_option
+    @json_option
+    @wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        return command(**kwargs)
+
+    return wrapper
+
+
+@cli.command()
+@_code_or_item
+@pass_context
+def pickup(
+    ctx: Context, code: str | None, item: str | None, branch_id: str | None, as_json: bool
+) -> None:
+    """Record that a patron collected a hold (by shelf code or item barcode)."""
+    entry = ctx.service.pickup(code, item=item, branch_id=branch_id)
+    _report_end(entry, "picked up", as_json)
+
+
+@cli.command()
+@_code_or_item
+@pass_context
+def cancel(
+    ctx: Context, code: str | None, item: str | None, branch_id: str | None, as_json: bool
+) -> None:
+    """Cancel an active hold (by shelf code or item barcode)."""
+    entry = ctx.service.cancel(code, item=item, branch_id=branch_id)
+    _report_end(entry, "cancelled", as_json)
+
+
+def _report_end(entry: ShelfEntry, what: str, as_json: bool) -> None:
+    if as_json:
+        _print_json(entry.as_dict())
+    else:
+        click.echo(f"{entry.code.display} {what} ({entry.branch})")
+
+
+@cli.command()
+@click.option("--on", "on", help="Expire holds whose pickup-by date is before this day.")
+@json_option
+@pass_context
+def expire(ctx: Context, on: str | None, as_json: bool) -> None:
+    """End holds past their pickup-by date and list the items to pull, in shelving order."""
+    pulled = ctx.service.expire(_date_option(on, "date"))
+    if not as_json and pulled:
+        click.echo(f"{len(pulled)} expired; pull from the shelf:")
+    _print_entries(pulled, as_json, "nothing to expire")
+
+
+@cli.command()
+@branch_option
+@json_option
+@pass_context
+def shelf(ctx: Context, branch_id: str | None, as_json: bool) -> None:
+    """List active holds in shelving order. Never shows patron data."""
+    entries = ctx.service.shelf(branch_id)
+    if as_json:
+        _print_json([entry.as_dict() for entry in entries])
+        return
+    if not entries:
+        click.echo("no active holds")
+        return
+    groups = (
+        ("On the open shelf", [e for e in entries if e.mode is PickupMode.SHELF]),
+        ("At the desk", [e for e in entries if e.mode is PickupMode.DESK]),
+        ("To move to the desk (patron chose staff pickup)", [e for e in entries if e.move_to_desk]),
+    )
+    for title, group in groups:
+        if group:
+            click.echo(f"{title}: {len(group)}")
+            for entry in group:
+                click.echo(f"  {_entry_line(entry)}")
+
+
+@cli.command("move-to-desk")
+@click.argument("code")
+@branch_option
+@pass_context
+def move_to_desk(ctx: Context, code: str, branch_id: str | None) -> None:
+    """Record that an open-shelf hold was moved behind the desk."""
+    entry = ctx.service.moved_to_desk(code, branch_id)
+    click.echo(f"{entry.code.display} is now a desk hold ({entry.branch})")
+
+
+# -- patrons --------------------------------------------------------------------------------
+
+
+@cli.group()
+def patron() -> None:
+    """A patron's pickup choice: open shelf or staff-mediated pickup at the desk."""
+
+
+def _print_patron(view: PatronView, as_json: bool) -> None:
+    if as_json:
+        _print_json(view.as_dict())
+        return
+    if view.preference is PickupMode.DESK:
+        click.echo("pickup: at the desk (holds are kept behind the desk, staff hand them over)")
+    else:
+        click.echo("pickup: open shelf (holds are shelved under a code only the patron is sent)")
+    if not view.holds:
+        click.echo("no active holds")
+    for entry in view.holds:
+        note = "  -> move to the desk" if entry.move_to_desk else ""
+        click.echo(f"  {_entry_line(entry)}{note}")
+
+
+card_argument = click.argument("card")
+
+
+@patron.command("opt-out")
+@card_argument
+@json_option
+@pass_context
+def patron_opt_out(ctx: Context, card: str, as_json: bool) -> None:
+    """Send this patron's holds to the desk from now on (CARD, or - for stdin)."""
+    _print_patron(ctx.service.opt_out(_card(card)), as_json)
+
+
+@patron.command("opt-in")
+@card_argument
+@json_option
+@pass_context
+def patron_opt_in(ctx: Context, card: str, as_json: bool) -> None:
+    """Return this patron to the library's default pickup (CARD, or - for stdin)."""
+    _print_patron(ctx.service.opt_in(_card(card)), as_json)
+
+
+@patron.command("show")
+@card_argument
+@json_option
+@pass_context
+def patron_show(ctx: Context, card: str, as_json: bool) -> None:
+    """What the library holds about this patron: the choice and active holds' codes."""
+    _print_patron(ctx.service.patron(_card(card)), as_json)
+
+
+# -- retention and numbers ------------------------------------------------------------------
+
+
+@cli.command()
+@pass_context
+def purge(ctx: Context) -> None:
+    """Delete ended holds' links to patrons when due and free codes rested 30 days."""
+    report = ctx.service.purge()
+    click.echo(
+        f"deleted {report.unlinked_holds} ended-hold links; "
+        f"freed {report.freed_codes} codes for reuse"
+    )
+
+
+@cli.command()
+@click.option("--since", help="First day to show, YYYY-MM-DD (default: 30 days ago).")
+@branch_option
+@json_option
+@pass_context
+def stats(ctx: Context, since: str | None, branch_id: str | None, as_json: bool) -> None:
+    """Aggregate daily counts per branch: all the history Holdshelf keeps."""
+    first = _date_option(since, "date") or ctx.settings.now().date() - dt.timedelta(days=30)
+    days = ctx.service.stats(first, branch_id)
+    usage = ctx.service.usage()
+    if as_json:
+        _print_json({"days": [d.as_dict() for d in days], "branches": [u.as_dict() for u in usage]})
+        return
+    for branch in usage:
+        click.echo(
+            f"{branch.branch}: {branch.active_holds} active holds; "
+            f"{branch.codes_in_use} of about {branch.code_capacity} codes in use"
+        )
+    events = ("ready", "picked_up", "expired", "cancelled")
+    click.echo(
+        f"{'day':<12}{'branch':<8}"
+        + "".join(f"{e.replace('_', ' '):>11}" for e in events)
+        + f"{'of them desk':>14}"
+    )
+    for day in days:
+        totals = [sum(day.counts.get(e, {}).values()) for e in events]
+        desk = day.counts.get("ready", {}).get(PickupMode.DESK.value, 0)
+        click.echo(
+            f"{day.day.isoformat():<12}{day.branch:<8}"
+            + "".join(f"{n:>11}" for n in totals)
+            + f"{desk:>14}"
+        )
+    if not days:
+        click.echo("no activity in this period")

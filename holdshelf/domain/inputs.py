@@ -1,0 +1,42 @@
+"""Validation of what a scanner or a clerk types: barcodes, card numbers and dates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+
+from holdshelf.errors import InvalidInput
+
+MAX_BARCODE_LENGTH = 64
+# Scanners and keyboards put spaces or hyphens inside card numbers; the ILS does not.
+_CARD_SEPARATORS = re.compile(r"[\s\-]+")
+
+
+def _has_control_characters(text: str) -> bool:
+    return any(unicodedata.category(ch).startswith("C") for ch in text)
+
+
+def clean_barcode(raw: str | None, what: str = "item barcode") -> str:
+    """A barcode stripped of surrounding whitespace; empty, oversized or control-character
+    barcodes are refused. The message never repeats the value (it might be a card number)."""
+    value = (raw or "").strip()
+    if not value:
+        raise InvalidInput(f"the {what} is empty")
+    if len(value) > MAX_BARCODE_LENGTH:
+        raise InvalidInput(f"the {what} is longer than {MAX_BARCODE_LENGTH} characters")
+    if _has_control_characters(value):
+        raise InvalidInput(f"the {what} contains control characters")
+    return value
+
+
+def normalise_card(raw: str | None) -> str:
+    """The canonical form of a library card number: upper-case, no spaces or hyphens."""
+    return _CARD_SEPARATORS.sub("", clean_barcode(raw, "card number")).upper()
+
+
+def parse_date(raw: str, what: str = "date") -> dt.date:
+    try:
+        return dt.date.fromisoformat(raw.strip())
+    except ValueError:
+        raise InvalidInput(f"the {what} must be a date as YYYY-MM-DD") from None

@@ -1,0 +1,31 @@
+"""Patron pseudonyms: the only form in which Holdshelf keeps a patron's identity.
+
+The card number is normalised and keyed with HMAC-SHA256 under the instance's secret key, so the
+same card always gives the same pseudonym (opt-out works across holds) while the card number cannot
+be recovered from the database without the key. The card number itself is never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from holdshelf.domain.inputs import normalise_card
+
+
+@dataclass(frozen=True)
+class Pseudonymizer:
+    key: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.key) < 16:
+            raise ValueError("the pseudonym key must be at least 16 bytes")
+
+    def __call__(self, card_number: str) -> str:
+        """The patron's pseudonym: 64 hex characters."""
+        message = normalise_card(card_number).encode("utf-8")
+        return hmac.new(self.key, message, hashlib.sha256).hexdigest()
+
+    def __repr__(self) -> str:  # keep the key out of logs and tracebacks
+        return "Pseudonymizer(key=<hidden>)"

@@ -1,0 +1,485 @@
+"""The hold-shelf workflow: the one place where the domain rules meet storage.
+
+Every operation is one transaction: it happens completely or not at all. Card numbers enter
+here and leave as pseudonyms; what comes out (:class:`ShelfEntry`, :class:`PatronView`) carries
+no patron data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from holdshelf.domain.codes import ALPHABET, CHECK_MODULUS, ShelfCode, ShelfCodec
+from holdshelf.domain.holds import (
+    HoldStatus,
+    PickupMode,
+    ShelfEntry,
+    end_transition,
+    mode_for,
+    reuse_cutoff,
+    stored_preference,
+    unlink_cutoff,
+)
+from holdshelf.domain.inputs import clean_barcode
+from holdshelf.domain.pseudonyms import Pseudonymizer
+from holdshelf.errors import CodesExhausted, Conflict, InvalidInput, InvalidShelfCode, NotFound
+from holdshelf.settings import BranchSettings, Settings
+from holdshelf.storage import database
+from holdshelf.storage.counters import bump
+from holdshelf.storage.models import DailyCount, Hold, PatronPreference, ShelfCodeClaim
+
+log = logging.getLogger(__name__)
+
+# Drawing a batch and asking the database once which are taken keeps a nearly full branch fast.
+CANDIDATES_PER_ROUND = 16
+CLAIM_ROUNDS = 25
+MOVED_TO_DESK = "moved_to_desk"
+
+
+@dataclass(frozen=True)
+class PatronView:
+    """What the library holds about one patron: the pickup choice and the active holds' codes."""
+
+    preference: PickupMode
+    chosen: bool  # True when the patron's own choice is stored (it differs from the default)
+    holds: list[ShelfEntry]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "preference": self.preference.value,
+            "chosen": self.chosen,
+            "holds": [entry.as_dict() for entry in self.holds],
+        }
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    unlinked_holds: int
+    freed_codes: int
+
+
+@dataclass(frozen=True)
+class DayCounts:
+    day: dt.date
+    branch: str
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # event -> mode -> n
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"day": self.day.isoformat(), "branch": self.branch, **self.counts}
+
+
+@dataclass(frozen=True)
+class BranchUsage:
+    branch: str
+    active_holds: int
+    codes_in_use: int  # active plus resting (ended less than 30 days ago)
+    code_capacity: int  # about how many codes the branch's code length offers
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "branch": self.branch,
+            "active_holds": self.active_holds,
+            "codes_in_use": self.codes_in_use,
+            "code_capacity": self.code_capacity,
+        }
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """Stored timestamps are naive UTC."""
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+class HoldService:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._sessions = sessions
+        self._clock = clock or settings.now
+        self._pseudonym = Pseudonymizer(settings.pseudonym_key.encode("utf-8"))
+        self._codecs = {
+            branch.id: ShelfCodec(settings.hashids_salt, branch.code_length)
+            for branch in settings.branches.values()
+        }
+
+    @classmethod
+    def open(
+        cls, settings: Settings, clock: Callable[[], dt.datetime] | None = None
+    ) -> HoldService:
+        engine = database.make_engine(settings.database_url)
+        database.check_schema(engine)
+        return cls(settings, database.session_factory(engine), clock)
+
+    @property
+    def engine(self) -> Engine:
+        bind = self._sessions.kw["bind"]
+        assert isinstance(bind, Engine)
+        return bind
+
+    # -- making holds ready -------------------------------------------------------------------
+
+    def ready(
+        self, branch_id: str, item: str, card: str, pickup_by: dt.date | None = None
+    ) -> ShelfEntry:
+        """Put a trapped item on the hold shelf (or at the desk) and give it a fresh code."""
+        branch = self.settings.branch(branch_id)
+        item = clean_barcode(item)
+        patron = self._pseudonym(card)
+        now = self._clock()
+        policy = branch.policy
+        due = (
+            policy.check_requested(pickup_by, now.date())
+            if pickup_by
+            else policy.pickup_by(now.date())
+        )
+        with self._sessions.begin() as session:
+            self._refuse_active_item(session, item)
+            preference = session.get(PatronPreference, patron)
+            mode = mode_for(
+                PickupMode(preference.mode) if preference else None, self.settings.default_pickup
+            )
+            code = self._claim_code(session, branch)
+            hold = Hold(
+                branch=branch.id,
+                code=code.compact,
+                item_barcode=item,
+                patron=patron,
+                mode=mode.value,
+                status=HoldStatus.READY.value,
+                pickup_by=due,
+                ready_at=_utc(now),
+                move_to_desk=False,
+            )
+            session.add(hold)
+            try:
+                session.flush()
+            except IntegrityError:  # the same item, trapped by a concurrent writer
+                raise Conflict("this item already has an active hold") from None
+            bump(session, now.date(), branch.id, HoldStatus.READY.value, mode.value)
+            entry = self._entry(hold)
+        log.info("hold %s ready at %s (%s)", hold.id, branch.id, mode.value)
+        return entry
+
+    def _refuse_active_item(self, session: Session, item: str) -> None:
+        active = session.scalar(
+            select(Hold).where(Hold.item_barcode == item, Hold.status == HoldStatus.READY.value)
+        )
+        if active is not None:
+            place = "on the hold shelf" if active.mode == PickupMode.SHELF else "at the desk"
+            raise Conflict(
+                f"item {item} is already {place} at {active.branch} "
+                f"(code {ShelfCode(active.code).display})"
+            )
+
+    def _claim_code(self, session: Session, branch: BranchSettings) -> ShelfCode:
+        """A random code no active or resting hold of the branch has, claimed in the database.
+
+        The claim's primary key settles races between writers (processes or app servers): the
+        loser's insert fails inside a savepoint and it simply takes another candidate."""
+        codec = self._codecs[branch.id]
+        for _ in range(CLAIM_ROUNDS):
+            candidates = {codec.draw() for _ in range(CANDIDATES_PER_ROUND)}
+            taken = set(
+                session.scalars(
+                    select(ShelfCodeClaim.code).where(
+                        ShelfCodeClaim.branch == branch.id,
+                        ShelfCodeClaim.code.in_([code.compact for code in candidates]),
+                    )
+                )
+            )
+            for code in candidates:
+                if code.compact in taken:
+                    continue
+                try:
+                    with session.begin_nested():
+                        session.add(ShelfCodeClaim(branch=branch.id, code=code.compact))
+                except IntegrityError:
+                    continue
+                return code
+        raise CodesExhausted(
+            f"branch {branch.id} has no free shelf code left: raise its code_length"
+        )
+
+    # -- ending holds -------------------------------------------------------------------------
+
+    def pickup(
+        self, code: str | None = None, *, item: str | None = None, branch_id: str | None = None
+    ) -> ShelfEntry:
+        """Record that the patron collected the item, found by its code or its barcode."""
+        return self._end_one(HoldStatus.PICKED_UP, code, item, branch_id)
+
+    def cancel(
+        self, code: str | None = None, *, item: str | None = None, branch_id: str | None = None
+    ) -> ShelfEntry:
+        return self._end_one(HoldStatus.CANCELLED, code, item, branch_id)
+
+    def expire(self, on: dt.date | None = None) -> list[ShelfEntry]:
+        """End every hold whose pickup-by date is before ``on`` (default today); returns what to
+        pull, in shelving order."""
+        now = self._clock()
+        on = on or now.date()
+        if on > now.date() + dt.timedelta(days=1):
+            raise InvalidInput("holds cannot be expired ahead of time (the date is in the future)")
+        with self._sessions.begin() as session:
+            due = session.scalars(
+                select(Hold)
+                .where(Hold.status == HoldStatus.READY.value, Hold.pickup_by < on)
+                .order_by(Hold.branch, Hold.code)
+                .with_for_update()
+            ).all()
+            pulled = [self._end(session, hold, HoldStatus.EXPIRED, now) for hold in due]
+        log.info("expired %d holds", len(pulled))
+        return pulled
+
+    def _end_one(
+        self, outcome: HoldStatus, code: str | None, item: str | None, branch_id: str | None
+    ) -> ShelfEntry:
+        if (code is None) == (item is None):
+            raise InvalidInput("give either a shelf code or an item barcode")
+        now = self._clock()
+        with self._sessions.begin() as session:
+            hold = (
+                self._find_by_code(session, code, branch_id)
+                if code is not None
+                else self._find_by_item(session, clean_barcode(item), branch_id)
+            )
+            entry = self._end(session, hold, outcome, now)
+        log.info("hold %s %s", hold.id, outcome.label)
+        return entry
+
+    def _end(
+        self, session: Session, hold: Hold, outcome: HoldStatus, now: dt.datetime
+    ) -> ShelfEntry:
+        hold.status = end_transition(HoldStatus(hold.status), outcome).value
+        hold.ended_at = _utc(now)
+        entry = self._entry(hold)
+        session.execute(
+            update(ShelfCodeClaim)
+            .where(ShelfCodeClaim.branch == hold.branch, ShelfCodeClaim.code == hold.code)
+            .values(released_at=_utc(now))
+        )
+        bump(session, now.date(), hold.branch, outcome.value, hold.mode)
+        if self.settings.retention_days == 0:
+            session.delete(hold)  # the link to the patron goes with the row, at once
+        session.flush()
+        return entry
+
+    # -- finding holds ------------------------------------------------------------------------
+
+    def _branches(self, branch_id: str | None) -> list[BranchSettings]:
+        if branch_id:
+            return [self.settings.branch(branch_id)]
+        return list(self.settings.branches.values())
+
+    def _parse(self, code: str, branch_id: str | None) -> dict[str, ShelfCode]:
+        """The code as valid at each candidate branch (code lengths differ between branches)."""
+        parsed = {}
+        for branch in self._branches(branch_id):
+            try:
+                parsed[branch.id] = self._codecs[branch.id].parse(code)
+            except InvalidShelfCode:
+                continue
+        if not parsed:
+            raise InvalidShelfCode()
+        return parsed
+
+    def _find_by_code(self, session: Session, code: str, branch_id: str | None) -> Hold:
+        parsed = self._parse(code, branch_id)
+        matches = or_(*(and_(Hold.branch == b, Hold.code == c.compact) for b, c in parsed.items()))
+        holds = session.scalars(
+            select(Hold).where(matches, Hold.status == HoldStatus.READY.value).with_for_update()
+        ).all()
+        display = next(iter(parsed.values())).display
+        if len(holds) > 1:
+            branches = ", ".join(sorted(hold.branch for hold in holds))
+            raise InvalidInput(f"code {display} is active at {branches}: name the branch")
+        if holds:
+            return holds[0]
+        released = session.scalar(
+            select(func.count())
+            .select_from(ShelfCodeClaim)
+            .where(
+                or_(
+                    *(
+                        and_(ShelfCodeClaim.branch == b, ShelfCodeClaim.code == c.compact)
+                        for b, c in parsed.items()
+                    )
+                ),
+                ShelfCodeClaim.released_at.is_not(None),
+            )
+        )
+        if released:
+            raise Conflict(f"the hold with code {display} has already ended")
+        raise NotFound(f"no active hold has code {display}")
+
+    def _find_by_item(self, session: Session, item: str, branch_id: str | None) -> Hold:
+        query = select(Hold).where(Hold.item_barcode == item, Hold.status == HoldStatus.READY.value)
+        if branch_id:
+            query = query.where(Hold.branch == self.settings.branch(branch_id).id)
+        hold = session.scalar(query.with_for_update())
+        if hold is None:
+            raise NotFound(f"no active hold for item {item}")
+        return hold
+
+    def _entry(self, hold: Hold) -> ShelfEntry:
+        return ShelfEntry(
+            code=ShelfCode(hold.code),
+            branch=hold.branch,
+            branch_name=self.settings.branch(hold.branch).name,
+            pickup_by=hold.pickup_by,
+            mode=PickupMode(hold.mode),
+            move_to_desk=hold.move_to_desk,
+        )
+
+    def shelf(self, branch_id: str | None = None) -> list[ShelfEntry]:
+        """Active holds in shelving order (branch, then code)."""
+        query = select(Hold).where(Hold.status == HoldStatus.READY.value)
+        if branch_id:
+            query = query.where(Hold.branch == self.settings.branch(branch_id).id)
+        with self._sessions() as session:
+            holds = session.scalars(query.order_by(Hold.branch, Hold.code)).all()
+            return [self._entry(hold) for hold in holds]
+
+    # -- patrons ------------------------------------------------------------------------------
+
+    def patron(self, card: str) -> PatronView:
+        pseudonym = self._pseudonym(card)
+        with self._sessions() as session:
+            return self._patron_view(session, pseudonym)
+
+    def opt_out(self, card: str) -> PatronView:
+        """Future holds go to the desk; holds already on the open shelf are listed for staff."""
+        return self._choose(card, PickupMode.DESK)
+
+    def opt_in(self, card: str) -> PatronView:
+        """Back to the library's default; nothing of theirs needs moving any more."""
+        return self._choose(card, PickupMode.SHELF)
+
+    def _choose(self, card: str, choice: PickupMode) -> PatronView:
+        pseudonym = self._pseudonym(card)
+        keep = stored_preference(choice, self.settings.default_pickup)
+        with self._sessions.begin() as session:
+            if keep is None:
+                session.execute(
+                    delete(PatronPreference).where(PatronPreference.patron == pseudonym)
+                )
+            else:
+                session.execute(self._upsert_preference(session, pseudonym, keep))
+            session.execute(
+                update(Hold)
+                .where(
+                    Hold.patron == pseudonym,
+                    Hold.status == HoldStatus.READY.value,
+                    Hold.mode == PickupMode.SHELF.value,
+                )
+                .values(move_to_desk=choice is PickupMode.DESK)
+            )
+            view = self._patron_view(session, pseudonym)
+        log.info("patron preference set to %s", choice.value)
+        return view
+
+    @staticmethod
+    def _upsert_preference(session: Session, pseudonym: str, mode: PickupMode) -> Any:
+        statement = database.dialect_insert(session, PatronPreference).values(
+            patron=pseudonym, mode=mode.value
+        )
+        return statement.on_conflict_do_update(index_elements=["patron"], set_={"mode": mode.value})
+
+    def _patron_view(self, session: Session, pseudonym: str) -> PatronView:
+        stored = session.get(PatronPreference, pseudonym)
+        holds = session.scalars(
+            select(Hold)
+            .where(Hold.patron == pseudonym, Hold.status == HoldStatus.READY.value)
+            .order_by(Hold.branch, Hold.code)
+        ).all()
+        preference = PickupMode(stored.mode) if stored else self.settings.default_pickup
+        return PatronView(preference, stored is not None, [self._entry(h) for h in holds])
+
+    def moved_to_desk(self, code: str, branch_id: str | None = None) -> ShelfEntry:
+        """Staff took the item off the open shelf: from now on it is a desk hold."""
+        now = self._clock()
+        with self._sessions.begin() as session:
+            hold = self._find_by_code(session, code, branch_id)
+            if hold.mode == PickupMode.DESK:
+                raise Conflict(f"the hold {ShelfCode(hold.code).display} is already at the desk")
+            hold.mode, hold.move_to_desk = PickupMode.DESK.value, False
+            bump(session, now.date(), hold.branch, MOVED_TO_DESK, PickupMode.DESK.value)
+            entry = self._entry(hold)
+        log.info("hold %s moved to the desk", hold.id)
+        return entry
+
+    # -- retention and numbers ----------------------------------------------------------------
+
+    def purge(self) -> PurgeReport:
+        """Delete ended holds' links once their retention is over and free codes that have
+        rested 30 days; then fold SQLite's WAL so no old page image keeps a deleted link."""
+        now = _utc(self._clock())
+        with self._sessions.begin() as session:
+            unlinked = session.execute(
+                delete(Hold).where(
+                    Hold.status != HoldStatus.READY.value,
+                    Hold.ended_at <= unlink_cutoff(now, self.settings.retention_days),
+                )
+            ).rowcount
+            freed = session.execute(
+                delete(ShelfCodeClaim).where(ShelfCodeClaim.released_at <= reuse_cutoff(now))
+            ).rowcount
+        database.checkpoint(self.engine)
+        log.info("purge: %d links deleted, %d codes freed", unlinked, freed)
+        return PurgeReport(unlinked_holds=unlinked, freed_codes=freed)
+
+    def stats(self, since: dt.date | None = None, branch_id: str | None = None) -> list[DayCounts]:
+        """Daily counts per branch, newest first: the only numbers Holdshelf keeps."""
+        query = select(DailyCount)
+        if since:
+            query = query.where(DailyCount.day >= since)
+        if branch_id:
+            query = query.where(DailyCount.branch == self.settings.branch(branch_id).id)
+        with self._sessions() as session:
+            rows = session.scalars(query).all()
+        return _group_days(rows)
+
+    def usage(self) -> list[BranchUsage]:
+        """Per branch: active holds and how full its code space is (raise code_length if it
+        nears capacity)."""
+        with self._sessions() as session:
+            active = dict(
+                session.execute(
+                    select(Hold.branch, func.count())
+                    .where(Hold.status == HoldStatus.READY.value)
+                    .group_by(Hold.branch)
+                ).all()
+            )
+            claimed = dict(
+                session.execute(
+                    select(ShelfCodeClaim.branch, func.count()).group_by(ShelfCodeClaim.branch)
+                ).all()
+            )
+        return [
+            BranchUsage(
+                branch=branch_id,
+                active_holds=active.get(branch_id, 0),
+                codes_in_use=claimed.get(branch_id, 0),
+                code_capacity=codec.space * len(ALPHABET) // CHECK_MODULUS,
+            )
+            for branch_id, codec in self._codecs.items()
+        ]
+
+
+def _group_days(rows: Iterable[DailyCount]) -> list[DayCounts]:
+    days: dict[tuple[dt.date, str], DayCounts] = {}
+    for row in rows:
+        day = days.setdefault((row.day, row.branch), DayCounts(row.day, row.branch))
+        day.counts.setdefault(row.event, {})[row.mode] = row.count
+    return sorted(days.values(), key=lambda d: (-d.day.toordinal(), d.branch))

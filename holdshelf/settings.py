@@ -1,0 +1,288 @@
+"""Instance configuration: shipped defaults, the instance's holdshelf.toml, environment overrides.
+
+Branches and printers are configuration, not data. Unknown keys are refused with their name, so
+a typo in a config file is caught at start-up instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import datetime as dt
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from holdshelf.domain.codes import MAX_LENGTH, MIN_LENGTH
+from holdshelf.domain.holds import (
+    MAX_RETENTION_DAYS,
+    WEEKDAYS,
+    PickupMode,
+    PickupPolicy,
+)
+from holdshelf.errors import ConfigError
+from holdshelf.resources import resource_dir
+
+CONFIG_FILE = "holdshelf.toml"
+SQLITE_FILE = "holdshelf.sqlite3"
+ENV_PREFIX = "HOLDSHELF_"
+# HOLDSHELF_INSTANCE picks the folder; HOLDSHELF_TEST_* belong to the test suite.
+_ENV_NOT_CONFIG = ("INSTANCE", "TEST_")
+SECRET_KEYS = ("hashids_salt", "pseudonym_key", "secret_key", "data_key")
+EXAMPLE_SECRET_MARK = "change-me"  # noqa: S105 (a marker, not a secret)
+MIN_SECRET_LENGTH = 32
+ENVIRONMENTS = ("production", "development")
+BRANCH_ID_MAX = 32
+
+
+def default_instance_dir() -> Path:
+    return Path(os.environ.get(f"{ENV_PREFIX}INSTANCE") or "instance")
+
+
+@dataclass(frozen=True)
+class BranchSettings:
+    id: str
+    name: str
+    pickup_days: int
+    code_length: int
+    closed_days: frozenset[int]
+
+    @property
+    def policy(self) -> PickupPolicy:
+        return PickupPolicy(pickup_days=self.pickup_days, closed_weekdays=self.closed_days)
+
+
+@dataclass(frozen=True)
+class Settings:
+    instance_dir: Path
+    environment: str
+    database_url: str
+    timezone: ZoneInfo | None
+    default_pickup: PickupMode
+    retention_days: int
+    branches: Mapping[str, BranchSettings]
+    hashids_salt: str = field(repr=False)
+    pseudonym_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    data_key: str = field(repr=False)
+
+    @property
+    def development(self) -> bool:
+        return self.environment == "development"
+
+    def branch(self, branch_id: str) -> BranchSettings:
+        """The branch with this id (case-insensitive), or a one-line error naming the known ones."""
+        found = self.branches.get(branch_id.strip().upper())
+        if found is None:
+            known = ", ".join(self.branches) or "none configured"
+            raise ConfigError(f"unknown branch {branch_id.strip()!r} (known: {known})")
+        return found
+
+    def now(self) -> dt.datetime:
+        """Aware local time of the library."""
+        return dt.datetime.now(self.timezone).astimezone(self.timezone)
+
+
+def load_settings(instance_dir: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check an instance's configuration. Raises :class:`ConfigError`."""
+    environ = os.environ if environ is None else environ
+    config_path = instance_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise ConfigError(
+            f"no {CONFIG_FILE} in {instance_dir}: run `holdshelf --instance {instance_dir} init`"
+        )
+    merged = _merge(read_toml(resource_dir("config") / "default.toml"), read_toml(config_path))
+    _apply_environment(merged, environ)
+    return _build(instance_dir, merged)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """``override`` laid over ``base``; keys unknown to ``base`` are refused, except inside
+    open tables (``branches``) whose keys are names chosen by the library."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        path = f"{where}{key}"
+        if key not in base and where != "branches.":
+            raise ConfigError(f"unknown configuration key {path!r}")
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            result[key] = _merge(base[key], value, f"{path}.")
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _apply_environment(config: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :]
+        if rest.startswith(_ENV_NOT_CONFIG):
+            continue
+        *tables, key = rest.split("__")
+        target = config
+        for table in tables:
+            target = _subtable(target, table, name)
+        actual = _existing_key(target, key)
+        if actual is None:
+            raise ConfigError(f"environment variable {name} names no configuration key")
+        target[actual] = _coerce(raw, target[actual], name)
+
+
+def _existing_key(table: Mapping[str, Any], key: str) -> str | None:
+    return next((k for k in table if k.lower() == key.lower()), None)
+
+
+def _subtable(config: dict[str, Any], table: str, env_name: str) -> dict[str, Any]:
+    actual = _existing_key(config, table)
+    if actual is None or not isinstance(config[actual], dict):
+        raise ConfigError(f"environment variable {env_name} names no configuration table")
+    return config[actual]
+
+
+def _coerce(raw: str, current: Any, env_name: str) -> Any:
+    """The environment's string as the type the key already has."""
+    try:
+        if isinstance(current, bool):
+            if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+                raise ValueError
+            return raw.lower() in {"1", "true", "yes"}
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, list):
+            return tomllib.loads(f"v = {raw}")["v"]
+    except (ValueError, tomllib.TOMLDecodeError):
+        kind = type(current).__name__
+        raise ConfigError(f"environment variable {env_name} must be a {kind}") from None
+    return raw
+
+
+def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
+    environment = _choice(config, "environment", ENVIRONMENTS)
+    secrets = {key: _string(config, key) for key in SECRET_KEYS}
+    check_secrets(secrets, development=environment == "development")
+    database_url = _string(config, "database_url") or _sqlite_url(instance_dir)
+    retention = config["retention"]["ended_hold_days"]
+    if not isinstance(retention, int) or not 0 <= retention <= MAX_RETENTION_DAYS:
+        raise ConfigError(f"retention.ended_hold_days must be 0..{MAX_RETENTION_DAYS}")
+    branches = _branches(config)
+    return Settings(
+        instance_dir=instance_dir,
+        environment=environment,
+        database_url=database_url,
+        timezone=_timezone(_string(config, "timezone")),
+        default_pickup=PickupMode(_choice(config, "default_pickup", tuple(PickupMode))),
+        retention_days=retention,
+        branches=branches,
+        **secrets,
+    )
+
+
+def _sqlite_url(instance_dir: Path) -> str:
+    return f"sqlite:///{(instance_dir / SQLITE_FILE).resolve()}"
+
+
+def _string(config: Mapping[str, Any], key: str, where: str = "") -> str:
+    value = config.get(key, "")
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}{key} must be a string")
+    return value.strip()
+
+
+def _choice(config: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = _string(config, key)
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def _timezone(name: str) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"unknown time zone {name!r}") from None
+
+
+def check_secrets(secrets: Mapping[str, str], *, development: bool) -> None:
+    """Missing secrets stop every start; example or short ones stop a production start."""
+    missing = [key for key, value in secrets.items() if not value]
+    if missing:
+        raise ConfigError(
+            f"missing secret {missing[0]}: run `holdshelf init` or set {ENV_PREFIX}"
+            f"{missing[0].upper()}"
+        )
+    if development:
+        return
+    for key, value in secrets.items():
+        if EXAMPLE_SECRET_MARK in value.lower():
+            raise ConfigError(f"{key} is the example value: refusing to start in production")
+        if len(value) < MIN_SECRET_LENGTH:
+            raise ConfigError(f"{key} is shorter than {MIN_SECRET_LENGTH} characters")
+    if not _is_fernet_key(secrets["data_key"]):
+        raise ConfigError("data_key is not a Fernet key (32 url-safe base64-encoded bytes)")
+
+
+def _is_fernet_key(value: str) -> bool:
+    try:
+        return len(base64.urlsafe_b64decode(value.encode("ascii"))) == 32
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return False
+
+
+def _branches(config: Mapping[str, Any]) -> dict[str, BranchSettings]:
+    defaults = config["branch_defaults"]
+    branches: dict[str, BranchSettings] = {}
+    for raw_id, table in config["branches"].items():
+        branch_id = raw_id.strip().upper()
+        where = f"branches.{raw_id}."
+        if not branch_id or len(branch_id) > BRANCH_ID_MAX or not branch_id.isprintable():
+            raise ConfigError(f"branch id {raw_id!r} must be 1..{BRANCH_ID_MAX} characters")
+        if branch_id in branches:
+            raise ConfigError(f"branch {branch_id} is defined twice")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"branches.{raw_id} must be a table")
+        merged = _merge(defaults | {"name": ""}, table, where)
+        branches[branch_id] = _branch(branch_id, merged, where)
+    if not branches:
+        raise ConfigError("no branches configured: add a [branches.MAIN] table")
+    return branches
+
+
+def _branch(branch_id: str, table: Mapping[str, Any], where: str) -> BranchSettings:
+    name = _string(table, "name", where) or branch_id
+    pickup_days, code_length = table["pickup_days"], table["code_length"]
+    if not isinstance(pickup_days, int) or not 1 <= pickup_days <= 366:
+        raise ConfigError(f"{where}pickup_days must be a whole number of days, 1..366")
+    if not isinstance(code_length, int) or not MIN_LENGTH <= code_length <= MAX_LENGTH:
+        raise ConfigError(f"{where}code_length must be {MIN_LENGTH}..{MAX_LENGTH}")
+    closed = table["closed_days"]
+    if not isinstance(closed, list) or any(
+        not isinstance(d, str) or d.strip().lower()[:3] not in WEEKDAYS for d in closed
+    ):
+        raise ConfigError(f'{where}closed_days must list weekdays such as "sun"')
+    closed_days = frozenset(WEEKDAYS.index(d.strip().lower()[:3]) for d in closed)
+    if len(closed_days) == 7:
+        raise ConfigError(f"{where}closed_days closes the branch every day")
+    return BranchSettings(
+        id=branch_id,
+        name=name,
+        pickup_days=pickup_days,
+        code_length=code_length,
+        closed_days=closed_days,
+    )

@@ -1,0 +1,122 @@
+"""Engines, sessions and schema migrations.
+
+SQLite (the embedded default) runs in WAL mode with ``secure_delete`` so that deleted rows (an
+ended hold's link to its patron) are overwritten, not left readable in free pages. Every SQLite
+transaction starts with ``BEGIN IMMEDIATE``: writers queue on the busy timeout instead of failing
+with "database is locked" when two processes upgrade a read lock at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from holdshelf.errors import ConfigError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(database_url: str) -> Engine:
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise ConfigError("database_url is not a valid database URL") from None
+    try:
+        if url.get_backend_name() == "sqlite":
+            return _sqlite_engine(database_url)
+        # hide_parameters: an IntegrityError must not carry a pseudonym into a log.
+        return create_engine(url, hide_parameters=True, pool_pre_ping=True)
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
+        if url.get_backend_name() == "postgresql":
+            raise ConfigError(
+                "PostgreSQL support is not installed: pip install 'holdshelf[postgres]'"
+            ) from None
+        raise ConfigError(f"unsupported database_url: {exc}") from None
+
+
+def _sqlite_engine(database_url: str) -> Engine:
+    engine = create_engine(
+        database_url,
+        hide_parameters=True,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see "begin" below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            f"busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}",
+            "journal_mode = WAL",
+            "synchronous = NORMAL",
+            "foreign_keys = ON",
+            "secure_delete = ON",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def dialect_insert(session: Session, model: type[Any]) -> Any:
+    """An INSERT that supports ``on_conflict_do_update`` (upserts) on both databases."""
+    dialect = session.get_bind().dialect.name
+    return (sqlite.insert if dialect == "sqlite" else postgresql.insert)(model)
+
+
+def checkpoint(engine: Engine) -> None:
+    """Fold SQLite's write-ahead log into the database and truncate it, so page images of
+    deleted rows do not linger in the WAL file. Nothing to do on PostgreSQL."""
+    if engine.dialect.name != "sqlite":
+        return
+    raw = engine.raw_connection()
+    try:
+        raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        raw.close()
+
+
+def _alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest revision (idempotent)."""
+    command.upgrade(_alembic_config(engine), "head")
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse to work on a database whose schema is missing or older than this code."""
+    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    except OperationalError as exc:
+        raise ConfigError(f"cannot open the database: {exc.orig}") from None
+    if current is None:
+        raise ConfigError("the database has no Holdshelf schema: run `holdshelf init`")
+    if current != head:
+        raise ConfigError("the database schema is out of date: run `holdshelf db upgrade`")

@@ -1,0 +1,111 @@
+"""Database tables. What is deliberately absent: card numbers, names, titles, contact details.
+
+- ``shelf_codes`` claims a code at a branch: while a hold uses it, and for 30 days after the hold
+  ends (``released_at``), so a stale slip never points at another patron's item. Its primary key
+  is what makes codes unique under concurrent writers.
+- ``holds`` are active holds. The ``patron`` pseudonym is the only link to a person; an ended
+  hold's row is deleted at once (or kept ``retention.ended_hold_days`` with the link, then purged).
+- ``patron_preferences`` holds a pseudonym and a choice, and only while the choice differs from
+  the library's default.
+- ``daily_counts`` are the aggregate numbers that remain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+BRANCH = String(32)
+CODE = String(16)
+PSEUDONYM = String(64)
+MODE = String(8)
+ACTIVE = text("status = 'ready'")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ShelfCodeClaim(Base):
+    __tablename__ = "shelf_codes"
+
+    branch: Mapped[str] = mapped_column(BRANCH, primary_key=True)
+    code: Mapped[str] = mapped_column(CODE, primary_key=True)
+    # None while a hold uses the code; then the moment it was freed (UTC).
+    released_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class Hold(Base):
+    __tablename__ = "holds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    branch: Mapped[str] = mapped_column(BRANCH)
+    code: Mapped[str] = mapped_column(CODE)
+    item_barcode: Mapped[str] = mapped_column(String(64))
+    # HMAC pseudonym of the patron's card; None once an ended hold is unlinked.
+    patron: Mapped[str | None] = mapped_column(PSEUDONYM)
+    mode: Mapped[str] = mapped_column(MODE)
+    status: Mapped[str] = mapped_column(String(16), default="ready")
+    pickup_by: Mapped[dt.date] = mapped_column(Date)
+    ready_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # Set when the patron opted out while this hold stood on the open shelf.
+    move_to_desk: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (
+        ForeignKeyConstraint(["branch", "code"], ["shelf_codes.branch", "shelf_codes.code"]),
+        UniqueConstraint("branch", "code"),
+        CheckConstraint("status IN ('ready', 'picked_up', 'expired', 'cancelled')", "status"),
+        CheckConstraint("mode IN ('shelf', 'desk')", "mode"),
+        CheckConstraint("status = 'ready' OR ended_at IS NOT NULL", "ended"),
+        # One active hold per item: a second trap of the same item is a conflict.
+        Index(
+            "uq_holds_active_item",
+            "item_barcode",
+            unique=True,
+            sqlite_where=ACTIVE,
+            postgresql_where=ACTIVE,
+        ),
+        Index("ix_holds_patron", "patron"),
+        Index("ix_holds_status_pickup_by", "status", "pickup_by"),
+    )
+
+
+class PatronPreference(Base):
+    __tablename__ = "patron_preferences"
+
+    patron: Mapped[str] = mapped_column(PSEUDONYM, primary_key=True)
+    mode: Mapped[str] = mapped_column(MODE)
+
+    __table_args__ = (CheckConstraint("mode IN ('shelf', 'desk')", "mode"),)
+
+
+class DailyCount(Base):
+    __tablename__ = "daily_counts"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    branch: Mapped[str] = mapped_column(BRANCH, primary_key=True)
+    event: Mapped[str] = mapped_column(String(16), primary_key=True)
+    mode: Mapped[str] = mapped_column(MODE, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
