@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,10 +104,12 @@ class HoldService:
         settings: Settings,
         sessions: sessionmaker[Session],
         clock: Callable[[], dt.datetime] | None = None,
+        randbelow: Callable[[int], int] = secrets.randbelow,
     ) -> None:
         self.settings = settings
         self._sessions = sessions
         self._clock = clock or settings.now
+        self._randbelow = randbelow  # replaceable only so tests can force code collisions
         self._pseudonym = Pseudonymizer(settings.pseudonym_key.encode("utf-8"))
         self._codecs = {
             branch.id: ShelfCodec(settings.hashids_salt, branch.code_length)
@@ -189,7 +192,7 @@ class HoldService:
         loser's insert fails inside a savepoint and it simply takes another candidate."""
         codec = self._codecs[branch.id]
         for _ in range(CLAIM_ROUNDS):
-            candidates = {codec.draw() for _ in range(CANDIDATES_PER_ROUND)}
+            candidates = {codec.draw(self._randbelow) for _ in range(CANDIDATES_PER_ROUND)}
             taken = set(
                 session.scalars(
                     select(ShelfCodeClaim.code).where(
