@@ -95,7 +95,7 @@ def _add_missing_secrets(path: Path) -> list[str]:
     for key, value in document.body:
         if key is None:
             updated.add(value)  # comments and whitespace
-        elif str(key) not in missing:
+        elif key.key not in missing:
             updated.add(key, value)
     _write_private(path, tomlkit.dumps(updated))
     return missing

@@ -97,8 +97,17 @@ def load_settings(instance_dir: Path, environ: Mapping[str, str] | None = None) 
             f"no {CONFIG_FILE} in {instance_dir}: run `holdshelf --instance {instance_dir} init`"
         )
     merged = _merge(read_toml(resource_dir("config") / "default.toml"), read_toml(config_path))
+    _fill_branch_defaults(merged)  # so the environment can override any key of a branch
     _apply_environment(merged, environ)
     return _build(instance_dir, merged)
+
+
+def _fill_branch_defaults(config: dict[str, Any]) -> None:
+    defaults = config["branch_defaults"] | {"name": ""}
+    for branch_id, table in config["branches"].items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"branches.{branch_id} must be a table")
+        config["branches"][branch_id] = _merge(defaults, table, f"branches.{branch_id}.")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -246,7 +255,6 @@ def _is_fernet_key(value: str) -> bool:
 
 
 def _branches(config: Mapping[str, Any]) -> dict[str, BranchSettings]:
-    defaults = config["branch_defaults"]
     branches: dict[str, BranchSettings] = {}
     for raw_id, table in config["branches"].items():
         branch_id = raw_id.strip().upper()
@@ -255,10 +263,7 @@ def _branches(config: Mapping[str, Any]) -> dict[str, BranchSettings]:
             raise ConfigError(f"branch id {raw_id!r} must be 1..{BRANCH_ID_MAX} characters")
         if branch_id in branches:
             raise ConfigError(f"branch {branch_id} is defined twice")
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"branches.{raw_id} must be a table")
-        merged = _merge(defaults | {"name": ""}, table, where)
-        branches[branch_id] = _branch(branch_id, merged, where)
+        branches[branch_id] = _branch(branch_id, table, where)
     if not branches:
         raise ConfigError("no branches configured: add a [branches.MAIN] table")
     return branches

@@ -1,0 +1,210 @@
+"""Shared fixtures: instances on SQLite and on a real PostgreSQL, a settable clock, patrons.
+
+PostgreSQL: HOLDSHELF_TEST_POSTGRES_URL (default: postgres@127.0.0.1:5432/test). Each test run
+creates its own database next to it and drops it afterwards. Unreachable PostgreSQL skips those
+tests, unless HOLDSHELF_TEST_REQUIRE_POSTGRES=1 (CI), where it fails the run instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.engine import URL
+
+from holdshelf.instance import write_config
+from holdshelf.service import HoldService
+from holdshelf.settings import Settings, load_settings
+from holdshelf.storage import database
+from holdshelf.storage.models import Base
+
+POSTGRES_URL = os.environ.get(
+    "HOLDSHELF_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_POSTGRES = os.environ.get("HOLDSHELF_TEST_REQUIRE_POSTGRES") == "1"
+TIMEZONE = ZoneInfo("America/Chicago")
+# A Monday morning at the circulation desk.
+START = dt.datetime(2026, 11, 23, 9, 30, tzinfo=TIMEZONE)
+
+_postgres_tests_run = 0
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+
+def _admin_engine():
+    return create_engine(make_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[URL]:
+    """A fresh, migrated database for this test run (dropped at the end)."""
+    admin = _admin_engine()
+    name = f"holdshelf_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        message = f"PostgreSQL unavailable at {POSTGRES_URL}: {str(exc).splitlines()[0]}"
+        if REQUIRE_POSTGRES:
+            pytest.fail(message)
+        pytest.skip(message)
+    url = make_url(POSTGRES_URL).set(database=name)
+    engine = database.make_engine(url.render_as_string(hide_password=False))
+    database.upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def truncate_all(url: str) -> None:
+    engine = create_engine(url)
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables}"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each test using this runs twice: on SQLite in its instance folder, and on PostgreSQL."""
+    global _postgres_tests_run
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'instance' / 'holdshelf.sqlite3'}"
+        return
+    url = request.getfixturevalue("postgres_server_url").render_as_string(hide_password=False)
+    _postgres_tests_run += 1
+    yield url
+    truncate_all(url)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A CI run that silently ran no PostgreSQL test would hide half of what we ship.
+    distributed = getattr(session.config.option, "numprocesses", None)  # pytest-xdist
+    if REQUIRE_POSTGRES and _postgres_tests_run == 0 and not distributed:
+        session.config.get_terminal_writer().line(
+            "HOLDSHELF_TEST_REQUIRE_POSTGRES=1 but no PostgreSQL test ran", red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- instances and the service ------------------------------------------------------------
+
+
+class Clock:
+    """The library's clock, moved by tests."""
+
+    def __init__(self, start: dt.datetime = START) -> None:
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+def make_instance(
+    directory: Path, database_url: str, *, extra: str = "", demo: bool = True
+) -> Path:
+    """A demo instance (branches MAIN and EAST) using ``database_url``; ``extra`` is TOML
+    inserted before the branch tables."""
+    write_config(directory, demo=demo)
+    config = directory / "holdshelf.toml"
+    text_ = config.read_text()
+    text_ = text_.replace(
+        '# database_url = "postgresql+psycopg://holdshelf@localhost/holdshelf"',
+        f'database_url = "{database_url}"',
+    ).replace('timezone = ""', 'timezone = "America/Chicago"')
+    head, sep, tail = text_.partition("\n[retention]")
+    config.write_text(head + sep + tail.replace("\n[branches.", f"\n{extra}\n[branches.", 1))
+    return directory
+
+
+@pytest.fixture
+def instance_dir(tmp_path: Path, database_url: str) -> Path:
+    path = make_instance(tmp_path / "instance", database_url)
+    if database_url.startswith("sqlite"):
+        database.upgrade(database.make_engine(database_url))
+    return path
+
+
+@pytest.fixture
+def settings(instance_dir: Path) -> Settings:
+    return load_settings(instance_dir, environ={})
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def service(settings: Settings, clock: Clock) -> Iterator[HoldService]:
+    svc = HoldService.open(settings, clock=clock)
+    yield svc
+    svc.engine.dispose()
+
+
+# -- patrons ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Patron:
+    """A fixture patron. Only ``card`` ever reaches Holdshelf; the rest must never appear."""
+
+    card: str
+    name: str
+    email: str
+    phone: str
+
+    @property
+    def secrets(self) -> list[str]:
+        """Strings that must appear in no output: the card (as typed and normalised), the name
+        and the contacts."""
+        digits = self.card.replace(" ", "")
+        return [self.card, digits, self.name, self.name.split()[-1], self.email, self.phone]
+
+
+FIRST = ["Ana", "Bo", "Chidi", "Dolores", "Eun-ji", "Farid", "Grete", "Hiroshi", "Ines", "Jalen"]
+LAST = ["Okafor", "Lindqvist", "Marquez", "Nakamura", "Petrov", "Quispe", "Rasmussen", "Thibault"]
+
+
+def make_patrons(count: int, seed: int = 7) -> list[Patron]:
+    rng = random.Random(seed)
+    patrons = []
+    for n in range(count):
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        card = f"2{rng.randrange(10**12, 10**13)}"  # a 14-digit library card (Codabar style)
+        patrons.append(
+            Patron(
+                card=card,
+                name=f"{first} {last}{n}",
+                email=f"{first.lower()}.{last.lower()}{n}@example.org",
+                phone=f"+1 312 555 {rng.randrange(1000, 9999)}",
+            )
+        )
+    return patrons
+
+
+@pytest.fixture
+def patrons() -> list[Patron]:
+    return make_patrons(40)
+
+
+def assert_no_patron_data(text_: str | bytes, patrons: list[Patron]) -> None:
+    """Fail if any fixture patron's card number, name or contact occurs in ``text_``."""
+    haystack = text_ if isinstance(text_, bytes) else text_.encode("utf-8")
+    for patron in patrons:
+        for secret in patron.secrets:
+            assert secret.encode("utf-8") not in haystack, "patron data leaked into output"

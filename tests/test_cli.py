@@ -1,0 +1,290 @@
+"""The command line: the whole workflow, JSON output, and one-line errors with exit status 1."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from holdshelf.cli import main
+from tests.conftest import Patron, assert_no_patron_data, make_instance
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self):
+        return json.loads(self.out)
+
+
+class Cli:
+    def __init__(self, instance: Path, capsys, monkeypatch) -> None:
+        self.instance = instance
+        self.capsys = capsys
+        self.monkeypatch = monkeypatch
+        self.outputs: list[str] = []
+
+    def __call__(self, *args: str, stdin: str = "") -> Result:
+        self.monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        try:
+            main(["--instance", str(self.instance), *args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = self.capsys.readouterr()
+        self.outputs += [captured.out, captured.err]
+        return Result(code, captured.out, captured.err)
+
+    def ok(self, *args: str, stdin: str = "") -> Result:
+        result = self(*args, stdin=stdin)
+        assert result.code == 0, result.err
+        return result
+
+    def fails(self, *args: str, message: str, stdin: str = "") -> Result:
+        result = self(*args, stdin=stdin)
+        assert result.code == 1
+        assert result.out == ""
+        assert result.err.startswith("error: ")
+        assert result.err.count("\n") == 1, "an error is exactly one line"
+        assert "Traceback" not in result.err
+        assert message in result.err
+        return result
+
+
+@pytest.fixture
+def cli(tmp_path: Path, database_url: str, capsys, monkeypatch) -> Cli:
+    instance = make_instance(tmp_path / "instance", database_url)
+    runner = Cli(instance, capsys, monkeypatch)
+    runner.ok("init")
+    return runner
+
+
+def test_the_whole_workflow(cli: Cli, patrons: list[Patron]) -> None:
+    alice, bob = patrons[0], patrons[1]
+    first = cli.ok(
+        "ready", "--branch", "MAIN", "--item", "39010001", "--patron", alice.card, "--json"
+    ).json
+    assert set(first) >= {"code", "section", "branch", "pickup_by", "mode"}
+    assert first["mode"] == "shelf"
+    assert first["section"] == first["code"][0]
+    human = cli.ok("ready", "--branch", "main", "--item", "39010002", "--patron", bob.card)
+    second_code = human.out.split()[0]
+    assert "open shelf" in human.out and "Central Library (MAIN)" in human.out
+
+    shelf = cli.ok("shelf", "--json").json
+    assert [e["code"] for e in shelf] == sorted([first["code"], second_code])
+    assert all(set(e) == set(first) for e in shelf)
+
+    opted = cli.ok("patron", "opt-out", bob.card, "--json").json
+    assert opted["preference"] == "desk"
+    assert [(h["code"], h["move_to_desk"]) for h in opted["holds"]] == [(second_code, True)]
+    assert "To move to the desk" in cli.ok("shelf").out
+    cli.ok("move-to-desk", second_code)
+    desk = cli.ok("ready", "--branch", "EAST", "--item", "39010003", "--patron", bob.card, "--json")
+    assert desk.json["mode"] == "desk"
+    assert "pickup: at the desk" in cli.ok("patron", "show", bob.card).out
+
+    assert "picked up" in cli.ok("pickup", first["code"].lower()).out
+    assert cli.ok("cancel", "--item", "39010003", "--json").json["branch"] == "EAST"
+    cli.ok("patron", "opt-in", bob.card)
+    assert cli.ok("patron", "show", bob.card, "--json").json["preference"] == "shelf"
+    assert cli.ok("expire").out.strip() == "nothing to expire"
+    assert "deleted 0 ended-hold links" in cli.ok("purge").out
+
+    stats = cli.ok("stats", "--json").json
+    main_today = next(d for d in stats["days"] if d["branch"] == "MAIN")
+    assert main_today["ready"] == {"shelf": 2}
+    assert main_today["picked_up"] == {"shelf": 1}
+    assert {b["branch"]: b["active_holds"] for b in stats["branches"]} == {"MAIN": 1, "EAST": 0}
+    assert "of them desk" in cli.ok("stats").out
+    for output in cli.outputs:
+        assert_no_patron_data(output, patrons)
+
+
+def test_card_number_from_stdin_keeps_it_out_of_argv(cli: Cli, patrons) -> None:
+    entry = cli.ok(
+        "ready",
+        "--branch",
+        "MAIN",
+        "--item",
+        "I1",
+        "--patron",
+        "-",
+        "--json",
+        stdin=patrons[0].card + "\n",
+    ).json
+    shown = cli.ok("patron", "show", "-", "--json", stdin=patrons[0].card).json
+    assert [h["code"] for h in shown["holds"]] == [entry["code"]]
+
+
+def test_errors_are_one_line_with_exit_status_1(cli: Cli, patrons) -> None:
+    card = patrons[0].card
+    entry = cli.ok("ready", "--branch", "MAIN", "--item", "I1", "--patron", card, "--json").json
+    cli.fails(
+        "ready",
+        "--branch",
+        "MAIN",
+        "--item",
+        "I1",
+        "--patron",
+        card,
+        message=f"item I1 is already on the hold shelf at MAIN (code {entry['code']})",
+    )
+    cli.fails(
+        "ready",
+        "--branch",
+        "NOPE",
+        "--item",
+        "I2",
+        "--patron",
+        card,
+        message="unknown branch 'NOPE' (known: MAIN, EAST)",
+    )
+    cli.fails(
+        "ready",
+        "--item",
+        "I2",
+        "--patron",
+        card,
+        message="Missing option '--branch'. (see: holdshelf ready --help)",
+    )
+    cli.fails(
+        "ready", "--branch", "MAIN", "--item", "", "--patron", card, message="item barcode is empty"
+    )
+    cli.fails(
+        "ready",
+        "--branch",
+        "MAIN",
+        "--item",
+        "I\x07",
+        "--patron",
+        card,
+        message="control characters",
+    )
+    cli.fails(
+        "ready", "--branch", "MAIN", "--item", "I" * 200, "--patron", card, message="longer than 64"
+    )
+    cli.fails(
+        "ready",
+        "--branch",
+        "MAIN",
+        "--item",
+        "I2",
+        "--patron",
+        card,
+        "--pickup-by",
+        "2026-02-30",
+        message="pickup-by date must be a date as YYYY-MM-DD",
+    )
+    cli.fails(
+        "ready",
+        "--branch",
+        "MAIN",
+        "--item",
+        "I2",
+        "--patron",
+        card,
+        "--pickup-by",
+        "2001-01-01",
+        message="is in the past",
+    )
+    cli.fails("pickup", "HELLO", message="not a valid shelf code")
+    cli.fails("pickup", message="give either a shelf code or an item barcode")
+    cli.fails("pickup", entry["code"], "--item", "I1", message="give either a shelf code")
+    cli.fails("pickup", "--item", "NOTHING", message="no active hold for item NOTHING")
+    cli.ok("pickup", entry["code"])
+    cli.fails("pickup", entry["code"], message=f"hold with code {entry['code']} has already ended")
+    cli.fails("move-to-desk", entry["code"], message="already ended")
+    cli.fails("expire", "--on", "tomorrow", message="must be a date as YYYY-MM-DD")
+    cli.fails("stats", "--since", "31/12/2026", message="must be a date")
+    cli.fails("bogus", message="No such command 'bogus'")
+    cli.fails("patron", "show", "", message="card number is empty")
+    # nothing was written by any of the refused commands
+    assert cli.ok("shelf", "--json").json == []
+    for output in cli.outputs:
+        assert_no_patron_data(output, patrons)
+
+
+def test_missing_instance_and_schema(tmp_path: Path, capsys, monkeypatch) -> None:
+    empty = Cli(tmp_path / "nowhere", capsys, monkeypatch)
+    empty.fails("shelf", message="no holdshelf.toml in")
+    assert not (tmp_path / "nowhere").exists()
+    fresh = Cli(
+        make_instance(tmp_path / "fresh", f"sqlite:///{tmp_path}/x.sqlite3"), capsys, monkeypatch
+    )
+    fresh.fails("shelf", message="no Holdshelf schema: run `holdshelf init`")
+    fresh.ok("db", "upgrade")
+    assert fresh.ok("shelf").out.strip() == "no active holds"
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    url = "postgresql+psycopg://nobody@127.0.0.1:9/none"
+    down = Cli(make_instance(tmp_path / "down", url), capsys, monkeypatch)
+    down.fails("shelf", message="cannot open the database: connection failed")
+
+
+def test_production_refuses_example_secrets(tmp_path: Path, capsys, monkeypatch) -> None:
+    instance = tmp_path / "example"
+    instance.mkdir()
+    from holdshelf.resources import resource_dir
+
+    (instance / "holdshelf.toml").write_bytes(
+        (resource_dir("config") / "example.toml").read_bytes()
+    )
+    Cli(instance, capsys, monkeypatch).fails(
+        "shelf", message="hashids_salt is the example value: refusing to start in production"
+    )
+
+
+def test_init_demo_prints_what_it_made(tmp_path: Path, capsys, monkeypatch) -> None:
+    cli = Cli(tmp_path / "demo", capsys, monkeypatch)
+    out = cli.ok("init", "--demo").out
+    assert "with fresh secrets" in out
+    assert "branches: MAIN (Central Library), EAST (Eastside Branch)" in out
+    assert "settings and secrets are unchanged" in cli.ok("init").out
+
+
+def test_installed_console_script(tmp_path: Path, patrons) -> None:
+    """The real entry point in a child process: exit statuses and stderr as a shell sees them."""
+    script = Path(sys.executable).with_name("holdshelf")
+    assert script.exists(), "the holdshelf console script is installed"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOLDSHELF_")}
+    env["HOLDSHELF_INSTANCE"] = str(tmp_path / "inst")
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(script), *args],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert run("init", "--demo").returncode == 0
+    made = run(
+        "ready",
+        "--branch",
+        "MAIN",
+        "--item",
+        "X1",
+        "--patron",
+        "-",
+        "--json",
+        stdin=patrons[0].card,
+    )
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["branch"] == "MAIN"
+    bad = run("pickup", "ZZZZZZ")
+    assert (bad.returncode, bad.stdout, bad.stderr) == (1, "", "error: not a valid shelf code\n")
+    assert run("--version").stdout.startswith("holdshelf, version ")

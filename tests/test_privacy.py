@@ -1,0 +1,150 @@
+"""After a realistic run, nothing in the database can tell who a finished hold belonged to.
+
+Checked on the raw bytes of the SQLite file and its WAL, and on a pg_dump of PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy import make_url, select
+
+from holdshelf.domain.pseudonyms import Pseudonymizer
+from holdshelf.service import HoldService
+from holdshelf.storage.models import Base, Hold, PatronPreference
+from tests.conftest import Clock, Patron, assert_no_patron_data, make_patrons
+
+
+def realistic_run(service: HoldService, clock: Clock, patrons: list[Patron]) -> dict[str, set]:
+    """Three weeks at two branches: hundreds of holds, opt-outs and back, pickups by code and
+    by item, cancellations, moves to the desk, expiries and a purge. Returns the patrons and
+    items whose holds are all over."""
+    rng = random.Random(11)
+    active: dict[str, tuple[str, str]] = {}  # code -> (item, card)
+    counter = 0
+    for _day in range(21):
+        for _ in range(rng.randrange(10, 25)):
+            counter += 1
+            patron = rng.choice(patrons)
+            item = f"3901{counter:08d}"
+            entry = service.ready(rng.choice(["MAIN", "EAST"]), item, patron.card)
+            active[f"{entry.branch}:{entry.code.display}"] = (item, patron.card)
+        for key in rng.sample(sorted(active), k=min(len(active), rng.randrange(5, 20))):
+            branch, code = key.split(":")
+            item, _card = active.pop(key)
+            roll = rng.random()
+            if roll < 0.6:
+                service.pickup(code, branch_id=branch)
+            elif roll < 0.8:
+                service.pickup(item=item)
+            else:
+                service.cancel(code, branch_id=branch)
+        for patron in rng.sample(patrons, k=3):
+            view = service.opt_out(patron.card)
+            for hold in view.holds:
+                if hold.move_to_desk and rng.random() < 0.7:
+                    service.moved_to_desk(hold.code.display, hold.branch)
+        for patron in rng.sample(patrons, k=2):
+            service.opt_in(patron.card)
+        clock.advance(days=1)
+        for entry in service.expire():
+            active.pop(f"{entry.branch}:{entry.code.display}")
+    clock.advance(days=31)
+    for entry in service.expire():
+        active.pop(f"{entry.branch}:{entry.code.display}")
+    service.purge()
+    assert counter > 300
+    assert active == {}
+    return {"items": {f"3901{n:08d}" for n in range(1, counter + 1)}}
+
+
+def ended_links(service: HoldService) -> list:
+    with service._sessions() as session:
+        return session.scalars(
+            select(Hold).where(Hold.status != "ready", Hold.patron.is_not(None))
+        ).all()
+
+
+def test_no_row_links_an_ended_hold_to_a_pseudonym(
+    service: HoldService, clock: Clock, patrons: list[Patron]
+) -> None:
+    realistic_run(service, clock, patrons)
+    assert ended_links(service) == []
+    with service._sessions() as session:
+        assert session.scalars(select(Hold)).all() == []
+        preferences = session.scalars(select(PatronPreference)).all()
+    assert all(set(vars(p)) - {"_sa_instance_state"} == {"patron", "mode"} for p in preferences)
+
+
+def raw_database_bytes(service: HoldService, tmp_path: Path) -> bytes:
+    url = make_url(service.settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        # Connections stay open (as in a running server): closing the last one would fold
+        # and delete the WAL and hide what a long-running process leaves in it.
+        files = sorted(Path(url.database).parent.glob(Path(url.database).name + "*"))
+        assert files, "the SQLite file exists"
+        return b"".join(path.read_bytes() for path in files)
+    if shutil.which("pg_dump") is None:
+        pytest.fail("pg_dump is needed to dump the PostgreSQL tables")
+    dump = subprocess.run(
+        [
+            "pg_dump",
+            "--data-only",
+            "-h",
+            url.host or "127.0.0.1",
+            "-p",
+            str(url.port or 5432),
+            "-U",
+            url.username or "postgres",
+            url.database,
+        ],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    tables = [table.name for table in Base.metadata.sorted_tables]
+    assert all(f"COPY public.{name} ".encode() in dump for name in tables)
+    return dump
+
+
+def test_database_bytes_hold_no_card_numbers_and_no_trace_of_ended_holds(
+    service: HoldService, clock: Clock, patrons: list[Patron], tmp_path: Path
+) -> None:
+    finished = realistic_run(service, clock, patrons)
+    with service._sessions() as session:
+        chosen = set(session.scalars(select(PatronPreference.patron)))
+    raw = raw_database_bytes(service, tmp_path)
+
+    assert_no_patron_data(raw, patrons)
+    # Every hold has ended: neither the pseudonym of a patron without a standing choice nor any
+    # item barcode may remain, not even in free pages or the write-ahead log.
+    pseudonym = Pseudonymizer(service.settings.pseudonym_key.encode())
+    unchosen = [p for p in patrons if pseudonym(p.card) not in chosen]
+    assert unchosen, "the run leaves some patrons without a standing choice"
+    for patron in unchosen:
+        assert pseudonym(patron.card).encode() not in raw
+    for item in sorted(finished["items"]):
+        assert item.encode() not in raw
+    for value in chosen:  # the only pseudonyms kept are standing choices (opt-outs)
+        assert value.encode() in raw
+
+
+def test_log_records_carry_no_patron_data(
+    service: HoldService, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    patrons = make_patrons(30, seed=3)
+    caplog.set_level(logging.DEBUG, logger="holdshelf")
+    caplog.set_level(logging.INFO, logger="sqlalchemy.engine")  # SQL echo, parameters hidden
+    realistic_run(service, clock, patrons)
+    assert caplog.records, "the run was logged"
+    pseudonym = Pseudonymizer(service.settings.pseudonym_key.encode())
+    text = "\n".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
+    assert "INSERT INTO holds" in text
+    assert_no_patron_data(text, patrons)
+    for patron in patrons:
+        assert pseudonym(patron.card) not in text

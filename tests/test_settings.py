@@ -1,0 +1,198 @@
+"""Instance folders, secrets and configuration precedence."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from holdshelf.domain.holds import PickupMode
+from holdshelf.errors import ConfigError
+from holdshelf.instance import write_config
+from holdshelf.resources import resource_dir
+from holdshelf.settings import SECRET_KEYS, load_settings
+from holdshelf.storage import database
+
+
+def config_of(instance: Path) -> Path:
+    return instance / "holdshelf.toml"
+
+
+def test_init_writes_private_config_with_fresh_secrets(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert write_config(a).created
+    write_config(b)
+    assert stat.S_IMODE(config_of(a).stat().st_mode) == 0o600
+    assert stat.S_IMODE(a.stat().st_mode) == 0o700
+    settings_a, settings_b = load_settings(a, environ={}), load_settings(b, environ={})
+    for key in SECRET_KEYS:
+        assert getattr(settings_a, key) != getattr(settings_b, key)
+        assert len(getattr(settings_a, key)) >= 32
+    assert settings_a.environment == "production"
+    assert list(settings_a.branches) == ["MAIN"]
+
+
+def test_init_never_overwrites_secrets_or_settings(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    config = config_of(tmp_path)
+    config.write_text(config.read_text().replace('name = "Main Library"', 'name = "Our Library"'))
+    before = config.read_bytes()
+    report = write_config(tmp_path, demo=True)
+    assert not report.created
+    assert report.secrets_added == []
+    assert config.read_bytes() == before
+
+
+def test_init_adds_only_missing_secrets_and_keeps_comments(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    config = config_of(tmp_path)
+    original = load_settings(tmp_path, environ={})
+    lines = [line for line in config.read_text().splitlines() if not line.startswith("data_key")]
+    text = "\n".join(lines).replace('pseudonym_key = "', 'pseudonym_key = "" # was "')
+    config.write_text(text + "\n# a librarian's note\n")
+    report = write_config(tmp_path)
+    assert sorted(report.secrets_added) == ["data_key", "pseudonym_key"]
+    updated = load_settings(tmp_path, environ={})
+    assert updated.hashids_salt == original.hashids_salt
+    assert updated.secret_key == original.secret_key
+    assert updated.pseudonym_key not in {"", original.pseudonym_key}
+    assert "# a librarian's note" in config.read_text()
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+
+
+def test_demo_instance_has_two_branches(tmp_path: Path) -> None:
+    write_config(tmp_path, demo=True)
+    settings = load_settings(tmp_path, environ={})
+    assert {b.id: b.name for b in settings.branches.values()} == {
+        "MAIN": "Central Library",
+        "EAST": "Eastside Branch",
+    }
+    assert settings.branch("main").closed_days == frozenset({6})
+    assert settings.branch("EAST").pickup_days == 5
+
+
+def test_example_secrets_are_refused_in_production_only(tmp_path: Path) -> None:
+    shutil.copy(resource_dir("config") / "example.toml", config_of(tmp_path))
+    with pytest.raises(ConfigError, match="example value: refusing to start in production"):
+        load_settings(tmp_path, environ={})
+    development = load_settings(tmp_path, environ={"HOLDSHELF_ENVIRONMENT": "development"})
+    assert set(development.branches) == {"MAIN", "EAST"}
+    assert development.branch("EAST").code_length == 7
+    assert development.timezone is not None
+
+
+def test_missing_and_weak_secrets(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    with pytest.raises(ConfigError, match="missing secret pseudonym_key: run `holdshelf init`"):
+        load_settings(tmp_path, environ={"HOLDSHELF_PSEUDONYM_KEY": ""})
+    with pytest.raises(ConfigError, match="shorter than 32"):
+        load_settings(tmp_path, environ={"HOLDSHELF_SECRET_KEY": "short"})
+    with pytest.raises(ConfigError, match="not a Fernet key"):
+        load_settings(tmp_path, environ={"HOLDSHELF_DATA_KEY": "x" * 44})
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    write_config(tmp_path, demo=True)
+    key = "k" * 40
+    settings = load_settings(
+        tmp_path,
+        environ={
+            "HOLDSHELF_PSEUDONYM_KEY": key,
+            "HOLDSHELF_RETENTION__ENDED_HOLD_DAYS": "7",
+            "HOLDSHELF_BRANCHES__main__PICKUP_DAYS": "10",
+            "HOLDSHELF_BRANCHES__EAST__CLOSED_DAYS": '["sat", "Sunday"]',
+            "HOLDSHELF_DEFAULT_PICKUP": "desk",
+            "HOLDSHELF_INSTANCE": "/elsewhere",  # picks the folder, not a key
+            "HOLDSHELF_TEST_POSTGRES_URL": "ignored",
+            "OTHER": "ignored",
+        },
+    )
+    assert settings.pseudonym_key == key
+    assert settings.retention_days == 7
+    assert settings.branch("MAIN").pickup_days == 10
+    assert settings.branch("EAST").closed_days == frozenset({5, 6})
+    assert settings.default_pickup is PickupMode.DESK
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"HOLDSHELF_PSEUDONYM": "x"}, "HOLDSHELF_PSEUDONYM names no configuration key"),
+        ({"HOLDSHELF_NOPE__X": "1"}, "names no configuration table"),
+        ({"HOLDSHELF_RETENTION__ENDED_HOLD_DAYS": "three"}, "must be a int"),
+        ({"HOLDSHELF_RETENTION__ENDED_HOLD_DAYS": "31"}, "ended_hold_days must be 0..30"),
+        ({"HOLDSHELF_DEFAULT_PICKUP": "lobby"}, "default_pickup must be one of shelf, desk"),
+        ({"HOLDSHELF_TIMEZONE": "Mars/Olympus"}, "unknown time zone"),
+        ({"HOLDSHELF_ENVIRONMENT": "staging"}, "environment must be one of"),
+        ({"HOLDSHELF_BRANCHES__MAIN__CODE_LENGTH": "5"}, "code_length must be 6..10"),
+        ({"HOLDSHELF_BRANCHES__MAIN__PICKUP_DAYS": "0"}, "pickup_days must be"),
+        ({"HOLDSHELF_BRANCHES__MAIN__CLOSED_DAYS": '["funday"]'}, "closed_days must list"),
+        ({"HOLDSHELF_DATABASE_URL": "not a url"}, None),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, environ: dict, message: str | None) -> None:
+    write_config(tmp_path)
+    if message is None:  # the URL is only parsed when the database is opened
+        settings = load_settings(tmp_path, environ=environ)
+        with pytest.raises(ConfigError, match="database_url is not a valid database URL"):
+            database.make_engine(settings.database_url)
+        return
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tmp_path, environ=environ)
+
+
+@pytest.mark.parametrize(
+    ("addition", "message"),
+    [
+        ("pickup_dayz = 3\n", "unknown configuration key 'pickup_dayz'"),
+        ("[branches.MAIN]\nnmae = 'x'\n", "unknown configuration key 'branches.MAIN.nmae'"),
+        ("[retention]\nforever = true\n", "unknown configuration key 'retention.forever'"),
+        ("this is = not toml\n", "is not valid TOML"),
+    ],
+)
+def test_config_file_typos_are_named(tmp_path: Path, addition: str, message: str) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    config = config_of(tmp_path)
+    secrets = "\n".join(f'{k} = "{"s" * 40}"' for k in SECRET_KEYS[:-1])
+    data_key = 'data_key = "' + "A" * 43 + '="\n'
+    config.write_text(secrets + "\n" + data_key + addition + "\n[branches.EAST]\nname='E'\n")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tmp_path, environ={})
+
+
+def test_no_branches_and_no_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no holdshelf.toml in .*: run `holdshelf --instance"):
+        load_settings(tmp_path, environ={})
+    write_config(tmp_path)
+    config = config_of(tmp_path)
+    config.write_text(config.read_text().split("[branches.MAIN]")[0])
+    with pytest.raises(ConfigError, match=r"no branches configured: add a \[branches.MAIN\]"):
+        load_settings(tmp_path, environ={})
+
+
+def test_default_database_is_sqlite_in_the_instance(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    settings = load_settings(tmp_path, environ={})
+    assert settings.database_url == f"sqlite:///{(tmp_path / 'holdshelf.sqlite3').resolve()}"
+    engine = database.make_engine(settings.database_url)
+    with pytest.raises(ConfigError, match="no Holdshelf schema: run `holdshelf init`"):
+        database.check_schema(engine)
+    database.upgrade(engine)
+    database.upgrade(engine)  # idempotent
+    database.check_schema(engine)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_schema_revision_constant_is_the_migrations_head() -> None:
+    assert database.head_revision() == database.SCHEMA_REVISION
+
+
+def test_shipped_files_are_found() -> None:
+    for folder, name in (("config", "default.toml"), ("config", "example.toml")):
+        assert (resource_dir(folder) / name).is_file()
+    assert (database.MIGRATIONS_DIR / "env.py").is_file()
