@@ -1,0 +1,73 @@
+"""Holds marked ready per second, one transaction each, on SQLite and on PostgreSQL.
+
+Usage: python benchmarks/ready_throughput.py [COUNT]
+PostgreSQL: HOLDSHELF_BENCH_POSTGRES_URL (default postgres@127.0.0.1:5432/test); a scratch
+database is created and dropped. Unreachable PostgreSQL is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, make_url, text
+
+from holdshelf.instance import write_config
+from holdshelf.service import HoldService
+from holdshelf.settings import load_settings
+from holdshelf.storage import database
+
+POSTGRES_URL = os.environ.get(
+    "HOLDSHELF_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def measure(instance: Path, database_url: str, count: int) -> tuple[float, float]:
+    """(holds/s, median ms per hold) marking ``count`` holds ready."""
+    settings = load_settings(instance, environ={"HOLDSHELF_DATABASE_URL": database_url})
+    database.upgrade(database.make_engine(database_url))
+    service = HoldService.open(settings)
+    durations = []
+    start = time.perf_counter()
+    for n in range(count):
+        began = time.perf_counter()
+        service.ready("MAIN" if n % 3 else "EAST", f"3901{n:08d}", f"2101{n:010d}")
+        durations.append(time.perf_counter() - began)
+    elapsed = time.perf_counter() - start
+    service.engine.dispose()
+    durations.sort()
+    return count / elapsed, durations[len(durations) // 2] * 1000
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    with tempfile.TemporaryDirectory() as folder:
+        instance = Path(folder)
+        write_config(instance, demo=True)
+        sqlite_url = f"sqlite:///{instance / 'holdshelf.sqlite3'}"
+        per_second, median = measure(instance, sqlite_url, count)
+        print(f"SQLite (WAL): {per_second:,.0f} holds ready/s, median {median:.2f} ms")
+
+        admin = create_engine(make_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+        name = f"holdshelf_bench_{uuid.uuid4().hex[:8]}"
+        try:
+            with admin.connect() as connection:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+        except Exception as exc:
+            print(f"PostgreSQL: skipped ({str(exc).splitlines()[0]})")
+            return
+        try:
+            pg_url = make_url(POSTGRES_URL).set(database=name).render_as_string(False)
+            per_second, median = measure(instance, pg_url, count)
+            print(f"PostgreSQL: {per_second:,.0f} holds ready/s, median {median:.2f} ms")
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+if __name__ == "__main__":
+    main()
