@@ -228,8 +228,8 @@ class HoldService:
         return self._end_one(HoldStatus.CANCELLED, code, item, branch_id)
 
     def expire(self, on: dt.date | None = None) -> list[ShelfEntry]:
-        """End every hold whose pickup-by date is before ``on`` (default today); returns what to
-        pull, in shelving order."""
+        """End every hold whose pickup-by date is before ``on`` (default today: the patron has
+        all of the pickup-by day); returns what to pull, in shelving order."""
         now = self._clock()
         on = on or now.date()
         if on > now.date() + dt.timedelta(days=1):
@@ -339,7 +339,8 @@ class HoldService:
         return ShelfEntry(
             code=ShelfCode(hold.code),
             branch=hold.branch,
-            branch_name=self.settings.branch(hold.branch).name,
+            # a branch removed from the configuration keeps its holds readable
+            branch_name=getattr(self.settings.branches.get(hold.branch), "name", hold.branch),
             pickup_by=hold.pickup_by,
             mode=PickupMode(hold.mode),
             move_to_desk=hold.move_to_desk,

@@ -94,11 +94,6 @@ class PickupPolicy:
         return requested
 
 
-def is_past_pickup(pickup_by: dt.date, on: dt.date) -> bool:
-    """A hold expires the day after its pickup-by date: the patron has all of that day."""
-    return pickup_by < on
-
-
 def unlink_cutoff(now: dt.datetime, retention_days: int) -> dt.datetime:
     """Holds that ended at or before this moment must have lost their link to the patron."""
     if not 0 <= retention_days <= MAX_RETENTION_DAYS:
@@ -138,8 +133,3 @@ class ShelfEntry:
             "mode": self.mode.value,
             "move_to_desk": self.move_to_desk,
         }
-
-
-def shelving_order(entries: list[ShelfEntry]) -> list[ShelfEntry]:
-    """Branch, then code: the order items stand on the shelf and are pulled from it."""
-    return sorted(entries, key=lambda e: (e.branch, e.code))
