@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from functools import cached_property, wraps
 from pathlib import Path
@@ -24,6 +26,7 @@ from holdshelf.domain.holds import PickupMode, ShelfEntry
 from holdshelf.domain.inputs import parse_date
 from holdshelf.errors import HoldshelfError
 from holdshelf.instance import write_config
+from holdshelf.print_worker import PrintWorker
 from holdshelf.service import HoldService, PatronView
 from holdshelf.settings import Settings, default_instance_dir, load_settings
 from holdshelf.storage import database
@@ -44,6 +47,10 @@ class Context:
     @cached_property
     def service(self) -> HoldService:
         return HoldService.open(self.settings)
+
+    @cached_property
+    def worker(self) -> PrintWorker:
+        return PrintWorker(self.settings, self.service.sessions)
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -170,9 +177,19 @@ def init(ctx: Context, demo: bool) -> None:
     else:
         click.echo(f"{report.config_path} exists; its settings and secrets are unchanged")
     settings = ctx.settings
+    check_printers(settings)
     database.upgrade(database.make_engine(settings.database_url))
     click.echo(f"database ready ({_database_label(settings)})")
     click.echo(f"branches: {', '.join(f'{b.id} ({b.name})' for b in settings.branches.values())}")
+
+
+def check_printers(settings: Settings) -> None:
+    """Printer profiles and code pages are checked against python-escpos (slow to load, so
+    only by the commands that set up or use printers)."""
+    from holdshelf.printers.render_escpos import profile_for
+
+    for printer in settings.printers.values():
+        profile_for(printer)
 
 
 def _database_label(settings: Settings) -> str:
@@ -201,14 +218,25 @@ def db_upgrade(ctx: Context) -> None:
 @click.option("--item", required=True, help="Item barcode.")
 @click.option("--patron", "card", required=True, help="Patron card number, or - for stdin.")
 @click.option("--pickup-by", help="Last pickup day, YYYY-MM-DD (default: the branch's rule).")
+@click.option("--title", help="Title, printed only where slips.show_title is on; never stored.")
 @json_option
 @pass_context
 def ready(
-    ctx: Context, branch_id: str, item: str, card: str, pickup_by: str | None, as_json: bool
+    ctx: Context,
+    branch_id: str,
+    item: str,
+    card: str,
+    pickup_by: str | None,
+    title: str | None,
+    as_json: bool,
 ) -> None:
-    """Mark a trapped item ready for pickup and print its shelf code."""
+    """Mark a trapped item ready for pickup, queue its slip and print its shelf code."""
     entry = ctx.service.ready(
-        branch_id, item, _card(card), pickup_by=_date_option(pickup_by, "pickup-by date")
+        branch_id,
+        item,
+        _card(card),
+        pickup_by=_date_option(pickup_by, "pickup-by date"),
+        title=title,
     )
     if as_json:
         _print_json(entry.as_dict())
@@ -302,6 +330,159 @@ def move_to_desk(ctx: Context, code: str, branch_id: str | None) -> None:
     """Record that an open-shelf hold was moved behind the desk."""
     entry = ctx.service.moved_to_desk(code, branch_id)
     click.echo(f"{entry.code.display} is now a desk hold ({entry.branch})")
+
+
+# -- slips and printers --------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("code")
+@branch_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["escpos", "png"]), default="png", show_default=True
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="File to write, or - for standard output.",
+)
+@pass_context
+def slip(ctx: Context, code: str, branch_id: str | None, fmt: str, out: str) -> None:
+    """Render an active hold's slip for its branch printer, without printing it."""
+    from holdshelf.printers.slips import RenderedSlip
+
+    branch, slip_ = ctx.service.slip(code, branch_id)
+    rendered = RenderedSlip(slip_, ctx.settings.printer_of(branch))
+    data = rendered.escpos if fmt == "escpos" else rendered.png()
+    if out == "-":
+        click.get_binary_stream("stdout").write(data)
+    else:
+        Path(out).write_bytes(data)
+        click.echo(f"wrote {out} ({len(data):,} bytes)", err=True)
+
+
+@cli.command()
+@json_option
+@pass_context
+def printers(ctx: Context, as_json: bool) -> None:
+    """List printers, the branches they serve and whether they answer."""
+    from holdshelf.printers.connections import connect
+    from holdshelf.printers.render_escpos import paper_for
+
+    check_printers(ctx.settings)
+    rows = []
+    for printer in ctx.settings.printers.values():
+        serves = [b.id for b in ctx.settings.branches.values() if b.printer == printer.name]
+        status = connect(printer, ctx.instance_dir, ctx.settings.now).status()
+        rows.append(
+            {
+                "name": printer.name,
+                "type": printer.type,
+                "target": printer.target,
+                "profile": printer.profile or "generic",
+                "dots": paper_for(printer).dots,
+                "branches": serves,
+                "reachable": status.reachable,
+                "online": status.online,
+                "paper": status.paper,
+                "status": status.describe(),
+            }
+        )
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        branches = ", ".join(row["branches"]) or "no branch"
+        click.echo(
+            f"{row['name']}: {row['type']} {row['target']}, profile {row['profile']} "
+            f"({row['dots']} dots), for {branches}: {row['status']}"
+        )
+
+
+@cli.command("print-test")
+@click.argument("name")
+@pass_context
+def print_test(ctx: Context, name: str) -> None:
+    """Print a test slip on printer NAME now (not queued)."""
+    from holdshelf.domain.codes import ShelfCode
+    from holdshelf.domain.slips import Slip
+    from holdshelf.printers.connections import PrinterError, connect
+    from holdshelf.printers.slips import RenderedSlip
+
+    printer = ctx.settings.printer(name)
+    # "TEST-TEST" can never be a valid shelf code: scanning the test slip finds no hold.
+    test = Slip(
+        f"Printer test: {name}",
+        ShelfCode("TESTTEST"),
+        ctx.settings.now().date(),
+        desk=False,
+        test=True,
+    )
+    rendered = RenderedSlip(test, printer)
+    try:
+        connect(printer, ctx.instance_dir, ctx.settings.now).send(
+            rendered.escpos, preview=rendered.png, label="test"
+        )
+    except PrinterError as exc:
+        raise HoldshelfError(f"printer {name}: {exc}") from None
+    click.echo(f"test slip sent to {name} ({printer.target})")
+
+
+@cli.command("print-queue")
+@click.option("--all", "include_finished", is_flag=True, help="Include printed and dropped slips.")
+@json_option
+@pass_context
+def print_queue(ctx: Context, include_finished: bool, as_json: bool) -> None:
+    """Slips waiting for a printer, with their attempts and last error."""
+    jobs = ctx.worker.jobs(include_finished=include_finished)
+    if as_json:
+        _print_json([job.as_dict() for job in jobs])
+        return
+    if not jobs:
+        click.echo("no slips waiting" if not include_finished else "no print jobs")
+    for job in jobs:
+        problem = f"  attempt {job.attempts}: {job.last_error}" if job.last_error else ""
+        click.echo(
+            f"#{job.id} {job.code.display} {job.kind} {job.status} -> {job.printer} "
+            f"({job.branch}){problem}"
+        )
+
+
+@cli.command()
+@click.argument("code")
+@branch_option
+@pass_context
+def reprint(ctx: Context, code: str, branch_id: str | None) -> None:
+    """Print an active hold's slip again (no new notice to the patron)."""
+    entry = ctx.service.reprint(code, branch_id)
+    click.echo(
+        f"{entry.code.display}: slip queued for {ctx.settings.printer_of(entry.branch).name}"
+    )
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Try every queued slip once, then exit.")
+@pass_context
+def worker(ctx: Context, once: bool) -> None:
+    """Send queued slips to the printers (runs until stopped, or --once)."""
+    if once:
+        report = ctx.worker.run_once(ignore_backoff=True)
+        dropped = f"; dropped (hold ended): {report.dropped}" if report.dropped else ""
+        click.echo(f"slips printed: {report.sent}{dropped}")
+        if report.failed:
+            waiting = len(ctx.worker.jobs())
+            problems = "; ".join(f"{name}: {error}" for name, error in report.failed.items())
+            raise HoldshelfError(f"{waiting} slips still waiting ({problems})")
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    click.echo("print worker running (Ctrl-C to stop)")
+    try:
+        ctx.worker.run_forever(stop)
+    except KeyboardInterrupt:
+        stop.set()
+    click.echo("print worker stopped")
 
 
 # -- patrons --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ no patron data.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import secrets
 from collections.abc import Callable, Iterable
@@ -31,11 +32,18 @@ from holdshelf.domain.holds import (
 )
 from holdshelf.domain.inputs import clean_barcode
 from holdshelf.domain.pseudonyms import Pseudonymizer
+from holdshelf.domain.slips import Slip
 from holdshelf.errors import CodesExhausted, Conflict, InvalidInput, InvalidShelfCode, NotFound
 from holdshelf.settings import BranchSettings, Settings
 from holdshelf.storage import database
 from holdshelf.storage.counters import bump
-from holdshelf.storage.models import DailyCount, Hold, PatronPreference, ShelfCodeClaim
+from holdshelf.storage.models import (
+    DailyCount,
+    Hold,
+    PatronPreference,
+    PrintJob,
+    ShelfCodeClaim,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,7 @@ log = logging.getLogger(__name__)
 CANDIDATES_PER_ROUND = 16
 CLAIM_ROUNDS = 25
 MOVED_TO_DESK = "moved_to_desk"
+FINISHED_JOBS_KEPT = dt.timedelta(days=1)  # printed slips stay listed for the desk this long
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,10 @@ class HoldService:
         return cls(settings, database.session_factory(engine), clock)
 
     @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self._sessions
+
+    @property
     def engine(self) -> Engine:
         bind = self._sessions.kw["bind"]
         assert isinstance(bind, Engine)
@@ -133,9 +146,17 @@ class HoldService:
     # -- making holds ready -------------------------------------------------------------------
 
     def ready(
-        self, branch_id: str, item: str, card: str, pickup_by: dt.date | None = None
+        self,
+        branch_id: str,
+        item: str,
+        card: str,
+        pickup_by: dt.date | None = None,
+        *,
+        title: str | None = None,
     ) -> ShelfEntry:
-        """Put a trapped item on the hold shelf (or at the desk) and give it a fresh code."""
+        """Put a trapped item on the hold shelf (or at the desk), give it a fresh code and queue
+        its slip, all in one transaction. ``title`` reaches the slip only where the library
+        prints titles; it is never stored otherwise."""
         branch = self.settings.branch(branch_id)
         item = clean_barcode(item)
         patron = self._pseudonym(card)
@@ -171,7 +192,58 @@ class HoldService:
                 raise Conflict("this item already has an active hold") from None
             bump(session, now.date(), branch.id, HoldStatus.READY.value, mode.value)
             entry = self._entry(hold)
+            self._queue_slip(session, entry, "slip", now, item=item, title=title)
         log.info("hold %s ready at %s (%s)", hold.id, branch.id, mode.value)
+        return entry
+
+    def _queue_slip(
+        self,
+        session: Session,
+        entry: ShelfEntry,
+        kind: str,
+        now: dt.datetime,
+        *,
+        item: str | None,
+        title: str | None = None,
+    ) -> None:
+        slip = Slip.for_hold(entry, self.settings.slip_options, item_barcode=item, title=title)
+        session.add(
+            PrintJob(
+                branch=entry.branch,
+                code=entry.code.compact,
+                kind=kind,
+                payload=json.dumps(slip.payload()),
+                status="queued",
+                attempts=0,
+                created_at=_utc(now),
+                next_attempt_at=_utc(now),
+            )
+        )
+
+    def slip(self, code: str, branch_id: str | None = None) -> tuple[str, Slip]:
+        """The branch and slip of an active hold, as its newest slip was queued."""
+        with self._sessions() as session:
+            hold = self._find_by_code(session, code, branch_id)
+            payload = session.scalar(
+                select(PrintJob.payload)
+                .where(PrintJob.branch == hold.branch, PrintJob.code == hold.code)
+                .order_by(PrintJob.id.desc())
+                .limit(1)
+            )
+            if payload is not None:
+                return hold.branch, Slip.from_payload(json.loads(payload))
+            options = self.settings.slip_options
+            entry = self._entry(hold)
+            return hold.branch, Slip.for_hold(entry, options, item_barcode=hold.item_barcode)
+
+    def reprint(self, code: str, branch_id: str | None = None) -> ShelfEntry:
+        """Queue the slip of an active hold again. No notice goes to the patron."""
+        now = self._clock()
+        with self._sessions.begin() as session:
+            hold = self._find_by_code(session, code, branch_id)
+            entry = self._entry(hold)
+            self._queue_slip(session, entry, "reprint", now, item=hold.item_barcode)
+        log.info("hold %s slip queued again", hold.id)
         return entry
 
     def _refuse_active_item(self, session: Session, item: str) -> None:
@@ -439,6 +511,11 @@ class HoldService:
             freed = session.execute(
                 delete(ShelfCodeClaim).where(ShelfCodeClaim.released_at <= reuse_cutoff(now))
             ).rowcount
+            session.execute(
+                delete(PrintJob).where(
+                    PrintJob.status != "queued", PrintJob.finished_at <= now - FINISHED_JOBS_KEPT
+                )
+            )
         database.checkpoint(self.engine)
         log.info("purge: %d links deleted, %d codes freed", unlinked, freed)
         return PurgeReport(unlinked_holds=unlinked, freed_codes=freed)

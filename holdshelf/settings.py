@@ -10,6 +10,7 @@ import base64
 import binascii
 import copy
 import datetime as dt
+import importlib.util
 import os
 import tomllib
 from collections.abc import Mapping
@@ -25,7 +26,9 @@ from holdshelf.domain.holds import (
     PickupMode,
     PickupPolicy,
 )
+from holdshelf.domain.slips import SlipOptions
 from holdshelf.errors import ConfigError
+from holdshelf.printers.config import PrinterSettings, printer_from_table
 from holdshelf.resources import resource_dir
 
 CONFIG_FILE = "holdshelf.toml"
@@ -38,6 +41,10 @@ EXAMPLE_SECRET_MARK = "change-me"  # noqa: S105 (a marker, not a secret)
 MIN_SECRET_LENGTH = 32
 ENVIRONMENTS = ("production", "development")
 BRANCH_ID_MAX = 32
+# Tables whose keys are names the library chooses; each entry is merged onto its defaults.
+OPEN_TABLES = {"branches": "branch_defaults", "printers": "printer_defaults"}
+# What each connection type needs installed, and the extra that installs it.
+PRINTER_EXTRAS = {"usb": ("usb", "usb"), "serial": ("serial", "serial"), "cups": ("cups", "cups")}
 
 
 def default_instance_dir() -> Path:
@@ -51,6 +58,7 @@ class BranchSettings:
     pickup_days: int
     code_length: int
     closed_days: frozenset[int]
+    printer: str
 
     @property
     def policy(self) -> PickupPolicy:
@@ -66,6 +74,8 @@ class Settings:
     default_pickup: PickupMode
     retention_days: int
     branches: Mapping[str, BranchSettings]
+    printers: Mapping[str, PrinterSettings]
+    slip_options: SlipOptions
     hashids_salt: str = field(repr=False)
     pseudonym_key: str = field(repr=False)
     secret_key: str = field(repr=False)
@@ -83,6 +93,16 @@ class Settings:
             raise ConfigError(f"unknown branch {branch_id.strip()!r} (known: {known})")
         return found
 
+    def printer_of(self, branch_id: str) -> PrinterSettings:
+        return self.printers[self.branch(branch_id).printer]
+
+    def printer(self, name: str) -> PrinterSettings:
+        found = self.printers.get(name)
+        if found is None:
+            known = ", ".join(self.printers)
+            raise ConfigError(f"unknown printer {name!r} (known: {known})")
+        return found
+
     def now(self) -> dt.datetime:
         """Aware local time of the library."""
         return dt.datetime.now(self.timezone).astimezone(self.timezone)
@@ -97,17 +117,18 @@ def load_settings(instance_dir: Path, environ: Mapping[str, str] | None = None) 
             f"no {CONFIG_FILE} in {instance_dir}: run `holdshelf --instance {instance_dir} init`"
         )
     merged = _merge(read_toml(resource_dir("config") / "default.toml"), read_toml(config_path))
-    _fill_branch_defaults(merged)  # so the environment can override any key of a branch
+    _fill_open_tables(merged)  # so the environment can override any key of a branch or printer
     _apply_environment(merged, environ)
     return _build(instance_dir, merged)
 
 
-def _fill_branch_defaults(config: dict[str, Any]) -> None:
-    defaults = config["branch_defaults"] | {"name": ""}
-    for branch_id, table in config["branches"].items():
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"branches.{branch_id} must be a table")
-        config["branches"][branch_id] = _merge(defaults, table, f"branches.{branch_id}.")
+def _fill_open_tables(config: dict[str, Any]) -> None:
+    for table, defaults_key in OPEN_TABLES.items():
+        defaults = config[defaults_key] | ({"name": ""} if table == "branches" else {})
+        for name, entry in config[table].items():
+            if not isinstance(entry, Mapping):
+                raise ConfigError(f"{table}.{name} must be a table")
+            config[table][name] = _merge(defaults, entry, f"{table}.{name}.")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -126,7 +147,7 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str = "") -
     result = copy.deepcopy(base)
     for key, value in override.items():
         path = f"{where}{key}"
-        if key not in base and where != "branches.":
+        if key not in base and where.rstrip(".") not in OPEN_TABLES:
             raise ConfigError(f"unknown configuration key {path!r}")
         if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
             result[key] = _merge(base[key], value, f"{path}.")
@@ -188,7 +209,8 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
     retention = config["retention"]["ended_hold_days"]
     if not isinstance(retention, int) or not 0 <= retention <= MAX_RETENTION_DAYS:
         raise ConfigError(f"retention.ended_hold_days must be 0..{MAX_RETENTION_DAYS}")
-    branches = _branches(config)
+    printers = _printers(config)
+    branches = _branches(config, printers)
     return Settings(
         instance_dir=instance_dir,
         environment=environment,
@@ -197,6 +219,8 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
         default_pickup=PickupMode(_choice(config, "default_pickup", tuple(PickupMode))),
         retention_days=retention,
         branches=branches,
+        printers=printers,
+        slip_options=_slip_options(config["slips"]),
         **secrets,
     )
 
@@ -254,7 +278,33 @@ def _is_fernet_key(value: str) -> bool:
         return False
 
 
-def _branches(config: Mapping[str, Any]) -> dict[str, BranchSettings]:
+def _slip_options(table: Mapping[str, Any]) -> SlipOptions:
+    flags = {key: table[key] for key in ("show_item_tail", "show_title")}
+    if any(not isinstance(value, bool) for value in flags.values()):
+        raise ConfigError("slips.show_item_tail and slips.show_title must be true or false")
+    length = table["title_length"]
+    if not isinstance(length, int) or not 8 <= length <= 80:
+        raise ConfigError("slips.title_length must be 8..80")
+    return SlipOptions(title_length=length, **flags)
+
+
+def _printers(config: Mapping[str, Any]) -> dict[str, PrinterSettings]:
+    printers = {}
+    for name, table in config["printers"].items():
+        printer = printer_from_table(name, table)
+        if printer.type in PRINTER_EXTRAS:
+            module, extra = PRINTER_EXTRAS[printer.type]
+            if importlib.util.find_spec(module) is None:
+                raise ConfigError(
+                    f"printer {name} is a {printer.type} printer: pip install 'holdshelf[{extra}]'"
+                )
+        printers[name] = printer
+    return printers
+
+
+def _branches(
+    config: Mapping[str, Any], printers: Mapping[str, PrinterSettings]
+) -> dict[str, BranchSettings]:
     branches: dict[str, BranchSettings] = {}
     for raw_id, table in config["branches"].items():
         branch_id = raw_id.strip().upper()
@@ -264,6 +314,8 @@ def _branches(config: Mapping[str, Any]) -> dict[str, BranchSettings]:
         if branch_id in branches:
             raise ConfigError(f"branch {branch_id} is defined twice")
         branches[branch_id] = _branch(branch_id, table, where)
+        if branches[branch_id].printer not in printers:
+            raise ConfigError(f"{where}printer names no [printers.{branches[branch_id].printer}]")
     if not branches:
         raise ConfigError("no branches configured: add a [branches.MAIN] table")
     return branches
@@ -290,4 +342,5 @@ def _branch(branch_id: str, table: Mapping[str, Any], where: str) -> BranchSetti
         pickup_days=pickup_days,
         code_length=code_length,
         closed_days=closed_days,
+        printer=_string(table, "printer", where),
     )

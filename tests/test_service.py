@@ -23,7 +23,7 @@ from holdshelf.errors import (
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings, load_settings
 from holdshelf.storage import database
-from holdshelf.storage.models import DailyCount, Hold, PatronPreference, ShelfCodeClaim
+from holdshelf.storage.models import DailyCount, Hold, PatronPreference, PrintJob, ShelfCodeClaim
 from tests.conftest import Clock, make_instance
 
 ITEM = "39010001234567"
@@ -39,7 +39,7 @@ def snapshot(service: HoldService) -> tuple[int, ...]:
     with service._sessions() as session:
         rows = [
             session.scalar(select(func.count()).select_from(model))
-            for model in (Hold, ShelfCodeClaim, PatronPreference, DailyCount)
+            for model in (Hold, ShelfCodeClaim, PatronPreference, DailyCount, PrintJob)
         ]
         total = session.scalar(select(func.coalesce(func.sum(DailyCount.count), 0)))
         return (*rows, total)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -109,3 +110,36 @@ class DailyCount(Base):
     event: Mapped[str] = mapped_column(String(16), primary_key=True)
     mode: Mapped[str] = mapped_column(MODE, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PrintJob(Base):
+    """A slip waiting for (or sent to) a printer: the outbox of the print queue.
+
+    Written in the transaction that makes the hold ready, so a crash cannot lose a slip. The
+    payload is the slip's own allow-listed fields (holdshelf.domain.slips.Slip): no patron.
+    """
+
+    __tablename__ = "print_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Sent to the branch's printer as configured when it is sent, so a printer replaced in the
+    # configuration takes over the waiting slips.
+    branch: Mapped[str] = mapped_column(BRANCH)
+    code: Mapped[str] = mapped_column(CODE)
+    kind: Mapped[str] = mapped_column(String(8))  # slip | reprint
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(8), default="queued")  # queued | sent | dropped
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # A worker sending the job holds it until then; a crashed worker's job is taken up after.
+    leased_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'sent', 'dropped')", "status"),
+        CheckConstraint("kind IN ('slip', 'reprint')", "kind"),
+        Index("ix_print_jobs_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_print_jobs_branch_code", "branch", "code"),
+    )

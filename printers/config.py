@@ -1,0 +1,139 @@
+"""A receipt printer as the instance configuration describes it.
+
+``[printers.NAME]`` tables are merged onto ``[printer_defaults]`` (config/default.toml); this
+module checks what the merged table means for each connection type.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from holdshelf.errors import ConfigError
+
+TYPES = ("network", "usb", "serial", "file", "cups", "preview")
+QR_MODES = ("auto", "native", "raster")
+# Printable dots across the paper where the profile does not say (203 dpi heads).
+PAPER_DOTS = {"80mm": 576, "58mm": 384}
+FONT_A = (12, 24)  # ESC/POS font A cell, in dots
+
+
+@dataclass(frozen=True)
+class PrinterSettings:
+    name: str
+    type: str
+    profile: str  # python-escpos profile name; "" = generic ESC/POS
+    paper: str
+    codepage: str
+    qr: str
+    wrap: bool
+    host: str = ""
+    port: int = 9100
+    connect_timeout: float = 3.0
+    send_timeout: float = 10.0
+    verify_status: bool = True
+    vendor_id: int = 0
+    product_id: int = 0
+    device: str = ""
+    baudrate: int = 9600
+    queue: str = ""
+
+    @property
+    def target(self) -> str:
+        """Where the bytes go, for staff-facing lists (no secrets in printer settings)."""
+        return {
+            "network": f"{self.host}:{self.port}",
+            "usb": f"usb {self.vendor_id:04x}:{self.product_id:04x}",
+            "serial": f"{self.device} @ {self.baudrate} baud",
+            "file": self.device,
+            "cups": f"cups queue {self.queue}",
+            "preview": "PNG and .bin files in the instance folder",
+        }[self.type]
+
+
+def printer_from_table(name: str, table: Mapping[str, Any]) -> PrinterSettings:
+    where = f"printers.{name}."
+    kind = _text(table, "type", where)
+    if kind not in TYPES:
+        raise ConfigError(f"{where}type must be one of {', '.join(TYPES)}")
+    paper = _text(table, "paper", where)
+    if paper not in PAPER_DOTS:
+        raise ConfigError(f"{where}paper must be one of {', '.join(PAPER_DOTS)}")
+    qr = _text(table, "qr", where)
+    if qr not in QR_MODES:
+        raise ConfigError(f"{where}qr must be one of {', '.join(QR_MODES)}")
+    codepage = _text(table, "codepage", where).upper()
+    try:
+        codecs.lookup(codepage)
+    except LookupError:
+        raise ConfigError(f"{where}codepage {codepage!r} is not a known code page") from None
+    settings = PrinterSettings(
+        name=name,
+        type=kind,
+        profile=_text(table, "profile", where),
+        paper=paper,
+        codepage=codepage,
+        qr=qr,
+        wrap=_flag(table, "wrap", where),
+        host=_text(table, "host", where),
+        port=_number(table, "port", where, 1, 65535),
+        connect_timeout=float(_number(table, "connect_timeout", where, 0.1, 60)),
+        send_timeout=float(_number(table, "send_timeout", where, 0.1, 300)),
+        verify_status=_flag(table, "verify_status", where),
+        vendor_id=_usb_id(table, "vendor_id", where),
+        product_id=_usb_id(table, "product_id", where),
+        device=_text(table, "device", where),
+        baudrate=_number(table, "baudrate", where, 300, 921600),
+        queue=_text(table, "queue", where),
+    )
+    _require_connection_keys(settings, where)
+    return settings
+
+
+def _require_connection_keys(printer: PrinterSettings, where: str) -> None:
+    needed = {
+        "network": [("host", printer.host)],
+        "usb": [("vendor_id", printer.vendor_id), ("product_id", printer.product_id)],
+        "serial": [("device", printer.device)],
+        "file": [("device", printer.device)],
+        "cups": [("queue", printer.queue)],
+        "preview": [],
+    }[printer.type]
+    for key, value in needed:
+        if not value:
+            raise ConfigError(f"{where}{key} is needed for a {printer.type} printer")
+
+
+def _text(table: Mapping[str, Any], key: str, where: str) -> str:
+    value = table[key]
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}{key} must be a string")
+    return value.strip()
+
+
+def _flag(table: Mapping[str, Any], key: str, where: str) -> bool:
+    value = table[key]
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}{key} must be true or false")
+    return value
+
+
+def _number(table: Mapping[str, Any], key: str, where: str, low: float, high: float) -> Any:
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(f"{where}{key} must be a number from {low} to {high}")
+    return value
+
+
+def _usb_id(table: Mapping[str, Any], key: str, where: str) -> int:
+    """USB ids as integers or the hex strings lsusb shows ("04b8" or "0x04b8")."""
+    value = table[key]
+    try:
+        number = int(value, 16) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f'{where}{key} must be a USB id such as "0x04b8"') from None
+    if not 0 <= number <= 0xFFFF:
+        raise ConfigError(f'{where}{key} must be a USB id such as "0x04b8"')
+    return number

@@ -1,0 +1,112 @@
+"""The slip's layout, once, as a list of blocks that both renderers draw.
+
+ESC/POS bytes (:mod:`holdshelf.printers.escpos`) and the PNG preview
+(:mod:`holdshelf.printers.preview`) are drawn from the same blocks, so what staff see on screen
+is what the printer prints.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+
+from holdshelf.printers.config import FONT_A
+
+from holdshelf.domain.slips import Slip
+
+MAX_SCALE = 8  # ESC/POS character magnification (GS !)
+DESK_BAND = ("HOLD AT DESK", "STAFF PICKUP")
+ROTATED_SCALE = 3
+
+
+@dataclass(frozen=True)
+class Paper:
+    dots: int  # printable dots across
+
+    @property
+    def columns(self) -> int:
+        return self.dots // FONT_A[0]
+
+
+@dataclass(frozen=True)
+class Text:
+    """One line of text (already fitted to the paper)."""
+
+    text: str
+    scale: int = 1
+    center: bool = True
+    bold: bool = False
+    inverted: bool = False
+
+
+@dataclass(frozen=True)
+class QR:
+    payload: str
+    module: int  # dots per QR module
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """Text along the strip: characters turned 90° clockwise, one per line."""
+
+    text: str
+    scale: int
+
+
+@dataclass(frozen=True)
+class Feed:
+    lines: int = 1
+
+
+Block = Text | QR | Rotated | Feed
+
+
+def fit_scale(text: str, paper: Paper, largest: int = MAX_SCALE) -> int:
+    """The largest magnification at which ``text`` fits on one line."""
+    return max(1, min(largest, paper.columns // max(1, len(text))))
+
+
+def wrapped(text: str, paper: Paper, scale: int = 1, **style: bool) -> list[Text]:
+    width = max(1, paper.columns // scale)
+    return [Text(line, scale, **style) for line in textwrap.wrap(text, width) or [""]]
+
+
+def band(lines: tuple[str, ...], paper: Paper) -> list[Text]:
+    """White on black, padded to the full width so it reads as a band from across the room."""
+    scale = min(fit_scale(line, paper, 2) for line in lines)
+    width = paper.columns // scale
+    return [Text(line.center(width), scale, bold=True, inverted=True) for line in lines]
+
+
+def pickup_date(slip: Slip) -> str:
+    return slip.pickup_by.strftime("%a %d %b %Y").upper()
+
+
+def slip_layout(slip: Slip, paper: Paper, *, wrap: bool = False) -> list[Block]:
+    code = slip.code.display
+    blocks: list[Block] = []
+    if slip.test:
+        blocks += band(("TEST SLIP", "NOT A HOLD"), paper)
+    elif slip.desk:
+        blocks += band(DESK_BAND, paper)
+    blocks += [Feed(), *wrapped(slip.branch_name, paper, bold=True), Feed()]
+    blocks += [Text(code, fit_scale(code, paper), bold=True)]
+    blocks += [Text(f"Section {slip.code.section}", 2, bold=True), Feed()]
+    date = pickup_date(slip)
+    blocks += [Text("PICK UP BY"), Text(date, fit_scale(date, paper, 2), bold=True), Feed()]
+    blocks += [QR(code, module=6 if paper.dots >= 512 else 5)]
+    advice = (
+        "Ask at the desk: staff will hand it over."
+        if slip.desk
+        else "Check this item out before you leave."
+    )
+    blocks += wrapped(advice, paper)
+    if slip.item_tail:
+        blocks += [Text(f"Item ...{slip.item_tail}")]
+    if slip.title:
+        blocks += wrapped(slip.title, paper)
+    if slip.desk and not slip.test:
+        blocks += [Feed(), *band(DESK_BAND, paper)]
+    if wrap:
+        blocks += [Feed(), Rotated(code, ROTATED_SCALE)]
+    return blocks
