@@ -374,7 +374,7 @@ def printers(ctx: Context, as_json: bool) -> None:
     rows = []
     for printer in ctx.settings.printers.values():
         serves = [b.id for b in ctx.settings.branches.values() if b.printer == printer.name]
-        status = connect(printer, ctx.instance_dir, ctx.settings.now).status()
+        status = connect(printer, ctx.instance_dir).status()
         rows.append(
             {
                 "name": printer.name,
@@ -421,7 +421,7 @@ def print_test(ctx: Context, name: str) -> None:
     )
     rendered = RenderedSlip(test, printer)
     try:
-        connect(printer, ctx.instance_dir, ctx.settings.now).send(
+        connect(printer, ctx.instance_dir).send(
             rendered.escpos, preview=rendered.png, label="test"
         )
     except PrinterError as exc:

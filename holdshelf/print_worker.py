@@ -198,7 +198,7 @@ class PrintWorker:
         try:
             printer = self.settings.printer_of(job.branch)
             rendered = RenderedSlip(Slip.from_payload(json.loads(job.payload)), printer)
-            connection = self._connect(printer, self.settings.instance_dir, self._clock)
+            connection = self._connect(printer, self.settings.instance_dir)
             connection.send(rendered.escpos, preview=rendered.png, label=job.code)
         except (PrinterError, ConfigError) as exc:
             log.warning("print job %s not printed: %s", job.id, exc)

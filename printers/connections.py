@@ -217,13 +217,13 @@ class EscposDeviceConnection:
 class PreviewConnection:
     """The embedded default: each slip becomes a PNG and a .bin file in ``slips/``."""
 
-    def __init__(self, folder: Path, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.clock = clock
 
     def send(self, data: bytes, preview: Preview = None, label: str = "slip") -> None:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        stem = f"{self.clock():%Y%m%dT%H%M%S%f}-{label}"
+        # Real time, to the microsecond: the names sort in the order the slips came.
+        stem = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{label}"
         (self.folder / f"{stem}.bin").write_bytes(data)
         if preview is not None:
             (self.folder / f"{stem}.png").write_bytes(preview())
@@ -235,11 +235,9 @@ class PreviewConnection:
         return PrinterStatus(True, online=True, paper="ok", detail=f"writes to {self.folder}")
 
 
-def connect(
-    printer: PrinterSettings, instance_dir: Path, clock: Callable[[], dt.datetime]
-) -> Connection:
+def connect(printer: PrinterSettings, instance_dir: Path) -> Connection:
     if printer.type == "network":
         return NetworkConnection(printer)
     if printer.type == "preview":
-        return PreviewConnection(instance_dir / "slips", clock)
+        return PreviewConnection(instance_dir / "slips")
     return EscposDeviceConnection(printer)

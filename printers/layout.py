@@ -95,11 +95,12 @@ def slip_layout(slip: Slip, paper: Paper, *, wrap: bool = False) -> list[Block]:
     date = pickup_date(slip)
     blocks += [Text("PICK UP BY"), Text(date, fit_scale(date, paper, 2), bold=True), Feed()]
     blocks += [QR(code, module=6 if paper.dots >= 512 else 5)]
-    advice = (
-        "Ask at the desk: staff will hand it over."
-        if slip.desk
-        else "Check this item out before you leave."
-    )
+    if slip.test:
+        advice = "This printer is ready for hold slips."
+    elif slip.desk:
+        advice = "Ask at the desk: staff will hand it over."
+    else:
+        advice = "Check this item out before you leave."
     blocks += wrapped(advice, paper)
     if slip.item_tail:
         blocks += [Text(f"Item ...{slip.item_tail}")]

@@ -21,6 +21,24 @@ from holdshelf.printers.layout import QR, Block, Feed, Paper, Rotated, Text
 from holdshelf.errors import ConfigError
 
 ESC = b"\x1b"
+# Letters that Unicode does not decompose into a base letter and an accent.
+_LOOK_ALIKES = str.maketrans(
+    {
+        "Ł": "L",
+        "ł": "l",
+        "Ø": "O",
+        "ø": "o",
+        "Đ": "D",
+        "đ": "d",
+        "Œ": "OE",
+        "œ": "oe",
+        "Þ": "Th",
+        "þ": "th",
+        "ı": "i",
+        "Ħ": "H",
+        "ħ": "h",
+    }
+)
 ROTATE_ON, ROTATE_OFF = ESC + b"V\x01", ESC + b"V\x00"
 
 
@@ -101,7 +119,7 @@ def printable(text: str, codepage: str) -> str:
             continue
         plain = "".join(
             c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c)
-        )
+        ).translate(_LOOK_ALIKES)
         out.append(plain if plain and fits(plain) else "?")
     return "".join(out)
 

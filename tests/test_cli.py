@@ -288,3 +288,49 @@ def test_installed_console_script(tmp_path: Path, patrons) -> None:
     bad = run("pickup", "ZZZZZZ")
     assert (bad.returncode, bad.stdout, bad.stderr) == (1, "", "error: not a valid shelf code\n")
     assert run("--version").stdout.startswith("holdshelf, version ")
+
+
+def test_printing_commands(cli: Cli, patrons, tmp_path: Path) -> None:
+    entry = cli.ok(
+        "ready", "--branch", "MAIN", "--item", "I1", "--patron", patrons[0].card, "--json"
+    ).json
+    queued = cli.ok("print-queue", "--json").json
+    assert [(job["code"], job["status"], job["printer"]) for job in queued] == [
+        (entry["code"], "queued", "preview")
+    ]
+    assert cli.ok("worker", "--once").out.strip() == "slips printed: 1"
+    assert cli.ok("print-queue").out.strip() == "no slips waiting"
+    assert len(list((cli.instance / "slips").glob("*.png"))) == 1
+    png = tmp_path / "slip.png"
+    cli.ok("slip", entry["code"], "--out", str(png))
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    escpos = tmp_path / "slip.bin"
+    cli.ok("slip", entry["code"], "--format", "escpos", "--out", str(escpos))
+    assert entry["code"].encode() in escpos.read_bytes()
+    assert "slip queued for preview" in cli.ok("reprint", entry["code"]).out
+    assert "printed: 1" in cli.ok("worker", "--once").out
+    assert "preview: preview" in cli.ok("printers").out
+    assert cli.ok("printers", "--json").json[0]["online"] is True
+    assert "test slip sent to preview" in cli.ok("print-test", "preview").out
+    cli.fails("print-test", "lobby", message="unknown printer 'lobby' (known: preview)")
+    cli.fails("slip", "HELLO", "--out", str(png), message="not a valid shelf code")
+    cli.ok("pickup", entry["code"])
+    cli.fails("reprint", entry["code"], message="has already ended")
+    for output in cli.outputs:
+        assert_no_patron_data(output, patrons)
+
+
+def test_worker_once_reports_a_dead_printer(cli: Cli, patrons) -> None:
+    config = cli.instance / "holdshelf.toml"
+    config.write_text(
+        config.read_text().replace("[branches.MAIN]\n", '[branches.MAIN]\nprinter = "desk"\n')
+        + '\n[printers.desk]\ntype = "network"\nhost = "127.0.0.1"\nport = 9\n'
+    )
+    cli.ok("ready", "--branch", "MAIN", "--item", "I1", "--patron", patrons[0].card)
+    result = cli.fails(
+        "worker", "--once", message="1 slips still waiting (desk: 127.0.0.1:9 refused"
+    )
+    assert result.code == 1
+    assert "refused the connection" in cli.ok("print-queue").out
+    status = cli.ok("printers", "--json").json
+    assert {row["name"]: row["reachable"] for row in status} == {"preview": True, "desk": False}

@@ -196,3 +196,80 @@ def test_shipped_files_are_found() -> None:
     for folder, name in (("config", "default.toml"), ("config", "example.toml")):
         assert (resource_dir(folder) / name).is_file()
     assert (database.MIGRATIONS_DIR / "env.py").is_file()
+
+
+# -- printers ---------------------------------------------------------------------------------
+
+
+def add_config(instance: Path, text: str) -> None:
+    config = config_of(instance)
+    config.write_text(config.read_text() + "\n" + text + "\n")
+
+
+def test_default_printer_is_the_preview(tmp_path: Path) -> None:
+    write_config(tmp_path, demo=True)
+    settings = load_settings(tmp_path, environ={})
+    assert settings.printer_of("MAIN").type == "preview"
+    assert settings.printer_of("EAST").name == "preview"
+    assert settings.slip_options.show_item_tail is False
+    assert settings.slip_options.show_title is False
+
+
+def test_network_printer_for_a_branch(tmp_path: Path) -> None:
+    write_config(tmp_path, demo=True)
+    add_config(
+        tmp_path, '[printers.front-desk]\ntype = "network"\nhost = "10.0.0.5"\nprofile = "TM-T88V"'
+    )
+    settings = load_settings(tmp_path, environ={"HOLDSHELF_BRANCHES__MAIN__PRINTER": "front-desk"})
+    printer = settings.printer_of("MAIN")
+    assert (printer.host, printer.port, printer.profile) == ("10.0.0.5", 9100, "TM-T88V")
+    assert printer.target == "10.0.0.5:9100"
+    assert printer.verify_status is True
+    override = load_settings(tmp_path, environ={"HOLDSHELF_PRINTERS__FRONT-DESK__PORT": "9101"})
+    assert override.printer("front-desk").port == 9101
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[printers.p]\ntype = "laser"', "printers.p.type must be one of network, usb"),
+        ('[printers.p]\ntype = "network"', "printers.p.host is needed for a network printer"),
+        ('[printers.p]\ntype = "file"', "printers.p.device is needed for a file printer"),
+        ('[printers.p]\ntype = "cups"', "printers.p.queue is needed"),
+        ('[printers.p]\ntype = "preview"\npaper = "A4"', "paper must be one of 80mm, 58mm"),
+        ('[printers.p]\ntype = "preview"\ncodepage = "EBCDIC-X"', "not a known code page"),
+        ('[printers.p]\ntype = "preview"\nport = 0', "port must be a number from 1"),
+        (
+            '[printers.p]\ntype = "preview"\ncolour = true',
+            "unknown configuration key 'printers.p.colour'",
+        ),
+        ('[printers.p]\ntype = "usb"\nvendor_id = "zz"\nproduct_id = 1', "must be a USB id"),
+        ('[slips]\nshow_title = "yes"', "must be true or false"),
+    ],
+)
+def test_printer_mistakes_are_named(tmp_path: Path, table: str, message: str) -> None:
+    write_config(tmp_path)
+    add_config(tmp_path, table)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tmp_path, environ={})
+
+
+def test_branch_printer_must_exist(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    with pytest.raises(ConfigError, match=r"branches.MAIN.printer names no \[printers.lobby\]"):
+        load_settings(tmp_path, environ={"HOLDSHELF_BRANCHES__MAIN__PRINTER": "lobby"})
+
+
+def test_missing_extra_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "usb" else real(name, *a)
+    )
+    write_config(tmp_path)
+    add_config(tmp_path, '[printers.p]\ntype = "usb"\nvendor_id = "0x04b8"\nproduct_id = 514')
+    with pytest.raises(
+        ConfigError, match=r"printer p is a usb printer: pip install 'holdshelf\[usb\]'"
+    ):
+        load_settings(tmp_path, environ={})
