@@ -421,9 +421,7 @@ def print_test(ctx: Context, name: str) -> None:
     )
     rendered = RenderedSlip(test, printer)
     try:
-        connect(printer, ctx.instance_dir).send(
-            rendered.escpos, preview=rendered.png, label="test"
-        )
+        connect(printer, ctx.instance_dir).send(rendered.escpos, preview=rendered.png, label="test")
     except PrinterError as exc:
         raise HoldshelfError(f"printer {name}: {exc}") from None
     click.echo(f"test slip sent to {name} ({printer.target})")

@@ -89,6 +89,9 @@ class NetworkConnection:
         except OSError as exc:
             raise PrinterError(f"{address} unreachable: {exc.strerror or exc}") from None
         sock.settimeout(self.printer.send_timeout)
+        # Status requests are tiny writes each awaiting a reply: without this, Nagle's algorithm
+        # and delayed ACKs add ~40 ms per request.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
     def send(self, data: bytes, preview: Preview = None, label: str = "slip") -> None:

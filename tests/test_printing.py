@@ -358,3 +358,26 @@ def test_print_status_for_the_desk(service, worker, printer, clock, patrons) -> 
             assert print_status(session, "MAIN", entry.code) == "printed"
     finally:
         back.stop()
+
+
+def test_device_file_printer(tmp_path: Path) -> None:
+    """A printer at a device path (/dev/usb/lp0), written through python-escpos's File class."""
+    from holdshelf.printers.slips import RenderedSlip
+
+    from tests.test_slips import printer as make_printer
+    from tests.test_slips import slip
+
+    device = tmp_path / "lp0"
+    printer_ = make_printer(type="file", device=str(device), profile="TM-T20II")
+    connection = connections.connect(printer_, tmp_path)
+    assert not connection.status().reachable
+    device.touch()
+    assert connection.status().reachable
+    rendered = RenderedSlip(slip(), printer_)
+    connection.send(rendered.escpos)
+    assert parse(device.read_bytes()).qr_payloads == ["K7Q-4MX"]
+    missing = connections.connect(
+        make_printer(type="file", device=str(tmp_path / "no/lp9")), tmp_path
+    )
+    with pytest.raises(connections.PrinterError, match="no/lp9"):
+        missing.send(rendered.escpos)

@@ -26,6 +26,7 @@ class FakePrinter:
     silent: bool = False
     close_after: int | None = None  # bytes of a job after which the connection is dropped
     connections: list[bytes] = field(default_factory=list)
+    last_byte_at: list[float] = field(default_factory=list)  # perf_counter() per connection
     _server: socket.socket | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,6 +58,7 @@ class FakePrinter:
 
     def _serve(self, client: socket.socket) -> None:
         received = bytearray()
+        last = time.perf_counter()
         with client:
             client.settimeout(5)
             while True:
@@ -68,6 +70,7 @@ class FakePrinter:
                     break
                 before = len(received)
                 received += chunk
+                last = time.perf_counter()
                 if self.close_after is not None and len(received) > self.close_after:
                     del received[self.close_after :]
                     client.shutdown(socket.SHUT_RDWR)
@@ -75,6 +78,7 @@ class FakePrinter:
                 self._answer_status(client, received, before)
         with self._lock:
             self.connections.append(bytes(received))
+            self.last_byte_at.append(last)
 
     def _answer_status(self, client: socket.socket, received: bytearray, before: int) -> None:
         if self.silent:
