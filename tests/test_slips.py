@@ -157,27 +157,35 @@ def test_profile_and_codepage_errors_are_named() -> None:
         profile_for(printer(profile="POS-5890", codepage="CP874"))
 
 
-def test_escpos_keeps_its_logging_to_itself() -> None:
+def test_escpos_keeps_its_logging_to_itself(tmp_path: Path) -> None:
     """python-escpos calls logging.basicConfig() on import and prints a warning for profiles
     without a paper width; neither may reach the app's output."""
     script = (
-        "import logging\n"
+        "import datetime, logging\n"
+        "from holdshelf.domain.codes import ShelfCode\n"
+        "from holdshelf.domain.slips import Slip\n"
+        "from holdshelf.printers.config import printer_from_table\n"
         "from holdshelf.printers.slips import RenderedSlip\n"
-        "from tests.test_slips import printer, slip\n"
-        "RenderedSlip(slip(), printer(qr='raster')).escpos\n"
+        "from holdshelf.resources import resource_dir\n"
+        "from holdshelf.settings import read_toml\n"
+        "defaults = read_toml(resource_dir('config') / 'default.toml')['printer_defaults']\n"
+        "printer = printer_from_table('p', defaults | {'qr': 'raster'})\n"
+        "slip = Slip('Branch', ShelfCode('K7Q4MX'), datetime.date(2026, 11, 30), False)\n"
+        "RenderedSlip(slip, printer).escpos\n"
         "assert logging.getLogger().handlers == [], logging.getLogger().handlers\n"
     )
-    root = Path(__file__).resolve().parents[1]
+    # From an empty folder, so the installed package is imported, not the source tree.
     result = subprocess.run(
         [sys.executable, "-c", script],
-        cwd=root,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "" and result.stderr == ""
+    assert result.stdout == ""
+    assert result.stderr == ""
 
 
 # -- PNG previews against reference images --------------------------------------------------------
