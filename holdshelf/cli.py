@@ -26,7 +26,7 @@ from holdshelf.domain.holds import PickupMode, ShelfEntry
 from holdshelf.domain.inputs import parse_date
 from holdshelf.errors import HoldshelfError
 from holdshelf.instance import write_config
-from holdshelf.print_worker import PrintWorker
+from holdshelf.print_worker import PrintWorker, send_test_slip
 from holdshelf.service import HoldService, PatronView
 from holdshelf.settings import Settings, default_instance_dir, load_settings
 from holdshelf.storage import database
@@ -405,26 +405,8 @@ def printers(ctx: Context, as_json: bool) -> None:
 @pass_context
 def print_test(ctx: Context, name: str) -> None:
     """Print a test slip on printer NAME now (not queued)."""
-    from holdshelf.domain.codes import ShelfCode
-    from holdshelf.domain.slips import Slip
-    from holdshelf.printers.connections import PrinterError, connect
-    from holdshelf.printers.slips import RenderedSlip
-
-    printer = ctx.settings.printer(name)
-    # "TEST-TEST" can never be a valid shelf code: scanning the test slip finds no hold.
-    test = Slip(
-        f"Printer test: {name}",
-        ShelfCode("TESTTEST"),
-        ctx.settings.now().date(),
-        desk=False,
-        test=True,
-    )
-    rendered = RenderedSlip(test, printer)
-    try:
-        connect(printer, ctx.instance_dir).send(rendered.escpos, preview=rendered.png, label="test")
-    except PrinterError as exc:
-        raise HoldshelfError(f"printer {name}: {exc}") from None
-    click.echo(f"test slip sent to {name} ({printer.target})")
+    target = send_test_slip(ctx.settings, name)
+    click.echo(f"test slip sent to {name} ({target})")
 
 
 @cli.command("print-queue")

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from holdshelf.domain.codes import ShelfCode
 from holdshelf.domain.holds import HoldStatus
 from holdshelf.domain.slips import Slip
-from holdshelf.errors import ConfigError
+from holdshelf.errors import ConfigError, HoldshelfError
 from holdshelf.settings import Settings
 from holdshelf.storage.models import Hold, PrintJob
 
@@ -94,6 +94,7 @@ class PrintWorker:
         self._sessions = sessions
         self._clock = clock or settings.now
         self._connect = connect or default_connect
+        self._wake = threading.Event()
 
     # -- what staff see -----------------------------------------------------------------------
 
@@ -136,14 +137,20 @@ class PrintWorker:
                 report.failed[self._view(job).printer] = error
         return report
 
+    def wake(self) -> None:
+        """Start the next pass now (a slip was just queued in this process)."""
+        self._wake.set()
+
     def run_forever(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
-        """The loop ``holdshelf worker`` and the web server run until ``stop`` is set."""
+        """The loop ``holdshelf worker`` and the web server run until ``stop`` is set. Jobs
+        queued by other processes are found within ``poll_seconds``."""
         while not stop.is_set():
             try:
                 self.run_once()
             except Exception:  # a database hiccup must not end the worker; it retries
                 log.exception("print worker pass failed")
-            stop.wait(poll_seconds)
+            self._wake.wait(poll_seconds)
+            self._wake.clear()
 
     def _claim(self, ignore_backoff: bool, report: PassReport, tried: set[int]) -> PrintJob | None:
         """Lease the oldest due job, dropping jobs of holds that have ended on the way."""
@@ -223,20 +230,25 @@ class PrintWorker:
                 job.next_attempt_at = now + retry_delay(job.attempts)
 
 
-def print_status(session: Session, branch: str, code: ShelfCode) -> str:
-    """How the newest slip of a hold is doing, in words for the desk."""
-    job = session.scalar(
-        select(PrintJob)
-        .where(PrintJob.branch == branch, PrintJob.code == code.compact)
-        .order_by(PrintJob.id.desc())
-        .limit(1)
+def send_test_slip(settings: Settings, name: str) -> str:
+    """Print a test slip on printer ``name`` now, not through the queue; returns where it went.
+    Its code, TEST-TEST, can never be a valid shelf code: scanning it finds no hold."""
+    from holdshelf.printers.connections import PrinterError, connect
+    from holdshelf.printers.slips import RenderedSlip
+
+    printer = settings.printer(name)
+    test = Slip(
+        f"Printer test: {name}", ShelfCode("TESTTEST"), settings.now().date(), False, test=True
     )
-    if job is None:
-        return "no slip"
-    if job.status == "sent":
-        return "printed"
-    if job.status == "dropped":
-        return "not printed (hold ended)"
-    if job.attempts and job.last_error:
-        return f"waiting to print (attempt {job.attempts}: {job.last_error})"
-    return "queued"
+    rendered = RenderedSlip(test, printer)
+    try:
+        connect(printer, settings.instance_dir).send(
+            rendered.escpos, preview=rendered.png, label="test"
+        )
+    except PrinterError as exc:
+        raise PrinterUnavailable(f"printer {name}: {exc}") from None
+    return printer.target
+
+
+class PrinterUnavailable(HoldshelfError):
+    """A direct print (the test slip) did not reach the printer."""

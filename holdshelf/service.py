@@ -317,6 +317,35 @@ class HoldService:
         log.info("expired %d holds", len(pulled))
         return pulled
 
+    def overdue(self, branch_id: str, on: dt.date | None = None) -> list[ShelfEntry]:
+        """Holds of a branch past their pickup-by date, in shelving order: what to pull."""
+        on = on or self._clock().date()
+        with self._sessions() as session:
+            holds = session.scalars(
+                select(Hold)
+                .where(
+                    Hold.branch == self.settings.branch(branch_id).id,
+                    Hold.status == HoldStatus.READY.value,
+                    Hold.pickup_by < on,
+                )
+                .order_by(Hold.code)
+            ).all()
+            return [self._entry(hold) for hold in holds]
+
+    def expire_hold(self, code: str, branch_id: str) -> ShelfEntry:
+        """Staff pulled this overdue item from the shelf: the hold ends as expired."""
+        now = self._clock()
+        with self._sessions.begin() as session:
+            hold = self._find_by_code(session, code, branch_id)
+            if hold.pickup_by >= now.date():
+                raise Conflict(
+                    f"{ShelfCode(hold.code).display} can still be picked up until "
+                    f"{hold.pickup_by:%a %d %b}: leave it on the shelf"
+                )
+            entry = self._end(session, hold, HoldStatus.EXPIRED, now)
+        log.info("hold %s expired (pulled)", hold.id)
+        return entry
+
     def _end_one(
         self, outcome: HoldStatus, code: str | None, item: str | None, branch_id: str | None
     ) -> ShelfEntry:
@@ -418,6 +447,30 @@ class HoldService:
             move_to_desk=hold.move_to_desk,
         )
 
+    def find(self, code: str, branch_id: str | None = None) -> ShelfEntry:
+        """The active hold with this code (NotFound, or Conflict if it has ended)."""
+        with self._sessions() as session:
+            return self._entry(self._find_by_code(session, code, branch_id))
+
+    def print_status(self, code: ShelfCode, branch_id: str) -> str:
+        """How the newest slip of a hold is doing, in words for the desk."""
+        with self._sessions() as session:
+            job = session.scalar(
+                select(PrintJob)
+                .where(PrintJob.branch == branch_id, PrintJob.code == code.compact)
+                .order_by(PrintJob.id.desc())
+                .limit(1)
+            )
+        if job is None:
+            return "no slip"
+        if job.status == "sent":
+            return "printed"
+        if job.status == "dropped":
+            return "not printed (hold ended)"
+        if job.last_error:
+            return f"waiting to print (attempt {job.attempts}: {job.last_error})"
+        return "queued for the printer"
+
     def shelf(self, branch_id: str | None = None) -> list[ShelfEntry]:
         """Active holds in shelving order (branch, then code)."""
         query = select(Hold).where(Hold.status == HoldStatus.READY.value)
@@ -429,21 +482,27 @@ class HoldService:
 
     # -- patrons ------------------------------------------------------------------------------
 
+    def pseudonym(self, card: str) -> str:
+        """The patron's pseudonym: how the web desk remembers a patron without the card."""
+        return self._pseudonym(card)
+
     def patron(self, card: str) -> PatronView:
-        pseudonym = self._pseudonym(card)
+        return self.patron_view(self._pseudonym(card))
+
+    def patron_view(self, pseudonym: str) -> PatronView:
         with self._sessions() as session:
             return self._patron_view(session, pseudonym)
 
     def opt_out(self, card: str) -> PatronView:
         """Future holds go to the desk; holds already on the open shelf are listed for staff."""
-        return self._choose(card, PickupMode.DESK)
+        return self.choose(self._pseudonym(card), PickupMode.DESK)
 
     def opt_in(self, card: str) -> PatronView:
         """Back to the library's default; nothing of theirs needs moving any more."""
-        return self._choose(card, PickupMode.SHELF)
+        return self.choose(self._pseudonym(card), PickupMode.SHELF)
 
-    def _choose(self, card: str, choice: PickupMode) -> PatronView:
-        pseudonym = self._pseudonym(card)
+    def choose(self, pseudonym: str, choice: PickupMode) -> PatronView:
+        """Record a patron's pickup choice; takes effect at once, needs no reason."""
         keep = stored_preference(choice, self.settings.default_pickup)
         with self._sessions.begin() as session:
             if keep is None:

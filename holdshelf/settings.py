@@ -66,6 +66,17 @@ class BranchSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    host: str
+    port: int
+    behind_proxy: bool
+    session_idle: dt.timedelta
+    session_max: dt.timedelta
+    login_attempts: int
+    login_window: dt.timedelta
+
+
+@dataclass(frozen=True)
 class Settings:
     instance_dir: Path
     environment: str
@@ -73,6 +84,8 @@ class Settings:
     timezone: ZoneInfo | None
     default_pickup: PickupMode
     retention_days: int
+    audit_days: int
+    web: WebSettings
     branches: Mapping[str, BranchSettings]
     printers: Mapping[str, PrinterSettings]
     slip_options: SlipOptions
@@ -209,6 +222,9 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
     retention = config["retention"]["ended_hold_days"]
     if not isinstance(retention, int) or not 0 <= retention <= MAX_RETENTION_DAYS:
         raise ConfigError(f"retention.ended_hold_days must be 0..{MAX_RETENTION_DAYS}")
+    audit_days = config["retention"]["audit_days"]
+    if not isinstance(audit_days, int) or not 1 <= audit_days <= 3660:
+        raise ConfigError("retention.audit_days must be 1..3660")
     printers = _printers(config)
     branches = _branches(config, printers)
     return Settings(
@@ -218,6 +234,8 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
         timezone=_timezone(_string(config, "timezone")),
         default_pickup=PickupMode(_choice(config, "default_pickup", tuple(PickupMode))),
         retention_days=retention,
+        audit_days=audit_days,
+        web=_web(config["web"]),
         branches=branches,
         printers=printers,
         slip_options=_slip_options(config["slips"]),
@@ -276,6 +294,26 @@ def _is_fernet_key(value: str) -> bool:
         return len(base64.urlsafe_b64decode(value.encode("ascii"))) == 32
     except (binascii.Error, ValueError, UnicodeEncodeError):
         return False
+
+
+def _web(table: Mapping[str, Any]) -> WebSettings:
+    def number(key: str, low: int, high: int) -> int:
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"web.{key} must be a whole number from {low} to {high}")
+        return value
+
+    if not isinstance(table["behind_proxy"], bool):
+        raise ConfigError("web.behind_proxy must be true or false")
+    return WebSettings(
+        host=_string(table, "host", "web.") or "127.0.0.1",
+        port=number("port", 1, 65535),
+        behind_proxy=table["behind_proxy"],
+        session_idle=dt.timedelta(minutes=number("session_idle_minutes", 5, 24 * 60)),
+        session_max=dt.timedelta(hours=number("session_max_hours", 1, 7 * 24)),
+        login_attempts=number("login_attempts", 1, 100),
+        login_window=dt.timedelta(minutes=number("login_window_minutes", 1, 24 * 60)),
+    )
 
 
 def _slip_options(table: Mapping[str, Any]) -> SlipOptions:

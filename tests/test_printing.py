@@ -342,20 +342,15 @@ def test_preview_printer_writes_png_and_bin(service, worker, printer, patrons, m
 
 
 def test_print_status_for_the_desk(service, worker, printer, clock, patrons) -> None:
-    from holdshelf.print_worker import print_status
-
     entry = service.ready("MAIN", "I1", patrons[0].card)
-    with service.sessions() as session:
-        assert print_status(session, "MAIN", entry.code) == "queued"
+    assert service.print_status(entry.code, "MAIN") == "queued for the printer"
     printer.stop()
     worker.run_once()
-    with service.sessions() as session:
-        assert print_status(session, "MAIN", entry.code).startswith("waiting to print (attempt 1")
+    assert service.print_status(entry.code, "MAIN").startswith("waiting to print (attempt 1")
     back = FakePrinter(port=printer.port).start()
     try:
         worker.run_once(ignore_backoff=True)
-        with service.sessions() as session:
-            assert print_status(session, "MAIN", entry.code) == "printed"
+        assert service.print_status(entry.code, "MAIN") == "printed"
     finally:
         back.stop()
 

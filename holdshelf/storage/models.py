@@ -18,6 +18,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    ForeignKey,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -143,3 +144,55 @@ class PrintJob(Base):
         Index("ix_print_jobs_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_print_jobs_branch_code", "branch", "code"),
     )
+
+
+class StaffUser(Base):
+    """A circulation staff account. Passwords are Argon2id hashes; no default account exists."""
+
+    __tablename__ = "staff_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(8))  # staff | admin
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+    __table_args__ = (CheckConstraint("role IN ('staff', 'admin')", "role"),)
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie carries only a random id whose hash is stored here, so
+    signing out (deleting the row) makes a copied cookie useless."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id", ondelete="CASCADE"))
+    branch: Mapped[str | None] = mapped_column(BRANCH)
+    # The patron in focus at the patron desk, as a pseudonym: the card never enters a page.
+    patron: Mapped[str | None] = mapped_column(PSEUDONYM)
+    patron_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class LoginFailure(Base):
+    """Failed sign-ins, for rate limiting: keyed by a hash of the account name or address."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class AuditEntry(Base):
+    """Who looked at or changed a patron's record at the desk, when: never which patron."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    staff: Mapped[str] = mapped_column(String(64))
+    branch: Mapped[str | None] = mapped_column(BRANCH)
+    action: Mapped[str] = mapped_column(String(32))

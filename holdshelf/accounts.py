@@ -1,0 +1,257 @@
+"""Staff accounts, signed-in sessions, sign-in throttling and the desk audit log.
+
+Knows nothing of Flask: the web app and the CLI both use it. Sessions live in the database, so
+signing out ends a session for good and several app servers share them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from holdshelf.domain.inputs import clean_barcode
+from holdshelf.errors import Conflict, HoldshelfError, InvalidInput, NotFound
+from holdshelf.settings import Settings
+from holdshelf.storage.models import AuditEntry, LoginFailure, StaffUser, WebSession
+
+log = logging.getLogger(__name__)
+
+ROLES = ("staff", "admin")
+MIN_PASSWORD_LENGTH = 10
+PATRON_FOCUS = dt.timedelta(minutes=5)  # how long the patron desk keeps a scanned patron
+LAST_SEEN_GRANULARITY = dt.timedelta(minutes=1)  # not a write per page view
+_hasher = PasswordHasher()  # Argon2id, the library's recommended parameters
+# Verified against when the account does not exist, so a wrong name costs as long as a wrong
+# password and timing does not reveal which accounts exist.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class SignInRefused(HoldshelfError):
+    """Wrong name or password, or too many attempts. Says nothing about which."""
+
+
+@dataclass(frozen=True)
+class StaffSession:
+    user_id: int
+    name: str
+    role: str
+    branch: str | None
+    patron: str | None  # pseudonym of the patron in focus at the desk, while it lasts
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class AuditView:
+    at: dt.datetime
+    staff: str
+    branch: str | None
+    action: str
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+class Accounts:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._sessions = sessions
+        self._clock = clock or settings.now
+
+    def _now(self) -> dt.datetime:
+        return _utc(self._clock())
+
+    # -- users --------------------------------------------------------------------------------
+
+    def add_user(self, name: str, password: str, role: str) -> None:
+        name = self._check_name(name)
+        if role not in ROLES:
+            raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
+        user = StaffUser(
+            name=name, password_hash=self._hash(password), role=role, created_at=self._now()
+        )
+        try:
+            with self._sessions.begin() as session:
+                session.add(user)
+        except IntegrityError:
+            raise Conflict(f"a staff account named {name!r} exists already") from None
+        log.info("staff account %s added (%s)", name, role)
+
+    def set_password(self, name: str, password: str) -> None:
+        with self._sessions.begin() as session:
+            user = self._user(session, name)
+            user.password_hash = self._hash(password)
+            session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+
+    def remove_user(self, name: str) -> None:
+        with self._sessions.begin() as session:
+            user = self._user(session, name)
+            session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+            session.delete(user)
+
+    def users(self) -> list[tuple[str, str]]:
+        with self._sessions() as session:
+            return [
+                (user.name, user.role)
+                for user in session.scalars(select(StaffUser).order_by(StaffUser.name))
+            ]
+
+    @staticmethod
+    def _check_name(name: str) -> str:
+        name = clean_barcode(name, "account name")
+        if any(ch.isspace() for ch in name):
+            raise InvalidInput("an account name has no spaces")
+        return name
+
+    @staticmethod
+    def _hash(password: str) -> str:
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise InvalidInput(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        return _hasher.hash(password)
+
+    @staticmethod
+    def _user(session: Session, name: str) -> StaffUser:
+        user = session.scalar(select(StaffUser).where(StaffUser.name == name))
+        if user is None:
+            raise NotFound(f"no staff account named {name!r}")
+        return user
+
+    # -- signing in and out -------------------------------------------------------------------
+
+    def sign_in(self, name: str, password: str, address: str) -> str:
+        """A new session token for the right name and password, unless this account or this
+        address has failed too often lately."""
+        now = self._now()
+        keys = [_digest(f"user:{name.strip().lower()}"), _digest(f"address:{address}")]
+        with self._sessions.begin() as session:
+            window_start = now - self.settings.web.login_window
+            recent = session.scalar(
+                select(func.count())
+                .select_from(LoginFailure)
+                .where(LoginFailure.key_hash.in_(keys), LoginFailure.at > window_start)
+                .group_by(LoginFailure.key_hash)
+                .order_by(func.count().desc())
+                .limit(1)
+            )
+            if (recent or 0) >= self.settings.web.login_attempts:
+                minutes = int(self.settings.web.login_window.total_seconds() // 60)
+                raise SignInRefused(f"too many failed sign-ins: wait {minutes} minutes")
+            user = session.scalar(select(StaffUser).where(StaffUser.name == name.strip()))
+            if not self._password_matches(user, password):
+                session.add_all(LoginFailure(key_hash=key, at=now) for key in keys)
+                log.warning("failed sign-in")
+                raise SignInRefused("wrong account name or password")
+            assert user is not None
+            if _hasher.check_needs_rehash(user.password_hash):
+                user.password_hash = _hasher.hash(password)
+            token = secrets.token_urlsafe(32)
+            session.add(
+                WebSession(id_hash=_digest(token), user_id=user.id, created_at=now, last_seen=now)
+            )
+        log.info("staff %s signed in", user.name)
+        return token
+
+    @staticmethod
+    def _password_matches(user: StaffUser | None, password: str) -> bool:
+        try:
+            return _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and (
+                user is not None
+            )
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def session(self, token: str | None) -> StaffSession | None:
+        """The live session for this token; None if unknown, signed out or timed out."""
+        if not token:
+            return None
+        now = self._now()
+        web = self.settings.web
+        with self._sessions.begin() as session:
+            row = session.get(WebSession, _digest(token))
+            if row is None:
+                return None
+            if now - row.last_seen > web.session_idle or now - row.created_at > web.session_max:
+                session.delete(row)
+                return None
+            user = session.get(StaffUser, row.user_id)
+            if user is None:
+                return None
+            if now - row.last_seen > LAST_SEEN_GRANULARITY:
+                row.last_seen = now
+            patron = row.patron if row.patron_until and row.patron_until > now else None
+            return StaffSession(user.id, user.name, user.role, row.branch, patron)
+
+    def sign_out(self, token: str | None) -> None:
+        if token:
+            with self._sessions.begin() as session:
+                session.execute(delete(WebSession).where(WebSession.id_hash == _digest(token)))
+
+    def set_branch(self, token: str, branch: str) -> None:
+        with self._sessions.begin() as session:
+            row = session.get(WebSession, _digest(token))
+            if row is not None:
+                row.branch = branch
+
+    def focus_patron(self, token: str, pseudonym: str | None) -> None:
+        """Keep (or forget) the patron the desk is serving, for a few minutes."""
+        with self._sessions.begin() as session:
+            row = session.get(WebSession, _digest(token))
+            if row is not None:
+                row.patron = pseudonym
+                row.patron_until = self._now() + PATRON_FOCUS if pseudonym else None
+
+    # -- audit and retention ------------------------------------------------------------------
+
+    def audit(self, staff: StaffSession, action: str) -> None:
+        with self._sessions.begin() as session:
+            session.add(
+                AuditEntry(at=self._now(), staff=staff.name, branch=staff.branch, action=action)
+            )
+
+    def audit_entries(self, limit: int = 500) -> list[AuditView]:
+        with self._sessions() as session:
+            rows = session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit))
+            return [AuditView(row.at, row.staff, row.branch, row.action) for row in rows]
+
+    def purge(self) -> int:
+        """Forget expired sessions, old sign-in failures and audit entries past retention."""
+        now = self._now()
+        web = self.settings.web
+        with self._sessions.begin() as session:
+            removed = session.execute(
+                delete(WebSession).where(
+                    (WebSession.last_seen < now - web.session_idle)
+                    | (WebSession.created_at < now - web.session_max)
+                )
+            ).rowcount
+            removed += session.execute(
+                delete(LoginFailure).where(LoginFailure.at < now - web.login_window)
+            ).rowcount
+            removed += session.execute(
+                delete(AuditEntry).where(
+                    AuditEntry.at < now - dt.timedelta(days=self.settings.audit_days)
+                )
+            ).rowcount
+        return removed
