@@ -22,6 +22,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from holdshelf import __version__
+from holdshelf.accounts import Accounts
 from holdshelf.domain.holds import PickupMode, ShelfEntry
 from holdshelf.domain.inputs import parse_date
 from holdshelf.errors import HoldshelfError
@@ -47,6 +48,10 @@ class Context:
     @cached_property
     def service(self) -> HoldService:
         return HoldService.open(self.settings)
+
+    @cached_property
+    def accounts(self) -> Accounts:
+        return Accounts(self.settings, self.service.sessions)
 
     @cached_property
     def worker(self) -> PrintWorker:
@@ -463,6 +468,113 @@ def worker(ctx: Context, once: bool) -> None:
     except KeyboardInterrupt:
         stop.set()
     click.echo("print worker stopped")
+
+
+# -- staff accounts and the web app ---------------------------------------------------------
+
+
+@cli.group()
+def user() -> None:
+    """Staff accounts for the web app (there is no default account)."""
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["staff", "admin"]), default="staff", show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@pass_context
+def user_add(ctx: Context, name: str, role: str, password_stdin: bool) -> None:
+    """Add a staff account (asks for its password)."""
+    ctx.accounts.add_user(name, _password(password_stdin), role)
+    click.echo(f"added {role} account {name}")
+
+
+@user.command("password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@pass_context
+def user_password(ctx: Context, name: str, password_stdin: bool) -> None:
+    """Set a new password (and sign the account out everywhere)."""
+    ctx.accounts.set_password(name, _password(password_stdin))
+    click.echo(f"new password set for {name}")
+
+
+@user.command("remove")
+@click.argument("name")
+@pass_context
+def user_remove(ctx: Context, name: str) -> None:
+    """Remove a staff account."""
+    ctx.accounts.remove_user(name)
+    click.echo(f"removed {name}")
+
+
+@user.command("list")
+@pass_context
+def user_list(ctx: Context) -> None:
+    """List staff accounts."""
+    for name, role in ctx.accounts.users():
+        click.echo(f"{name} ({role})")
+
+
+DEMO_ACCOUNT = "demo"
+
+
+@cli.command()
+@click.option("--host", help="Address to listen on [default: web.host, 127.0.0.1].")
+@click.option("--port", type=int, help="Port [default: web.port, 5000].")
+@click.option("--demo", is_flag=True, help="Create a demo instance and a demo admin first.")
+@pass_context
+def serve(ctx: Context, host: str | None, port: int | None, demo: bool) -> None:
+    """Run the staff web app (waitress) with the print worker in the same process."""
+    import waitress
+
+    from holdshelf.web import create_app
+
+    if demo:
+        _prepare_demo(ctx)
+    settings = ctx.settings
+    check_printers(settings)
+    app = create_app(settings, service=ctx.service)
+    desk = app.extensions["holdshelf"]
+    stop = threading.Event()
+    worker_thread = threading.Thread(
+        target=desk.worker.run_forever, args=(stop,), name="print-worker", daemon=True
+    )
+    worker_thread.start()
+    host, port = host or settings.web.host, port or settings.web.port
+    click.echo(f"Holdshelf is serving at http://{host}:{port}/ (Ctrl-C to stop)")
+    try:
+        waitress.serve(app, host=host, port=port, threads=8, ident="holdshelf")
+    finally:
+        stop.set()
+        desk.worker.wake()
+        worker_thread.join(timeout=5)
+
+
+def _prepare_demo(ctx: Context) -> None:
+    """A demo instance (created if missing) and a demo admin with a fresh password each start."""
+    import secrets as random
+
+    if not (ctx.instance_dir / "holdshelf.toml").exists():
+        write_config(ctx.instance_dir, demo=True)
+        click.echo(f"created a demo instance in {ctx.instance_dir}")
+    if not ctx.settings.development:
+        raise HoldshelfError(
+            f"{ctx.instance_dir} is a production instance: --demo only runs demo instances"
+        )
+    database.upgrade(database.make_engine(ctx.settings.database_url))
+    password = random.token_urlsafe(12)
+    if DEMO_ACCOUNT in dict(ctx.accounts.users()):
+        ctx.accounts.set_password(DEMO_ACCOUNT, password)
+    else:
+        ctx.accounts.add_user(DEMO_ACCOUNT, password, "admin")
+    click.echo(f"Demo sign-in: account {DEMO_ACCOUNT}, password {password} (new at every start)")
 
 
 # -- patrons --------------------------------------------------------------------------------

@@ -143,6 +143,10 @@ class HoldService:
         assert isinstance(bind, Engine)
         return bind
 
+    def today(self) -> dt.date:
+        """The library's date now."""
+        return self._clock().date()
+
     # -- making holds ready -------------------------------------------------------------------
 
     def ready(

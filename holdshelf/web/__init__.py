@@ -1,0 +1,77 @@
+"""The staff web app for the circulation desk: a Flask app factory and its blueprints.
+
+Blueprints per audience: ``auth`` (sign-in, branch), ``desk`` (circulation staff), ``admin``
+(printers, audit log). Pages are server-rendered; the only script moves the cursor between
+scanned fields. Nothing is loaded from another origin.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from holdshelf.accounts import Accounts
+from holdshelf.print_worker import PrintWorker
+from holdshelf.resources import resource_dir
+from holdshelf.service import HoldService
+from holdshelf.settings import Settings
+
+MAX_FORM_BYTES = 64 * 1024
+
+
+@dataclass
+class Desk:
+    """What the views work with, kept in ``app.extensions["holdshelf"]``."""
+
+    settings: Settings
+    service: HoldService
+    accounts: Accounts
+    worker: PrintWorker
+
+    def wake_worker(self) -> None:
+        self.worker.wake()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], dt.datetime] | None = None,
+    service: HoldService | None = None,
+) -> Flask:
+    from holdshelf.web import admin, auth, desk, security
+
+    app = Flask(
+        "holdshelf",
+        template_folder=str(resource_dir("templates")),
+        static_folder=str(resource_dir("static")),
+    )
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_NAME="holdshelf_session",
+        SESSION_COOKIE_SECURE=not settings.development,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # A desk page stays open all day: the token lives as long as the signed-in session.
+        WTF_CSRF_TIME_LIMIT=None,
+        MAX_CONTENT_LENGTH=MAX_FORM_BYTES,
+    )
+    service = service or HoldService.open(settings, clock)
+    app.extensions["holdshelf"] = Desk(
+        settings=settings,
+        service=service,
+        accounts=Accounts(settings, service.sessions, clock),
+        worker=PrintWorker(settings, service.sessions, clock),
+    )
+    CSRFProtect(app)
+    security.init_app(app)
+    auth.init_app(app)
+    for blueprint in (auth.bp, desk.bp, admin.bp):
+        app.register_blueprint(blueprint)
+    if settings.web.behind_proxy:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
+    return app

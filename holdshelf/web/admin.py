@@ -1,0 +1,62 @@
+"""Administrator pages: printers with their queue, test prints and reprints; the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+
+from holdshelf.errors import HoldshelfError
+from holdshelf.print_worker import send_test_slip
+from holdshelf.web.auth import admin_required, desk
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.get("/printers")
+@admin_required
+def printers() -> str:
+    from holdshelf.printers.connections import connect
+
+    settings = desk().settings
+    rows = [
+        {
+            "printer": printer,
+            "branches": [b.id for b in settings.branches.values() if b.printer == name],
+            "status": connect(printer, settings.instance_dir).status().describe(),
+        }
+        for name, printer in settings.printers.items()
+    ]
+    return render_template("printers.html", rows=rows, jobs=desk().worker.jobs())
+
+
+@bp.post("/printers/test")
+@admin_required
+def print_test() -> Any:
+    name = request.form.get("printer", "")
+    try:
+        target = send_test_slip(desk().settings, name)
+    except HoldshelfError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"Test slip sent to {name} ({target}).")
+    return redirect(url_for("admin.printers"))
+
+
+@bp.post("/printers/reprint")
+@admin_required
+def reprint() -> Any:
+    try:
+        entry = desk().service.reprint(request.form.get("code", ""), g.staff.branch)
+    except HoldshelfError as exc:
+        flash(str(exc), "error")
+    else:
+        desk().wake_worker()
+        flash(f"The slip of {entry.code.display} is queued again.")
+    return redirect(url_for("admin.printers"))
+
+
+@bp.get("/audit")
+@admin_required
+def audit() -> str:
+    return render_template("audit.html", entries=desk().accounts.audit_entries())

@@ -1,0 +1,127 @@
+"""Signing in and out, the branch a desk works at, and the guards on every staff page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from holdshelf.accounts import SignInRefused
+from holdshelf.web import Desk
+
+bp = Blueprint("auth", __name__)
+
+
+def desk() -> Desk:
+    return current_app.extensions["holdshelf"]
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def load_staff() -> None:
+        g.staff = None
+        if request.endpoint == "static":
+            return
+        token = session.get("token")
+        g.staff = desk().accounts.session(token)
+        if token and g.staff is None:
+            session.pop("token", None)
+
+    @app.context_processor
+    def page_context() -> dict[str, Any]:
+        settings = desk().settings
+        staff = g.get("staff")
+        branch = settings.branches.get(staff.branch) if staff and staff.branch else None
+        return {"staff": staff, "branch": branch, "branches": settings.branches}
+
+
+def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Staff only; and a desk works at one branch, chosen once per sign-in."""
+
+    @wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if g.staff is None:
+            target = request.full_path if request.method == "GET" else None
+            return redirect(url_for("auth.login", next=target))
+        if g.staff.branch is None:
+            branches = list(desk().settings.branches)
+            if len(branches) > 1:
+                return redirect(url_for("auth.branch"))
+            desk().accounts.set_branch(session["token"], branches[0])
+            g.staff = desk().accounts.session(session["token"])
+        return view(*args, **kwargs)
+
+    return guarded
+
+
+def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if g.staff is not None and not g.staff.admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return login_required(guarded)
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only a path on this site: never an open redirect to another origin."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return None
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error, status = None, 200
+    if request.method == "POST":
+        try:
+            token = desk().accounts.sign_in(
+                request.form.get("name", ""),
+                request.form.get("password", ""),
+                request.remote_addr or "unknown",
+            )
+        except SignInRefused as exc:
+            error = str(exc)
+            status = 429 if "too many" in error else 401
+        else:
+            session.clear()  # a fresh session (and CSRF token) for the signed-in desk
+            session["token"] = token
+            return redirect(_safe_next(request.args.get("next")) or url_for("desk.checkin"))
+    return render_template("login.html", error=error), status
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    desk().accounts.sign_out(session.get("token"))
+    session.clear()
+    flash("You are signed out.")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/branch", methods=["GET", "POST"])
+def branch() -> Any:
+    if g.staff is None:
+        return redirect(url_for("auth.login"))
+    settings = desk().settings
+    if request.method == "POST":
+        choice = request.form.get("branch", "")
+        if choice in settings.branches:
+            desk().accounts.set_branch(session["token"], choice)
+            return redirect(url_for("desk.checkin"))
+        flash("Choose one of the branches listed.")
+    return render_template("branch.html")

@@ -1,0 +1,252 @@
+"""Circulation desk pages: check-in, pickup, hold shelf, clear shelf, patron desk, numbers.
+
+Every state change is a POST followed by a redirect (so a reload never repeats it). Card
+numbers arrive in forms and leave as pseudonyms: no page ever contains one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from holdshelf.domain.holds import PickupMode
+from holdshelf.errors import HoldshelfError, InvalidShelfCode, NotFound
+from holdshelf.web.auth import desk, login_required
+
+bp = Blueprint("desk", __name__)
+
+CHOICES = {
+    PickupMode.SHELF: "Open shelf: their holds wait on the self-service shelf under a code only "
+    "they are sent, and they check them out themselves.",
+    PickupMode.DESK: "At the desk: their holds are kept behind the desk, and staff hand them "
+    "over after checking the library card.",
+}
+NUMBERS_DAYS = 30
+
+
+def _branch() -> str:
+    return g.staff.branch
+
+
+@bp.get("/")
+@login_required
+def home() -> Response:
+    return redirect(url_for("desk.checkin"))
+
+
+# -- check-in -----------------------------------------------------------------------------------
+
+
+@bp.get("/checkin")
+@login_required
+def checkin() -> str:
+    return _checkin_page(last=request.args.get("code"))
+
+
+def _checkin_page(
+    last: str | None = None, error: str | None = None, focus: str = "item", item: str = ""
+) -> str:
+    service = desk().service
+    result = status = None
+    if last:
+        try:
+            result = service.find(last, _branch())
+            status = service.print_status(result.code, _branch())
+        except HoldshelfError:
+            result = None
+    return render_template(
+        "checkin.html",
+        result=result,
+        print_status=status,
+        error=error,
+        focus=focus,
+        item=item,
+        show_title=desk().settings.slip_options.show_title,
+    )
+
+
+@bp.post("/checkin")
+@login_required
+def checkin_post() -> Any:
+    item = request.form.get("item", "")
+    card = request.form.get("card", "")
+    title = request.form.get("title") or None
+    try:
+        entry = desk().service.ready(_branch(), item, card, title=title)
+    except HoldshelfError as exc:
+        message = str(exc)
+        focus = "card" if "card number" in message else "item"
+        keep = item.strip() if focus == "card" else ""
+        return _checkin_page(error=message, focus=focus, item=keep), 422
+    desk().wake_worker()
+    return redirect(url_for("desk.checkin", code=entry.code.display))
+
+
+@bp.get("/slips/<code>.png")
+@login_required
+def slip_preview(code: str) -> Any:
+    from holdshelf.printers.slips import RenderedSlip
+
+    try:
+        branch, slip = desk().service.slip(code, _branch())
+    except HoldshelfError:
+        return Response("no such slip", status=404, mimetype="text/plain")
+    rendered = RenderedSlip(slip, desk().settings.printer_of(branch))
+    return Response(rendered.png(), mimetype="image/png")
+
+
+# -- pickup --------------------------------------------------------------------------------------
+
+
+@bp.get("/pickup")
+@login_required
+def pickup() -> str:
+    return render_template("pickup.html", error=None)
+
+
+@bp.post("/pickup")
+@login_required
+def pickup_post() -> Any:
+    scanned = request.form.get("scan", "")
+    service = desk().service
+    try:
+        try:
+            entry = service.pickup(scanned, branch_id=_branch())
+        except (InvalidShelfCode, NotFound) as not_a_code:
+            # Not this branch's code: perhaps the item's barcode was scanned instead.
+            try:
+                entry = service.pickup(item=scanned, branch_id=_branch())
+            except NotFound:
+                raise not_a_code from None
+    except HoldshelfError as exc:
+        return render_template("pickup.html", error=str(exc)), 422
+    flash(f"{entry.code.display} picked up. The patron can check it out now.")
+    return redirect(url_for("desk.pickup"))
+
+
+# -- the hold shelf ------------------------------------------------------------------------------
+
+
+@bp.get("/shelf")
+@login_required
+def shelf() -> str:
+    entries = desk().service.shelf(_branch())
+    return render_template(
+        "shelf.html",
+        on_shelf=[e for e in entries if e.mode is PickupMode.SHELF],
+        at_desk=[e for e in entries if e.mode is PickupMode.DESK],
+        to_move=[e for e in entries if e.move_to_desk],
+    )
+
+
+@bp.post("/shelf/moved")
+@login_required
+def moved_to_desk() -> Any:
+    try:
+        entry = desk().service.moved_to_desk(request.form.get("code", ""), _branch())
+    except HoldshelfError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"{entry.code.display} is now a desk hold.")
+    return redirect(url_for("desk.shelf"))
+
+
+@bp.get("/clear")
+@login_required
+def clear() -> str:
+    overdue = desk().service.overdue(_branch())
+    return render_template("clear.html", overdue=overdue)
+
+
+@bp.post("/clear")
+@login_required
+def clear_post() -> Any:
+    codes = [*request.form.getlist("code"), request.form.get("scan", "")]
+    done, problems = [], []
+    for code in filter(None, (c.strip() for c in codes)):
+        try:
+            done.append(desk().service.expire_hold(code, _branch()).code.display)
+        except HoldshelfError as exc:
+            problems.append(f"{code}: {exc}")
+    if done:
+        flash(f"Ended as expired: {', '.join(done)}.")
+    for problem in problems:
+        flash(problem, "error")
+    if not done and not problems:
+        flash("Scan a slip or tick the items you pulled.", "error")
+    return redirect(url_for("desk.clear"))
+
+
+# -- the patron desk -----------------------------------------------------------------------------
+
+
+@bp.get("/patron")
+@login_required
+def patron() -> str:
+    view = desk().service.patron_view(g.staff.patron) if g.staff.patron else None
+    return render_template("patron.html", view=view, choices=CHOICES, error=None)
+
+
+@bp.post("/patron")
+@login_required
+def patron_lookup() -> Any:
+    try:
+        pseudonym = desk().service.pseudonym(request.form.get("card", ""))
+    except HoldshelfError as exc:
+        return render_template("patron.html", view=None, choices=CHOICES, error=str(exc)), 422
+    desk().accounts.focus_patron(session["token"], pseudonym)
+    desk().accounts.audit(g.staff, "looked up a patron")
+    return redirect(url_for("desk.patron"))
+
+
+@bp.post("/patron/choice")
+@login_required
+def patron_choice() -> Any:
+    if not g.staff.patron:
+        flash("Scan the patron's card first.", "error")
+        return redirect(url_for("desk.patron"))
+    try:
+        choice = PickupMode(request.form.get("choice", ""))
+    except ValueError:
+        flash("Choose open shelf or desk pickup.", "error")
+        return redirect(url_for("desk.patron"))
+    view = desk().service.choose(g.staff.patron, choice)
+    desk().accounts.audit(g.staff, f"set pickup to {choice.value}")
+    moves = sum(1 for hold in view.holds if hold.move_to_desk)
+    note = (
+        f" {moves} of their holds on the open shelf are on the move-to-desk list." if moves else ""
+    )
+    flash(f"Saved: {CHOICES[choice].split(':')[0].lower()}.{note}")
+    return redirect(url_for("desk.patron"))
+
+
+@bp.post("/patron/done")
+@login_required
+def patron_done() -> Any:
+    desk().accounts.focus_patron(session["token"], None)
+    return redirect(url_for("desk.patron"))
+
+
+# -- numbers -------------------------------------------------------------------------------------
+
+
+@bp.get("/numbers")
+@login_required
+def numbers() -> str:
+    service = desk().service
+    since = service.today() - dt.timedelta(days=NUMBERS_DAYS)
+    return render_template(
+        "numbers.html", days=service.stats(since), usage=service.usage(), since=since
+    )

@@ -1,0 +1,64 @@
+"""Headers on every response and friendly error pages instead of tracebacks."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
+    "object-src 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+FRIENDLY = {
+    400: "The request could not be understood. Go back and try again.",
+    403: "This page is for administrators.",
+    404: "There is no such page.",
+    405: "That action is not available here.",
+    413: "That was more data than a form may send.",
+    429: "Too many requests at once. Wait a moment and try again.",
+    500: "Something went wrong on our side and nothing was changed. Please try again.",
+}
+
+
+def error_page(status: int, message: str | None = None) -> tuple[str, int]:
+    text = message or FRIENDLY.get(status, FRIENDLY[400])
+    return render_template("error.html", status=status, message=text), status
+
+
+def init_app(app: Flask) -> None:
+    @app.after_request
+    def add_headers(response: Response) -> Response:
+        response.headers.update(SECURITY_HEADERS)
+        if request.endpoint != "static":  # pages about holds must not linger in caches
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.errorhandler(CSRFError)
+    def stale_form(_: CSRFError) -> tuple[str, int]:
+        return error_page(
+            400,
+            "This form has expired or did not come from this page. "
+            "Reload the page and try again; nothing was changed.",
+        )
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[str, int]:
+        return error_page(error.code or 500)
+
+    @app.errorhandler(Exception)
+    def internal_error(error: Exception) -> tuple[str, int]:
+        log.exception("unexpected error on %s %s", request.method, request.endpoint)
+        return error_page(500)
