@@ -159,17 +159,22 @@ class Accounts:
                 minutes = int(self.settings.web.login_window.total_seconds() // 60)
                 raise SignInRefused(f"too many failed sign-ins: wait {minutes} minutes")
             user = session.scalar(select(StaffUser).where(StaffUser.name == name.strip()))
-            if not self._password_matches(user, password):
+            if self._password_matches(user, password):
+                assert user is not None
+                if _hasher.check_needs_rehash(user.password_hash):
+                    user.password_hash = _hasher.hash(password)
+                token = secrets.token_urlsafe(32)
+                session.add(
+                    WebSession(
+                        id_hash=_digest(token), user_id=user.id, created_at=now, last_seen=now
+                    )
+                )
+            else:
                 session.add_all(LoginFailure(key_hash=key, at=now) for key in keys)
-                log.warning("failed sign-in")
-                raise SignInRefused("wrong account name or password")
-            assert user is not None
-            if _hasher.check_needs_rehash(user.password_hash):
-                user.password_hash = _hasher.hash(password)
-            token = secrets.token_urlsafe(32)
-            session.add(
-                WebSession(id_hash=_digest(token), user_id=user.id, created_at=now, last_seen=now)
-            )
+                user = None
+        if user is None:
+            log.warning("failed sign-in")
+            raise SignInRefused("wrong account name or password")
         log.info("staff %s signed in", user.name)
         return token
 

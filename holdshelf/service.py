@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, update
+from sqlalchemy import Engine, Row, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -52,6 +52,7 @@ CANDIDATES_PER_ROUND = 16
 CLAIM_ROUNDS = 25
 MOVED_TO_DESK = "moved_to_desk"
 FINISHED_JOBS_KEPT = dt.timedelta(days=1)  # printed slips stay listed for the desk this long
+ENTRY_COLUMNS = (Hold.code, Hold.branch, Hold.pickup_by, Hold.mode, Hold.move_to_desk)
 
 
 @dataclass(frozen=True)
@@ -440,7 +441,7 @@ class HoldService:
             raise NotFound(f"no active hold for item {item}")
         return hold
 
-    def _entry(self, hold: Hold) -> ShelfEntry:
+    def _entry(self, hold: Hold | Row[Any]) -> ShelfEntry:
         return ShelfEntry(
             code=ShelfCode(hold.code),
             branch=hold.branch,
@@ -477,12 +478,13 @@ class HoldService:
 
     def shelf(self, branch_id: str | None = None) -> list[ShelfEntry]:
         """Active holds in shelving order (branch, then code)."""
-        query = select(Hold).where(Hold.status == HoldStatus.READY.value)
+        # Columns, not ORM objects: a busy branch has thousands of active holds.
+        query = select(*ENTRY_COLUMNS).where(Hold.status == HoldStatus.READY.value)
         if branch_id:
             query = query.where(Hold.branch == self.settings.branch(branch_id).id)
         with self._sessions() as session:
-            holds = session.scalars(query.order_by(Hold.branch, Hold.code)).all()
-            return [self._entry(hold) for hold in holds]
+            rows = session.execute(query.order_by(Hold.branch, Hold.code)).all()
+        return [self._entry(row) for row in rows]
 
     # -- patrons ------------------------------------------------------------------------------
 

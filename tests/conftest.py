@@ -208,3 +208,30 @@ def assert_no_patron_data(text_: str | bytes, patrons: list[Patron]) -> None:
     for patron in patrons:
         for secret in patron.secrets:
             assert secret.encode("utf-8") not in haystack, "patron data leaked into output"
+
+
+# -- the web app ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(service: HoldService, clock: Clock):
+    from holdshelf.accounts import Accounts
+    from holdshelf.web import create_app
+    from tests.helpers.web import ADMIN, STAFF
+
+    application = create_app(service.settings, clock=clock, service=service)
+    application.config["TESTING"] = True
+    accounts: Accounts = application.extensions["holdshelf"].accounts
+    accounts.add_user(*STAFF, "staff")
+    accounts.add_user(*ADMIN, "admin")
+    return application
+
+
+@pytest.fixture
+def client(app):
+    from tests.helpers.web import post, sign_in
+
+    test_client = app.test_client()
+    assert sign_in(test_client).status_code == 302
+    assert post(test_client, "/branch", {"branch": "MAIN"}).status_code == 302
+    return test_client

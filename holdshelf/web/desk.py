@@ -27,11 +27,18 @@ from holdshelf.web.auth import desk, login_required
 
 bp = Blueprint("desk", __name__)
 
+# What each choice means, in the words staff can read out to the patron.
 CHOICES = {
-    PickupMode.SHELF: "Open shelf: their holds wait on the self-service shelf under a code only "
-    "they are sent, and they check them out themselves.",
-    PickupMode.DESK: "At the desk: their holds are kept behind the desk, and staff hand them "
-    "over after checking the library card.",
+    PickupMode.SHELF: (
+        "open shelf",
+        "Their holds wait on the self-service shelf under a code only they are sent, and they "
+        "check them out themselves.",
+    ),
+    PickupMode.DESK: (
+        "desk pickup",
+        "Their holds are kept behind the desk, and staff hand them over after checking the "
+        "library card.",
+    ),
 }
 NUMBERS_DAYS = 30
 
@@ -225,10 +232,8 @@ def patron_choice() -> Any:
     view = desk().service.choose(g.staff.patron, choice)
     desk().accounts.audit(g.staff, f"set pickup to {choice.value}")
     moves = sum(1 for hold in view.holds if hold.move_to_desk)
-    note = (
-        f" {moves} of their holds on the open shelf are on the move-to-desk list." if moves else ""
-    )
-    flash(f"Saved: {CHOICES[choice].split(':')[0].lower()}.{note}")
+    note = f" Their holds to move from the open shelf to the desk: {moves}." if moves else ""
+    flash(f"Saved: {CHOICES[choice][0]}.{note}")
     return redirect(url_for("desk.patron"))
 
 

@@ -1,0 +1,248 @@
+"""The circulation desk in the web app, through Flask's test client (real database, real
+templates): check-in, pickup, shelf, clear shelf, patron desk, numbers, printers, audit."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import Clock, assert_no_patron_data
+from tests.helpers.web import ADMIN, STAFF, post, sign_in
+
+CODE = re.compile(r'class="code">([0-9A-Z]{3}-[0-9A-Z]{3})<')
+
+
+def check_in(client, item: str, card: str, **extra: str):
+    return post(client, "/checkin", {"item": item, "card": card, **extra})
+
+
+def ready_code(response) -> str:
+    assert response.status_code == 302
+    return response.headers["Location"].split("code=")[1]
+
+
+def test_sign_in_and_choose_branch(app) -> None:
+    client = app.test_client()
+    assert client.get("/checkin").status_code == 302
+    response = sign_in(client)
+    assert response.headers["Location"] == "/checkin"
+    assert client.get("/checkin").headers["Location"] == "/branch"  # two branches: choose
+    page = client.get("/branch").get_data(as_text=True)
+    assert "Central Library (MAIN)" in page and "Eastside Branch (EAST)" in page
+    post(client, "/branch", {"branch": "EAST"})
+    assert "Eastside Branch" in client.get("/checkin").get_data(as_text=True)
+
+
+def test_check_in_shows_code_section_status_and_preview(client, patrons) -> None:
+    response = check_in(client, "39010001234567", patrons[0].card)
+    code = ready_code(response)
+    page = client.get(f"/checkin?code={code}").get_data(as_text=True)
+    assert f'<span class="code">{code}</span>' in page
+    assert f'<dd class="big">{code[0]}</dd>' in page
+    assert "On the open shelf" in page
+    assert "queued for the printer" in page
+    assert "autofocus" in page.split('id="item"')[1].split(">")[0]  # ready for the next scan
+    preview = client.get(f"/slips/{code}.png")
+    assert preview.status_code == 200
+    assert preview.mimetype == "image/png"
+    assert preview.data[:4] == b"\x89PNG"
+    assert client.get("/slips/ZZZZZZ.png").status_code == 404
+    assert_no_patron_data(page, patrons)
+
+
+def test_check_in_errors_are_plain_and_keep_focus(client, patrons) -> None:
+    code = ready_code(check_in(client, "I1", patrons[0].card))
+    again = check_in(client, "I1", patrons[1].card)
+    assert again.status_code == 422
+    page = again.get_data(as_text=True)
+    assert f"item I1 is already on the hold shelf at MAIN (code {code})" in page
+    assert "autofocus" in page.split('id="item"')[1].split(">")[0]
+    bad_card = check_in(client, "I2", "\x07")
+    assert bad_card.status_code == 422
+    card_page = bad_card.get_data(as_text=True)
+    assert "card number contains control characters" in card_page
+    assert 'value="I2"' in card_page  # the item is kept, the card asked for again
+    assert "autofocus" in card_page.split('id="card"')[1].split(">")[0]
+    assert_no_patron_data(page + card_page, patrons)
+
+
+def test_pickup_by_code_qr_or_item(client, patrons) -> None:
+    first = ready_code(check_in(client, "I1", patrons[0].card))
+    second = ready_code(check_in(client, "I2", patrons[1].card))
+    check_in(client, "I3", patrons[2].card)
+    done = post(client, "/pickup", {"scan": first.lower().replace("-", "")})  # typed
+    assert done.status_code == 302
+    assert f"{first} picked up" in client.get("/pickup").get_data(as_text=True)
+    assert post(client, "/pickup", {"scan": second}).status_code == 302  # the QR's payload
+    assert post(client, "/pickup", {"scan": "I3"}).status_code == 302  # the item barcode
+    again = post(client, "/pickup", {"scan": first})
+    assert again.status_code == 422
+    assert "has already ended" in again.get_data(as_text=True)
+    nothing = post(client, "/pickup", {"scan": "NOT-A-THING"})
+    assert "not a valid shelf code" in nothing.get_data(as_text=True)
+
+
+def test_shelf_lists_in_order_with_desk_apart(client, app, patrons) -> None:
+    service = app.extensions["holdshelf"].service
+    service.opt_out(patrons[0].card)
+    codes = [ready_code(check_in(client, f"I{n}", p.card)) for n, p in enumerate(patrons[:5])]
+    page = client.get("/shelf").get_data(as_text=True)
+    assert "4 on the open shelf, 1 behind the desk" in page
+    open_part, desk_part = page.split("Behind the desk</h2>")
+    shelved = CODE.findall(open_part)
+    assert shelved == sorted(codes[1:])
+    assert CODE.findall(desk_part) == [codes[0]]
+    assert_no_patron_data(page, patrons)
+
+
+def test_opt_out_at_the_patron_desk_and_move_to_desk(client, app, patrons) -> None:
+    patron = patrons[0]
+    code = ready_code(check_in(client, "I1", patron.card))
+    looked_up = post(client, "/patron", {"card": patron.card})
+    assert looked_up.status_code == 302
+    page = client.get("/patron").get_data(as_text=True)
+    assert "Pickup: open shelf (the library's default)" in page
+    assert f'<span class="code">{code}</span>' in page
+    assert "staff hand them over after checking the library card" in page
+    chosen = post(client, "/patron/choice", {"choice": "desk"}, page="/patron")
+    assert chosen.status_code == 302
+    page = client.get("/patron").get_data(as_text=True)
+    assert "Their holds to move from the open shelf to the desk: 1." in page
+    assert "to be moved to the desk" in page
+    shelf = client.get("/shelf").get_data(as_text=True)
+    assert f"Moved {code} to the desk" in shelf
+    post(client, "/shelf/moved", {"code": code}, page="/shelf")
+    shelf = client.get("/shelf").get_data(as_text=True)
+    assert "Move to the desk" not in shelf
+    assert f"{code} is now a desk hold" in shelf
+    assert ready_code(check_in(client, "I2", patron.card))
+    assert "Behind the desk" in client.get(
+        f"/checkin?code={ready_code(check_in(client, 'I3', patron.card))}"
+    ).get_data(as_text=True)
+    post(client, "/patron/done", page="/patron")
+    assert 'id="card"' in client.get("/patron").get_data(as_text=True)
+    for page_ in (page, shelf):
+        assert_no_patron_data(page_, patrons)
+    actions = [e.action for e in app.extensions["holdshelf"].accounts.audit_entries()]
+    assert actions == ["set pickup to desk", "looked up a patron"]
+
+
+def test_patron_focus_times_out(client, app, clock: Clock, patrons) -> None:
+    post(client, "/patron", {"card": patrons[0].card})
+    assert "What the library holds" in client.get("/patron").get_data(as_text=True)
+    clock.advance(minutes=6)
+    assert 'id="card"' in client.get("/patron").get_data(as_text=True)
+    refused = post(client, "/patron/choice", {"choice": "desk"}, page="/patron")
+    assert refused.status_code == 302
+    assert "Scan the patron" in client.get("/patron").get_data(as_text=True)
+
+
+def test_clear_shelf(client, app, clock: Clock, patrons) -> None:
+    codes = [ready_code(check_in(client, f"I{n}", p.card)) for n, p in enumerate(patrons[:3])]
+    assert "Nothing is past its pickup-by date" in client.get("/clear").get_data(as_text=True)
+    too_early = post(client, "/clear", {"scan": codes[0]})
+    assert too_early.status_code == 302
+    assert "can still be picked up until" in client.get("/clear").get_data(as_text=True)
+    clock.advance(days=8)  # the desk's session has timed out meanwhile: sign in again
+    sign_in(client)
+    post(client, "/branch", {"branch": "MAIN"})
+    page = client.get("/clear").get_data(as_text=True)
+    assert "3 to pull" in page
+    assert CODE.findall(page) == sorted(codes)
+    post(client, "/clear", {"scan": codes[0], "code": [codes[1]]})
+    page = client.get("/clear").get_data(as_text=True)
+    assert "Ended as expired" in page
+    assert CODE.findall(page) == [codes[2]]
+    assert app.extensions["holdshelf"].service.shelf("MAIN")[0].code.display == codes[2]
+
+
+def test_numbers_are_aggregates(client, patrons) -> None:
+    for n, patron in enumerate(patrons[:4]):
+        check_in(client, f"I{n}", patron.card)
+    page = client.get("/numbers").get_data(as_text=True)
+    assert "<td>2026-11-23</td><td>MAIN</td>\n      <td>4</td>" in page
+    assert_no_patron_data(page, patrons)
+
+
+def test_admin_printers_and_audit(app, patrons) -> None:
+    admin = app.test_client()
+    sign_in(admin, ADMIN)
+    post(admin, "/branch", {"branch": "MAIN"})
+    code = ready_code(check_in(admin, "I1", patrons[0].card))
+    page = admin.get("/admin/printers").get_data(as_text=True)
+    assert "preview" in page and "online, paper ok" in page
+    assert f"{code} (slip)" in page  # queued
+    post(admin, "/admin/printers/test", {"printer": "preview"}, page="/admin/printers")
+    assert "Test slip sent to preview" in admin.get("/admin/printers").get_data(as_text=True)
+    app.extensions["holdshelf"].worker.run_once()
+    assert "Every slip has been printed" in admin.get("/admin/printers").get_data(as_text=True)
+    post(admin, "/admin/printers/reprint", {"code": code}, page="/admin/printers")
+    assert f"{code} (reprint)" in admin.get("/admin/printers").get_data(as_text=True)
+    post(admin, "/admin/printers/reprint", {"code": "NOPE"}, page="/admin/printers")
+    assert "not a valid shelf code" in admin.get("/admin/printers").get_data(as_text=True)
+    post(admin, "/patron", {"card": patrons[0].card})
+    audit = admin.get("/admin/audit").get_data(as_text=True)
+    assert "<td>ada</td><td>MAIN</td><td>looked up a patron</td>" in audit
+    assert_no_patron_data(audit, patrons)
+
+
+def test_staff_cannot_reach_admin_pages(client) -> None:
+    for path in ("/admin/printers", "/admin/audit"):
+        response = client.get(path)
+        assert response.status_code == 403
+        assert "This page is for administrators" in response.get_data(as_text=True)
+
+
+def test_sign_out_ends_the_session_for_good(app) -> None:
+    client = app.test_client()
+    sign_in(client)
+    post(client, "/branch", {"branch": "MAIN"})
+    cookie = client.get_cookie("holdshelf_session").value
+    assert client.get("/shelf").status_code == 200
+    post(client, "/logout", page="/shelf")
+    assert client.get("/shelf").status_code == 302
+    thief = app.test_client()
+    thief.set_cookie("holdshelf_session", cookie)  # the cookie as it was before signing out
+    response = thief.get("/shelf")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+
+
+def test_sign_in_is_rate_limited(app) -> None:
+    client = app.test_client()
+    for _ in range(5):
+        wrong = sign_in(client, (STAFF[0], "not the password"))
+        assert wrong.status_code == 401
+        assert "wrong account name or password" in wrong.get_data(as_text=True)
+    blocked = sign_in(client, STAFF)
+    assert blocked.status_code == 429
+    assert "too many failed sign-ins: wait 15 minutes" in blocked.get_data(as_text=True)
+    assert sign_in(app.test_client(), ("nobody", "whatever it is")).status_code == 429  # address
+
+
+def test_sessions_time_out(app, clock: Clock) -> None:
+    client = app.test_client()
+    sign_in(client)
+    post(client, "/branch", {"branch": "MAIN"})
+    clock.advance(hours=7, minutes=59)
+    assert client.get("/shelf").status_code == 200
+    clock.advance(hours=8, minutes=1)  # idle for more than 8 hours
+    assert client.get("/shelf").status_code == 302
+
+
+def test_no_open_redirect_after_sign_in(app) -> None:
+    client = app.test_client()
+    from tests.helpers.web import csrf_token
+
+    token = csrf_token(client)
+    for target, expected in (
+        ("//evil.example/x", "/checkin"),
+        ("/shelf", "/shelf"),
+        ("https://evil.example", "/checkin"),
+    ):
+        client.post("/logout", data={"csrf_token": csrf_token(client)})
+        response = client.post(
+            f"/login?next={target}",
+            data={"name": STAFF[0], "password": STAFF[1], "csrf_token": csrf_token(client)},
+        )
+        assert response.headers["Location"] == expected, target
+    assert token
