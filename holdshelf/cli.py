@@ -636,11 +636,14 @@ def patron_show(ctx: Context, card: str, as_json: bool) -> None:
 @cli.command()
 @pass_context
 def purge(ctx: Context) -> None:
-    """Delete ended holds' links to patrons when due and free codes rested 30 days."""
+    """Delete ended holds' links to patrons when due, free codes rested 30 days, and forget
+    expired sessions and audit entries past retention.audit_days."""
     report = ctx.service.purge()
+    forgotten = ctx.accounts.purge()
     click.echo(
         f"deleted {report.unlinked_holds} ended-hold links; "
-        f"freed {report.freed_codes} codes for reuse"
+        f"freed {report.freed_codes} codes for reuse; "
+        f"removed {forgotten} expired sessions, old sign-in failures and audit entries"
     )
 
 

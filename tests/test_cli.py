@@ -335,3 +335,48 @@ def test_worker_once_reports_a_dead_printer(cli: Cli, patrons) -> None:
     assert "refused the connection" in cli.ok("print-queue").out
     status = cli.ok("printers", "--json").json
     assert {row["name"]: row["reachable"] for row in status} == {"preview": True, "desk": False}
+
+
+def test_staff_accounts(cli: Cli) -> None:
+    assert (
+        "added admin account ada"
+        in cli.ok(
+            "user", "add", "ada", "--role", "admin", "--password-stdin", stdin="a long passphrase\n"
+        ).out
+    )
+    cli.ok("user", "add", "bob", "--password-stdin", stdin="another long one\n")
+    assert cli.ok("user", "list").out.splitlines() == ["ada (admin)", "bob (staff)"]
+    cli.fails(
+        "user",
+        "add",
+        "bob",
+        "--password-stdin",
+        stdin="yet another one\n",
+        message="a staff account named 'bob' exists already",
+    )
+    cli.fails(
+        "user",
+        "add",
+        "carol",
+        "--password-stdin",
+        stdin="short\n",
+        message="a password needs at least 10 characters",
+    )
+    cli.fails(
+        "user",
+        "add",
+        "x y",
+        "--password-stdin",
+        stdin="long enough pass\n",
+        message="an account name has no spaces",
+    )
+    cli.ok("user", "password", "bob", "--password-stdin", stdin="a new long password\n")
+    cli.ok("user", "remove", "bob")
+    cli.fails("user", "remove", "bob", message="no staff account named 'bob'")
+    assert cli.ok("user", "list").out.splitlines() == ["ada (admin)"]
+
+
+def test_serve_demo_refuses_a_production_instance(tmp_path: Path, capsys, monkeypatch) -> None:
+    production = Cli(tmp_path / "prod", capsys, monkeypatch)
+    production.ok("init")
+    production.fails("serve", "--demo", message="is a production instance: --demo only runs")

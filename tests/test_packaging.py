@@ -45,6 +45,13 @@ def test_wheel_carries_config_and_migrations(wheel: zipfile.ZipFile) -> None:
         "holdshelf/migrations/script.py.mako",
         "holdshelf/cli.py",
         "holdshelf/domain/codes.py",
+        "holdshelf/printers/fonts/DejaVuSansMono-Bold.ttf",
+        "holdshelf/printers/fonts/LICENSE-DejaVu.txt",
+        "holdshelf/static/style.css",
+        "holdshelf/static/desk.js",
+        "holdshelf/templates/base.html",
+        "holdshelf/templates/checkin.html",
+        "holdshelf/web/desk.py",
     }
     assert expected <= names
     versions = [

@@ -246,3 +246,15 @@ def test_no_open_redirect_after_sign_in(app) -> None:
         )
         assert response.headers["Location"] == expected, target
     assert token
+
+
+def test_purge_forgets_expired_sessions_and_old_audit_entries(app, client, clock, patrons) -> None:
+    accounts = app.extensions["holdshelf"].accounts
+    post(client, "/patron", {"card": patrons[0].card})
+    assert len(accounts.audit_entries()) == 1
+    clock.advance(days=89)
+    assert accounts.purge() == 1  # the desk's session, idle for 89 days
+    assert len(accounts.audit_entries()) == 1
+    clock.advance(days=2)
+    assert accounts.purge() == 1  # the audit entry, past retention.audit_days (90)
+    assert accounts.audit_entries() == []
