@@ -27,10 +27,11 @@ from holdshelf.domain.holds import PickupMode, ShelfEntry
 from holdshelf.domain.inputs import parse_date
 from holdshelf.errors import HoldshelfError
 from holdshelf.instance import write_config
-from holdshelf.print_worker import PrintWorker, send_test_slip
+from holdshelf.print_worker import send_test_slip
 from holdshelf.service import HoldService, PatronView
 from holdshelf.settings import Settings, default_instance_dir, load_settings
 from holdshelf.storage import database
+from holdshelf.worker import Worker
 
 log = logging.getLogger("holdshelf")
 
@@ -54,8 +55,8 @@ class Context:
         return Accounts(self.settings, self.service.sessions)
 
     @cached_property
-    def worker(self) -> PrintWorker:
-        return PrintWorker(self.settings, self.service.sessions)
+    def worker(self) -> Worker:
+        return Worker(self.settings, self.service.sessions)
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -223,7 +224,9 @@ def db_upgrade(ctx: Context) -> None:
 @click.option("--item", required=True, help="Item barcode.")
 @click.option("--patron", "card", required=True, help="Patron card number, or - for stdin.")
 @click.option("--pickup-by", help="Last pickup day, YYYY-MM-DD (default: the branch's rule).")
-@click.option("--title", help="Title, printed only where slips.show_title is on; never stored.")
+@click.option("--title", help="Title, shown only where slips or notices show titles.")
+@click.option("--email", help="Send the patron the code by email (kept encrypted until sent).")
+@click.option("--sms", help="Send the patron the code by text message (likewise).")
 @json_option
 @pass_context
 def ready(
@@ -233,15 +236,19 @@ def ready(
     card: str,
     pickup_by: str | None,
     title: str | None,
+    email: str | None,
+    sms: str | None,
     as_json: bool,
 ) -> None:
-    """Mark a trapped item ready for pickup, queue its slip and print its shelf code."""
+    """Mark a trapped item ready: queue its slip (and notices) and print its shelf code."""
     entry = ctx.service.ready(
         branch_id,
         item,
         _card(card),
         pickup_by=_date_option(pickup_by, "pickup-by date"),
         title=title,
+        email=email,
+        sms=sms,
     )
     if as_json:
         _print_json(entry.as_dict())
@@ -420,7 +427,7 @@ def print_test(ctx: Context, name: str) -> None:
 @pass_context
 def print_queue(ctx: Context, include_finished: bool, as_json: bool) -> None:
     """Slips waiting for a printer, with their attempts and last error."""
-    jobs = ctx.worker.jobs(include_finished=include_finished)
+    jobs = ctx.worker.prints.jobs(include_finished=include_finished)
     if as_json:
         _print_json([job.as_dict() for job in jobs])
         return
@@ -431,6 +438,26 @@ def print_queue(ctx: Context, include_finished: bool, as_json: bool) -> None:
         click.echo(
             f"#{job.id} {job.code.display} {job.kind} {job.status} -> {job.printer} "
             f"({job.branch}){problem}"
+        )
+
+
+@cli.command()
+@click.option("--all", "include_finished", is_flag=True, help="Include sent and failed notices.")
+@json_option
+@pass_context
+def notices(ctx: Context, include_finished: bool, as_json: bool) -> None:
+    """Notices waiting to be sent (never their addresses or numbers)."""
+    waiting = ctx.worker.notices.notices(include_finished=include_finished)
+    if as_json:
+        _print_json([notice.as_dict() for notice in waiting])
+        return
+    if not waiting:
+        click.echo("no notices waiting" if not include_finished else "no notices")
+    for notice in waiting:
+        problem = f"  attempt {notice.attempts}: {notice.last_error}" if notice.last_error else ""
+        click.echo(
+            f"#{notice.id} {notice.code.display} {notice.channel} {notice.status} "
+            f"({notice.branch}){problem}"
         )
 
 
@@ -450,24 +477,30 @@ def reprint(ctx: Context, code: str, branch_id: str | None) -> None:
 @click.option("--once", is_flag=True, help="Try every queued slip once, then exit.")
 @pass_context
 def worker(ctx: Context, once: bool) -> None:
-    """Send queued slips to the printers (runs until stopped, or --once)."""
+    """Send queued slips to the printers and notices to patrons (until stopped, or --once)."""
     if once:
         report = ctx.worker.run_once(ignore_backoff=True)
-        dropped = f"; dropped (hold ended): {report.dropped}" if report.dropped else ""
-        click.echo(f"slips printed: {report.sent}{dropped}")
-        if report.failed:
-            waiting = len(ctx.worker.jobs())
-            problems = "; ".join(f"{name}: {error}" for name, error in report.failed.items())
-            raise HoldshelfError(f"{waiting} slips still waiting ({problems})")
+        prints, notices = report.prints, report.notices
+        dropped = prints.dropped + notices.dropped
+        click.echo(
+            f"slips printed: {prints.sent}; notices sent: {notices.sent}"
+            + (f"; dropped (hold ended): {dropped}" if dropped else "")
+            + (f"; notices refused for good: {notices.given_up}" if notices.given_up else "")
+        )
+        failed = {**prints.failed, **notices.failed}
+        if failed:
+            waiting = len(ctx.worker.prints.jobs()) + len(ctx.worker.notices.notices())
+            problems = "; ".join(f"{route}: {error}" for route, error in failed.items())
+            raise HoldshelfError(f"{waiting} still waiting ({problems})")
         return
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    click.echo("print worker running (Ctrl-C to stop)")
+    click.echo("worker running (Ctrl-C to stop)")
     try:
         ctx.worker.run_forever(stop)
     except KeyboardInterrupt:
         stop.set()
-    click.echo("print worker stopped")
+    click.echo("worker stopped")
 
 
 # -- staff accounts and the web app ---------------------------------------------------------

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from holdshelf.domain.codes import ALPHABET, CHECK_MODULUS, ShelfCode, ShelfCodec
+from holdshelf.domain.contacts import clean_email, clean_phone
 from holdshelf.domain.holds import (
     HoldStatus,
     PickupMode,
@@ -34,12 +35,14 @@ from holdshelf.domain.inputs import clean_barcode
 from holdshelf.domain.pseudonyms import Pseudonymizer
 from holdshelf.domain.slips import Slip
 from holdshelf.errors import CodesExhausted, Conflict, InvalidInput, InvalidShelfCode, NotFound
+from holdshelf.sealing import Sealer
 from holdshelf.settings import BranchSettings, Settings
 from holdshelf.storage import database
 from holdshelf.storage.counters import bump
 from holdshelf.storage.models import (
     DailyCount,
     Hold,
+    Notice,
     PatronPreference,
     PrintJob,
     ShelfCodeClaim,
@@ -51,7 +54,7 @@ log = logging.getLogger(__name__)
 CANDIDATES_PER_ROUND = 16
 CLAIM_ROUNDS = 25
 MOVED_TO_DESK = "moved_to_desk"
-FINISHED_JOBS_KEPT = dt.timedelta(days=1)  # printed slips stay listed for the desk this long
+FINISHED_KEPT = dt.timedelta(days=1)  # printed slips and sent notices stay listed this long
 ENTRY_COLUMNS = (Hold.code, Hold.branch, Hold.pickup_by, Hold.mode, Hold.move_to_desk)
 
 
@@ -158,13 +161,18 @@ class HoldService:
         pickup_by: dt.date | None = None,
         *,
         title: str | None = None,
+        email: str | None = None,
+        sms: str | None = None,
     ) -> ShelfEntry:
-        """Put a trapped item on the hold shelf (or at the desk), give it a fresh code and queue
-        its slip, all in one transaction. ``title`` reaches the slip only where the library
-        prints titles; it is never stored otherwise."""
+        """Put a trapped item on the hold shelf (or at the desk), give it a fresh code, queue
+        its slip and its notices, all in one transaction.
+
+        ``title`` reaches the slip or notice only where the library shows titles; it is never
+        stored otherwise. ``email`` and ``sms`` are stored only encrypted, until sent."""
         branch = self.settings.branch(branch_id)
         item = clean_barcode(item)
         patron = self._pseudonym(card)
+        contacts = self._contacts(email, sms)
         now = self._clock()
         policy = branch.policy
         due = (
@@ -198,8 +206,48 @@ class HoldService:
             bump(session, now.date(), branch.id, HoldStatus.READY.value, mode.value)
             entry = self._entry(hold)
             self._queue_slip(session, entry, "slip", now, item=item, title=title)
+            self._queue_notices(session, entry, contacts, now, title)
         log.info("hold %s ready at %s (%s)", hold.id, branch.id, mode.value)
         return entry
+
+    def _contacts(self, email: str | None, sms: str | None) -> dict[str, str]:
+        """The contacts a hold arrived with, checked; refused where the channel is not set up."""
+        contacts = {}
+        if email and email.strip():
+            if not self.settings.mail.enabled:
+                raise InvalidInput("email notices are not set up here ([mail] host)")
+            contacts["email"] = clean_email(email)
+        if sms and sms.strip():
+            if not self.settings.sms.enabled:
+                raise InvalidInput("text-message notices are not set up here ([sms] gateway)")
+            contacts["sms"] = clean_phone(sms)
+        return contacts
+
+    def _queue_notices(
+        self,
+        session: Session,
+        entry: ShelfEntry,
+        contacts: dict[str, str],
+        now: dt.datetime,
+        title: str | None,
+    ) -> None:
+        if not contacts:
+            return
+        sealer = Sealer(self.settings.data_key)
+        shown_title = title if self.settings.notices.show_title and title else None
+        for channel, address in contacts.items():
+            session.add(
+                Notice(
+                    branch=entry.branch,
+                    code=entry.code.compact,
+                    channel=channel,
+                    sealed=sealer.seal({"to": address, "title": shown_title}),
+                    status="queued",
+                    attempts=0,
+                    created_at=_utc(now),
+                    next_attempt_at=_utc(now),
+                )
+            )
 
     def _queue_slip(
         self,
@@ -211,7 +259,13 @@ class HoldService:
         item: str | None,
         title: str | None = None,
     ) -> None:
-        slip = Slip.for_hold(entry, self.settings.slip_options, item_barcode=item, title=title)
+        slip = Slip.for_hold(
+            entry,
+            self.settings.slip_options,
+            item_barcode=item,
+            title=title,
+            language=self._language(entry.branch),
+        )
         session.add(
             PrintJob(
                 branch=entry.branch,
@@ -239,7 +293,10 @@ class HoldService:
                 return hold.branch, Slip.from_payload(json.loads(payload))
             options = self.settings.slip_options
             entry = self._entry(hold)
-            return hold.branch, Slip.for_hold(entry, options, item_barcode=hold.item_barcode)
+            slip = Slip.for_hold(
+                entry, options, item_barcode=hold.item_barcode, language=self._language(hold.branch)
+            )
+            return hold.branch, slip
 
     def reprint(self, code: str, branch_id: str | None = None) -> ShelfEntry:
         """Queue the slip of an active hold again. No notice goes to the patron."""
@@ -379,6 +436,18 @@ class HoldService:
             .values(released_at=_utc(now))
         )
         bump(session, now.date(), hold.branch, outcome.value, hold.mode)
+        session.execute(  # a notice not yet sent will not be: its contact is erased now
+            update(Notice)
+            .where(
+                Notice.branch == hold.branch, Notice.code == hold.code, Notice.status == "queued"
+            )
+            .values(
+                status="dropped",
+                sealed=None,
+                finished_at=_utc(now),
+                last_error="the hold ended before it was sent",
+            )
+        )
         if self.settings.retention_days == 0:
             session.delete(hold)  # the link to the patron goes with the row, at once
         session.flush()
@@ -441,6 +510,10 @@ class HoldService:
             raise NotFound(f"no active hold for item {item}")
         return hold
 
+    def _language(self, branch_id: str) -> str:
+        branch = self.settings.branches.get(branch_id)
+        return branch.language if branch else "en"
+
     def _entry(self, hold: Hold | Row[Any]) -> ShelfEntry:
         return ShelfEntry(
             code=ShelfCode(hold.code),
@@ -456,6 +529,24 @@ class HoldService:
         """The active hold with this code (NotFound, or Conflict if it has ended)."""
         with self._sessions() as session:
             return self._entry(self._find_by_code(session, code, branch_id))
+
+    def lookup(self, code: str) -> list[ShelfEntry]:
+        """For patrons: the active holds with this code (one, or one per branch that has it).
+        Unknown, ended and invalid codes do the same work, one query, and give the same
+        answer, so the answer tells nobody which codes exist or existed."""
+        try:
+            parsed = [(branch, code.compact) for branch, code in self._parse(code, None).items()]
+        except InvalidShelfCode:
+            parsed = []
+        matches = parsed or [("", "")]  # matches nothing, at the cost of a real lookup
+        with self._sessions() as session:
+            rows = session.execute(
+                select(*ENTRY_COLUMNS).where(
+                    or_(*(and_(Hold.branch == b, Hold.code == c) for b, c in matches)),
+                    Hold.status == HoldStatus.READY.value,
+                )
+            ).all()
+        return [self._entry(row) for row in rows]
 
     def print_status(self, code: ShelfCode, branch_id: str) -> str:
         """How the newest slip of a hold is doing, in words for the desk."""
@@ -576,11 +667,12 @@ class HoldService:
             freed = session.execute(
                 delete(ShelfCodeClaim).where(ShelfCodeClaim.released_at <= reuse_cutoff(now))
             ).rowcount
-            session.execute(
-                delete(PrintJob).where(
-                    PrintJob.status != "queued", PrintJob.finished_at <= now - FINISHED_JOBS_KEPT
+            for outbox in (PrintJob, Notice):
+                session.execute(
+                    delete(outbox).where(
+                        outbox.status != "queued", outbox.finished_at <= now - FINISHED_KEPT
+                    )
                 )
-            )
         database.checkpoint(self.engine)
         log.info("purge: %d links deleted, %d codes freed", unlinked, freed)
         return PurgeReport(unlinked_holds=unlinked, freed_codes=freed)

@@ -41,6 +41,8 @@ EXAMPLE_SECRET_MARK = "change-me"  # noqa: S105 (a marker, not a secret)
 MIN_SECRET_LENGTH = 32
 ENVIRONMENTS = ("production", "development")
 BRANCH_ID_MAX = 32
+LANGUAGES = ("en", "es")  # patron-facing text; a translation catalog away from more
+MAX_PUBLIC_URL = 60  # the opt-out link must leave room in a 160-character text message
 # Tables whose keys are names the library chooses; each entry is merged onto its defaults.
 OPEN_TABLES = {"branches": "branch_defaults", "printers": "printer_defaults"}
 # What each connection type needs installed, and the extra that installs it.
@@ -59,6 +61,7 @@ class BranchSettings:
     code_length: int
     closed_days: frozenset[int]
     printer: str
+    language: str
 
     @property
     def policy(self) -> PickupPolicy:
@@ -66,9 +69,46 @@ class BranchSettings:
 
 
 @dataclass(frozen=True)
+class MailSettings:
+    host: str
+    port: int
+    security: str
+    username: str
+    password: str = field(repr=False)
+    sender: str = ""
+    timeout: float = 10
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host)
+
+
+@dataclass(frozen=True)
+class SmsSettings:
+    gateway: str
+    email_domain: str
+    url: str
+    token: str = field(repr=False)
+    timeout: float = 10
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.gateway)
+
+
+@dataclass(frozen=True)
+class NoticeSettings:
+    show_title: bool
+    link_days: int
+    privacy_library: str
+    privacy_contact: str
+
+
+@dataclass(frozen=True)
 class WebSettings:
     host: str
     port: int
+    public_url: str
     behind_proxy: bool
     session_idle: dt.timedelta
     session_max: dt.timedelta
@@ -86,6 +126,9 @@ class Settings:
     retention_days: int
     audit_days: int
     web: WebSettings
+    mail: MailSettings
+    sms: SmsSettings
+    notices: NoticeSettings
     branches: Mapping[str, BranchSettings]
     printers: Mapping[str, PrinterSettings]
     slip_options: SlipOptions
@@ -227,6 +270,7 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
         raise ConfigError("retention.audit_days must be 1..3660")
     printers = _printers(config)
     branches = _branches(config, printers)
+    mail = _mail(config["mail"])
     return Settings(
         instance_dir=instance_dir,
         environment=environment,
@@ -236,6 +280,9 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
         retention_days=retention,
         audit_days=audit_days,
         web=_web(config["web"]),
+        mail=mail,
+        sms=_sms(config["sms"], mail),
+        notices=_notices(config, branches),
         branches=branches,
         printers=printers,
         slip_options=_slip_options(config["slips"]),
@@ -305,14 +352,83 @@ def _web(table: Mapping[str, Any]) -> WebSettings:
 
     if not isinstance(table["behind_proxy"], bool):
         raise ConfigError("web.behind_proxy must be true or false")
+    host, port = _string(table, "host", "web.") or "127.0.0.1", number("port", 1, 65535)
+    public_url = _string(table, "public_url", "web.").rstrip("/") or f"http://{host}:{port}"
+    if not public_url.startswith(("https://", "http://")) or len(public_url) > MAX_PUBLIC_URL:
+        raise ConfigError(
+            f"web.public_url must be an http(s) address of at most {MAX_PUBLIC_URL} characters"
+        )
     return WebSettings(
-        host=_string(table, "host", "web.") or "127.0.0.1",
-        port=number("port", 1, 65535),
+        host=host,
+        port=port,
+        public_url=public_url,
         behind_proxy=table["behind_proxy"],
         session_idle=dt.timedelta(minutes=number("session_idle_minutes", 5, 24 * 60)),
         session_max=dt.timedelta(hours=number("session_max_hours", 1, 7 * 24)),
         login_attempts=number("login_attempts", 1, 100),
         login_window=dt.timedelta(minutes=number("login_window_minutes", 1, 24 * 60)),
+    )
+
+
+def _mail(table: Mapping[str, Any]) -> MailSettings:
+    where = "mail."
+    security = _string(table, "security", where)
+    if security not in ("starttls", "tls", "none"):
+        raise ConfigError("mail.security must be one of starttls, tls, none")
+    port, timeout = table["port"], table["timeout"]
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError("mail.port must be a port number")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 1 <= timeout <= 120:
+        raise ConfigError("mail.timeout must be 1..120 seconds")
+    mail = MailSettings(
+        host=_string(table, "host", where),
+        port=port,
+        security=security,
+        username=_string(table, "username", where),
+        password=_string(table, "password", where),
+        sender=_string(table, "sender", where),
+        timeout=float(timeout),
+    )
+    if mail.enabled and "@" not in mail.sender:
+        raise ConfigError('mail.sender must be an address, e.g. "Library <holds@example.org>"')
+    return mail
+
+
+def _sms(table: Mapping[str, Any], mail: MailSettings) -> SmsSettings:
+    where = "sms."
+    gateway = _string(table, "gateway", where)
+    timeout = table["timeout"]
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 1 <= timeout <= 120:
+        raise ConfigError("sms.timeout must be 1..120 seconds")
+    sms = SmsSettings(
+        gateway=gateway,
+        email_domain=_string(table, "email_domain", where),
+        url=_string(table, "url", where),
+        token=_string(table, "token", where),
+        timeout=float(timeout),
+    )
+    if gateway not in ("", "email", "http"):
+        raise ConfigError('sms.gateway must be "", "email" or "http"')
+    if gateway == "email" and not (sms.email_domain and mail.enabled):
+        raise ConfigError('sms.gateway = "email" needs sms.email_domain and a [mail] host')
+    if gateway == "http" and not sms.url.startswith(("https://", "http://")):
+        raise ConfigError('sms.gateway = "http" needs sms.url, an http(s) address')
+    return sms
+
+
+def _notices(config: Mapping[str, Any], branches: Mapping[str, BranchSettings]) -> NoticeSettings:
+    table, privacy = config["notices"], config["privacy"]
+    link_days = table["link_days"]
+    if isinstance(link_days, bool) or not isinstance(link_days, int) or not 7 <= link_days <= 365:
+        raise ConfigError("notices.link_days must be 7..365")
+    if not isinstance(table["show_title"], bool):
+        raise ConfigError("notices.show_title must be true or false")
+    first_branch = next(iter(branches.values())).name
+    return NoticeSettings(
+        show_title=table["show_title"],
+        link_days=link_days,
+        privacy_library=_string(privacy, "library", "privacy.") or first_branch,
+        privacy_contact=_string(privacy, "contact", "privacy."),
     )
 
 
@@ -381,4 +497,12 @@ def _branch(branch_id: str, table: Mapping[str, Any], where: str) -> BranchSetti
         code_length=code_length,
         closed_days=closed_days,
         printer=_string(table, "printer", where),
+        language=_language(table, where),
     )
+
+
+def _language(table: Mapping[str, Any], where: str) -> str:
+    language = _string(table, "language", where)
+    if language not in LANGUAGES:
+        raise ConfigError(f"{where}language must be one of {', '.join(LANGUAGES)}")
+    return language

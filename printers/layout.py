@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from holdshelf.printers.config import FONT_A
 
 from holdshelf.domain.slips import Slip
+from holdshelf.i18n import slip_day, translator
 
 MAX_SCALE = 8  # ESC/POS character magnification (GS !)
-DESK_BAND = ("HOLD AT DESK", "STAFF PICKUP")
 ROTATED_SCALE = 3
 
 
@@ -78,36 +78,34 @@ def band(lines: tuple[str, ...], paper: Paper) -> list[Text]:
     return [Text(line.center(width), scale, bold=True, inverted=True) for line in lines]
 
 
-def pickup_date(slip: Slip) -> str:
-    return slip.pickup_by.strftime("%a %d %b %Y").upper()
-
-
 def slip_layout(slip: Slip, paper: Paper, *, wrap: bool = False) -> list[Block]:
+    _ = translator(slip.language)
     code = slip.code.display
+    desk_band = (_("HOLD AT DESK"), _("STAFF PICKUP"))
     blocks: list[Block] = []
     if slip.test:
-        blocks += band(("TEST SLIP", "NOT A HOLD"), paper)
+        blocks += band((_("TEST SLIP"), _("NOT A HOLD")), paper)
     elif slip.desk:
-        blocks += band(DESK_BAND, paper)
+        blocks += band(desk_band, paper)
     blocks += [Feed(), *wrapped(slip.branch_name, paper, bold=True), Feed()]
     blocks += [Text(code, fit_scale(code, paper), bold=True)]
-    blocks += [Text(f"Section {slip.code.section}", 2, bold=True), Feed()]
-    date = pickup_date(slip)
-    blocks += [Text("PICK UP BY"), Text(date, fit_scale(date, paper, 2), bold=True), Feed()]
+    blocks += [Text(_("Section %(section)s", section=slip.code.section), 2, bold=True), Feed()]
+    date = slip_day(slip.pickup_by, slip.language)
+    blocks += [Text(_("PICK UP BY")), Text(date, fit_scale(date, paper, 2), bold=True), Feed()]
     blocks += [QR(code, module=6 if paper.dots >= 512 else 5)]
     if slip.test:
-        advice = "This printer is ready for hold slips."
+        advice = _("This printer is ready for hold slips.")
     elif slip.desk:
-        advice = "Ask at the desk: staff will hand it over."
+        advice = _("Ask at the desk: staff will hand it over.")
     else:
-        advice = "Check this item out before you leave."
+        advice = _("Check this item out before you leave.")
     blocks += wrapped(advice, paper)
     if slip.item_tail:
-        blocks += [Text(f"Item ...{slip.item_tail}")]
+        blocks += [Text(_("Item ...%(tail)s", tail=slip.item_tail))]
     if slip.title:
         blocks += wrapped(slip.title, paper)
     if slip.desk and not slip.test:
-        blocks += [Feed(), *band(DESK_BAND, paper)]
+        blocks += [Feed(), *band(desk_band, paper)]
     if wrap:
         blocks += [Feed(), Rotated(code, ROTATED_SCALE)]
     return blocks

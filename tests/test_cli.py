@@ -298,7 +298,7 @@ def test_printing_commands(cli: Cli, patrons, tmp_path: Path) -> None:
     assert [(job["code"], job["status"], job["printer"]) for job in queued] == [
         (entry["code"], "queued", "preview")
     ]
-    assert cli.ok("worker", "--once").out.strip() == "slips printed: 1"
+    assert cli.ok("worker", "--once").out.strip() == "slips printed: 1; notices sent: 0"
     assert cli.ok("print-queue").out.strip() == "no slips waiting"
     assert len(list((cli.instance / "slips").glob("*.png"))) == 1
     png = tmp_path / "slip.png"
@@ -329,8 +329,8 @@ def test_worker_once_reports_a_dead_printer(cli: Cli, patrons) -> None:
     cli.ok("ready", "--branch", "MAIN", "--item", "I1", "--patron", patrons[0].card)
     result = cli("worker", "--once")
     assert result.code == 1
-    assert result.out == "slips printed: 0\n"
-    assert result.err.startswith("error: 1 slips still waiting (desk: 127.0.0.1:9 refused")
+    assert result.out == "slips printed: 0; notices sent: 0\n"
+    assert result.err.startswith("error: 1 still waiting (desk: 127.0.0.1:9 refused")
     assert result.err.count("\n") == 1
     assert "refused the connection" in cli.ok("print-queue").out
     status = cli.ok("printers", "--json").json

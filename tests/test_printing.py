@@ -8,6 +8,7 @@ leave every slip queued until it prints, exactly once.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -21,7 +22,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from holdshelf.domain.holds import PickupMode
-from holdshelf.print_worker import PrintWorker, retry_delay
+from holdshelf.outbox import retry_delay
+from holdshelf.print_worker import PrintWorker
 from holdshelf.service import HoldService
 from holdshelf.storage.models import PrintJob
 from tests.conftest import Clock, Patron, assert_no_patron_data
@@ -59,6 +61,9 @@ def instance_dir(instance_dir: Path, printer: FakePrinter) -> Path:
 @pytest.fixture
 def worker(service: HoldService, clock: Clock) -> PrintWorker:
     return PrintWorker(service.settings, service.sessions, clock)
+
+
+ITEMS = itertools.count()
 
 
 def printed_slips(printer: FakePrinter, count: int) -> list:
@@ -133,7 +138,7 @@ def test_no_patron_data_on_any_slip(
     if desk:
         service.opt_out(card)
     before = len(printer.connections)
-    entry = service.ready("MAIN", f"39{phone}", card)
+    entry = service.ready("MAIN", f"39-{next(ITEMS)}", card)
     worker.run_once()
     data = printer.wait_for_connections(before + 1)[-1]
     assert parse(strip_status_requests(data)).qr_payloads == [entry.code.display]
@@ -148,6 +153,7 @@ def test_no_patron_data_on_any_slip(
             "item_tail",
             "title",
             "test",
+            "language",
         }
     branch, slip = service.slip(entry.code.display)
     from holdshelf.printers.slips import RenderedSlip

@@ -70,6 +70,7 @@ def test_the_slip_has_no_field_for_a_patron() -> None:
         "item_tail",
         "title",
         "test",
+        "language",
     }
 
 

@@ -21,7 +21,16 @@ from tests.conftest import assert_no_patron_data
 from tests.helpers.web import ADMIN, csrf_token, post, sign_in
 
 EXTERNAL = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:[a-z]+:)?//""", re.I)
-PUBLIC = {"auth.login", "static"}
+PUBLIC = {
+    "auth.login",
+    "static",
+    "public.find",
+    "public.privacy",
+    "public.link",
+    "public.link_post",
+}
+# Patrons' links carry a signed token in the URL instead of a CSRF token (no cookies there).
+TOKEN_PROTECTED = {"public.link_post"}
 
 
 def routes(app, method: str) -> list[tuple[str, str]]:
@@ -29,7 +38,11 @@ def routes(app, method: str) -> list[tuple[str, str]]:
     found = []
     for rule in app.url_map.iter_rules():
         if method in rule.methods:
-            path = rule.rule.replace("<code>", "K7Q-4MX").replace("<path:filename>", "style.css")
+            path = (
+                rule.rule.replace("<code>", "K7Q-4MX")
+                .replace("<path:filename>", "style.css")
+                .replace("<token>", "not-a-token")
+            )
             found.append((rule.endpoint, path))
     return sorted(found)
 
@@ -64,6 +77,16 @@ def busy(app, patrons):
     return entries
 
 
+@pytest.fixture
+def link_token(app, patrons) -> str:
+    """A genuine link token, as a notice to patrons[0] would carry."""
+    from holdshelf.notice_worker import opt_out_link
+
+    service = app.extensions["holdshelf"].service
+    link = opt_out_link(service.settings, service.pseudonym(patrons[0].card), service.today())
+    return link.rsplit("/", 1)[1]
+
+
 def test_the_app_has_the_routes_we_check(app) -> None:
     posts = {endpoint for endpoint, _ in routes(app, "POST")}
     assert posts >= {
@@ -81,6 +104,11 @@ def test_the_app_has_the_routes_we_check(app) -> None:
 def test_every_post_rejects_a_missing_csrf_token(app, admin, busy) -> None:
     before = snapshot(app)
     for endpoint, path in routes(app, "POST"):
+        if endpoint in TOKEN_PROTECTED:
+            refused = admin.post(path.replace("<token>", "forged-token"), data={"choice": "desk"})
+            assert refused.status_code == 400, endpoint
+            assert "This link is not valid" in refused.get_data(as_text=True)
+            continue
         response = admin.post(
             path,
             data={
@@ -98,11 +126,11 @@ def test_every_post_rejects_a_missing_csrf_token(app, admin, busy) -> None:
     assert stale.status_code == 400
 
 
-def test_no_get_changes_state(app, admin, busy) -> None:
+def test_no_get_changes_state(app, admin, busy, link_token) -> None:
     code = busy[1].code.display
     before = snapshot(app)
     for endpoint, path in routes(app, "GET"):
-        response = admin.get(path.replace("K7Q-4MX", code))
+        response = admin.get(path.replace("K7Q-4MX", code).replace("not-a-token", link_token))
         assert response.status_code in (200, 302, 404), endpoint
     assert snapshot(app) == before
 

@@ -38,6 +38,7 @@ class Slip:
     item_tail: str | None = None
     title: str | None = None
     test: bool = False  # a printer test, not a hold
+    language: str = "en"  # the branch's, for the slip's wording
 
     @classmethod
     def for_hold(
@@ -47,6 +48,7 @@ class Slip:
         *,
         item_barcode: str | None = None,
         title: str | None = None,
+        language: str = "en",
     ) -> Slip:
         return cls(
             branch_name=entry.branch_name,
@@ -55,6 +57,7 @@ class Slip:
             desk=entry.mode is PickupMode.DESK,
             item_tail=item_tail(item_barcode) if options.show_item_tail else None,
             title=truncate(title, options.title_length) if options.show_title else None,
+            language=language,
         )
 
     def payload(self) -> dict[str, Any]:
@@ -67,6 +70,7 @@ class Slip:
             "item_tail": self.item_tail,
             "title": self.title,
             "test": self.test,
+            "language": self.language,
         }
 
     @classmethod
@@ -79,6 +83,7 @@ class Slip:
             item_tail=data.get("item_tail"),
             title=data.get("title"),
             test=bool(data.get("test", False)),
+            language=str(data.get("language", "en")),
         )
 
 

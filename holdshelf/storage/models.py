@@ -113,7 +113,21 @@ class DailyCount(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class PrintJob(Base):
+class OutboxMixin:
+    """What every outbox row (a slip to print, a notice to send) carries to be delivered once,
+    by one worker at a time, with retries: see holdshelf.outbox."""
+
+    status: Mapped[str] = mapped_column(String(8), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # A worker sending the row holds it until then; a crashed worker's row is taken up after.
+    leased_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class PrintJob(OutboxMixin, Base):
     """A slip waiting for (or sent to) a printer: the outbox of the print queue.
 
     Written in the transaction that makes the hold ready, so a crash cannot lose a slip. The
@@ -129,20 +143,37 @@ class PrintJob(Base):
     code: Mapped[str] = mapped_column(CODE)
     kind: Mapped[str] = mapped_column(String(8))  # slip | reprint
     payload: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(8), default="queued")  # queued | sent | dropped
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(String(300))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
-    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime)
-    # A worker sending the job holds it until then; a crashed worker's job is taken up after.
-    leased_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (
         CheckConstraint("status IN ('queued', 'sent', 'dropped')", "status"),
         CheckConstraint("kind IN ('slip', 'reprint')", "kind"),
         Index("ix_print_jobs_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_print_jobs_branch_code", "branch", "code"),
+    )
+
+
+class Notice(OutboxMixin, Base):
+    """A "your hold is ready" message waiting for (or handed to) the mail server or SMS gateway.
+
+    ``sealed`` is the only place a contact detail is ever stored: Fernet-encrypted with the
+    instance's data key, and erased (set to NULL) the moment the server accepts the message,
+    it fails for good, or the hold ends. The message itself is composed when it is sent.
+    """
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    branch: Mapped[str] = mapped_column(BRANCH)
+    code: Mapped[str] = mapped_column(CODE)
+    channel: Mapped[str] = mapped_column(String(8))  # email | sms
+    sealed: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'sent', 'failed', 'dropped')", "status"),
+        CheckConstraint("channel IN ('email', 'sms')", "channel"),
+        CheckConstraint("status = 'queued' OR sealed IS NULL", "erased"),
+        Index("ix_notices_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_notices_branch_code", "branch", "code"),
     )
 
 

@@ -1,8 +1,9 @@
-"""The staff web app for the circulation desk: a Flask app factory and its blueprints.
+"""The staff web app for the circulation desk, and the patrons' pages: a Flask app factory.
 
 Blueprints per audience: ``auth`` (sign-in, branch), ``desk`` (circulation staff), ``admin``
-(printers, audit log). Pages are server-rendered; the only script moves the cursor between
-scanned fields. Nothing is loaded from another origin.
+(printers, audit log), ``patron`` (find your hold, privacy notice, links from notices).
+Pages are server-rendered; the only script moves the cursor between scanned fields. Nothing
+is loaded from another origin.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from holdshelf.accounts import Accounts
-from holdshelf.print_worker import PrintWorker
 from holdshelf.resources import resource_dir
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
+from holdshelf.worker import Worker
 
 MAX_FORM_BYTES = 64 * 1024
 
@@ -31,7 +32,7 @@ class Desk:
     settings: Settings
     service: HoldService
     accounts: Accounts
-    worker: PrintWorker
+    worker: Worker
 
     def wake_worker(self) -> None:
         self.worker.wake()
@@ -43,7 +44,7 @@ def create_app(
     clock: Callable[[], dt.datetime] | None = None,
     service: HoldService | None = None,
 ) -> Flask:
-    from holdshelf.web import admin, auth, desk, security
+    from holdshelf.web import admin, auth, desk, patron, security
 
     app = Flask(
         "holdshelf",
@@ -65,12 +66,13 @@ def create_app(
         settings=settings,
         service=service,
         accounts=Accounts(settings, service.sessions, clock),
-        worker=PrintWorker(settings, service.sessions, clock),
+        worker=Worker(settings, service.sessions, clock),
     )
-    CSRFProtect(app)
+    csrf = CSRFProtect(app)
     security.init_app(app)
     auth.init_app(app)
-    for blueprint in (auth.bp, desk.bp, admin.bp):
+    patron.init_app(app, csrf)
+    for blueprint in (auth.bp, desk.bp, admin.bp, patron.bp):
         app.register_blueprint(blueprint)
     if settings.web.behind_proxy:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]

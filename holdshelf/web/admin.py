@@ -27,7 +27,7 @@ def printers() -> str:
         }
         for name, printer in settings.printers.items()
     ]
-    return render_template("printers.html", rows=rows, jobs=desk().worker.jobs())
+    return render_template("printers.html", rows=rows, jobs=desk().worker.prints.jobs())
 
 
 @bp.post("/printers/test")

@@ -81,6 +81,8 @@ def _checkin_page(
         focus=focus,
         item=item,
         show_title=desk().settings.slip_options.show_title,
+        email=desk().settings.mail.enabled,
+        sms=desk().settings.sms.enabled,
     )
 
 
@@ -91,9 +93,16 @@ def checkin_post() -> Any:
     card = request.form.get("card", "")
     title = request.form.get("title") or None
     try:
-        entry = desk().service.ready(_branch(), item, card, title=title)
+        entry = desk().service.ready(
+            _branch(),
+            item,
+            card,
+            title=title,
+            email=request.form.get("email"),
+            sms=request.form.get("sms"),
+        )
     except HoldshelfError as exc:
-        message = str(exc)
+        message = str(exc)  # contacts are never put back into the page
         focus = "card" if "card number" in message else "item"
         keep = item.strip() if focus == "card" else ""
         return _checkin_page(error=message, focus=focus, item=keep), 422

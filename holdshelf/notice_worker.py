@@ -1,0 +1,136 @@
+"""Sends queued notices to patrons (see holdshelf.outbox for leases and retries).
+
+The contact is unsealed only to send. It is erased in the transaction that records the outcome:
+accepted by the mail server or gateway, failed for good, or dropped because the hold ended.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, select
+
+from holdshelf.domain.codes import ShelfCode
+from holdshelf.domain.holds import HoldStatus
+from holdshelf.domain.links import make_token
+from holdshelf.errors import ConfigError
+from holdshelf.notices import NoticeContent, email_message, sms_email, sms_text
+from holdshelf.notifiers import DeliveryError, send_mail, send_sms_over_http
+from holdshelf.outbox import DELIVERED, OutboxWorker, Outcome
+from holdshelf.sealing import Sealer
+from holdshelf.settings import Settings
+from holdshelf.storage.models import Hold, Notice
+
+log = logging.getLogger(__name__)
+
+
+def opt_out_link(settings: Settings, pseudonym: str, today: dt.date) -> str:
+    valid_until = today + dt.timedelta(days=settings.notices.link_days)
+    token = make_token(pseudonym, settings.secret_key.encode("utf-8"), valid_until)
+    return f"{settings.web.public_url}/p/{token}"
+
+
+@dataclass(frozen=True)
+class NoticeView:
+    """A notice as staff see it: never the address or number."""
+
+    id: int
+    branch: str
+    code: ShelfCode
+    channel: str
+    status: str
+    attempts: int
+    last_error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "branch": self.branch,
+            "code": self.code.display,
+            "channel": self.channel,
+            "status": self.status,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+        }
+
+
+class NoticeWorker(OutboxWorker):
+    model = Notice
+    noun = "notice"
+
+    def route(self, row: Notice) -> str:
+        return row.channel
+
+    def skip_routes(self, query: Select[Any], routes: set[str]) -> Select[Any]:
+        return query.where(Notice.channel.not_in(routes))
+
+    def deliver(self, row: Notice) -> Outcome:
+        settings = self.settings
+        try:
+            sealed = Sealer(settings.data_key).unseal(row.sealed or "")
+            content = self._content(row, sealed.get("title"))
+            if content is None:
+                return Outcome("the hold ended before it was sent", permanent=True)
+            to = sealed["to"]
+            if row.channel == "email":
+                self._require(settings.mail.enabled, "email")
+                send_mail(settings.mail, email_message(content, settings.mail.sender, to))
+            elif settings.sms.gateway == "http":
+                send_sms_over_http(settings.sms, to, sms_text(content))
+            else:
+                self._require(settings.sms.gateway == "email", "sms")
+                message = sms_email(content, settings.mail.sender, to, settings.sms.email_domain)
+                send_mail(settings.mail, message)
+        except DeliveryError as exc:
+            log.warning("notice %s not sent: %s", row.id, exc)
+            return Outcome(str(exc), permanent=exc.permanent)
+        except ConfigError as exc:  # fix the configuration, then it goes
+            return Outcome(str(exc))
+        log.info("notice %s accepted (%s)", row.id, row.channel)
+        return DELIVERED
+
+    @staticmethod
+    def _require(enabled: bool, channel: str) -> None:
+        if not enabled:
+            raise ConfigError(f"{channel} notices are no longer set up in the configuration")
+
+    def _content(self, row: Notice, title: str | None) -> NoticeContent | None:
+        with self._sessions() as session:
+            hold = session.scalar(
+                select(Hold).where(
+                    Hold.branch == row.branch,
+                    Hold.code == row.code,
+                    Hold.status == HoldStatus.READY.value,
+                )
+            )
+            if hold is None or hold.patron is None:
+                return None
+            branch = self.settings.branches.get(row.branch)
+            language = branch.language if branch else "en"
+            return NoticeContent(
+                branch_name=branch.name if branch else row.branch,
+                code=ShelfCode(hold.code),
+                pickup_by=hold.pickup_by,
+                desk=hold.mode == "desk",
+                link=opt_out_link(self.settings, hold.patron, self._clock().date()),
+                language=language,
+                title=title,
+            )
+
+    def finished(self, row: Notice, outcome: Outcome) -> None:
+        row.sealed = None  # accepted, failed for good, or no longer wanted: forget the contact
+
+    def notices(self, *, include_finished: bool = False) -> list[NoticeView]:
+        query = select(Notice).order_by(Notice.id)
+        if not include_finished:
+            query = query.where(Notice.status == "queued")
+        with self._sessions() as session:
+            return [
+                NoticeView(
+                    n.id, n.branch, ShelfCode(n.code), n.channel, n.status, n.attempts, n.last_error
+                )
+                for n in session.scalars(query)
+            ]

@@ -1,0 +1,176 @@
+"""Delivering what leaves the machine (slips, notices) once, off the request path.
+
+Rows are written in the transaction that makes the hold ready (see OutboxMixin). A worker
+leases one row at a time, so several workers (several app servers) never send the same row;
+a worker that crashes mid-delivery loses only its lease. A temporary failure keeps the row
+queued with its attempts and last error, retried with backoff; a permanent one ends it. A row
+whose hold has ended meanwhile is dropped, not sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from holdshelf.domain.holds import HoldStatus
+from holdshelf.settings import Settings
+from holdshelf.storage.models import Hold, OutboxMixin
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY = dt.timedelta(seconds=5)
+LONGEST_RETRY = dt.timedelta(minutes=5)
+LEASE = dt.timedelta(minutes=2)
+
+
+def utc(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def retry_delay(attempts: int) -> dt.timedelta:
+    """5 s, 10 s, 20 s ... up to 5 minutes: a printer back from lunch prints within minutes."""
+    return min(LONGEST_RETRY, FIRST_RETRY * 2 ** max(0, attempts - 1))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one delivery went. ``error`` is for staff and names no patron."""
+
+    error: str | None = None
+    permanent: bool = False
+
+    @property
+    def delivered(self) -> bool:
+        return self.error is None
+
+
+DELIVERED = Outcome()
+
+
+@dataclass
+class PassReport:
+    sent: int = 0
+    dropped: int = 0
+    given_up: int = 0  # permanent failures
+    failed: dict[str, str] = field(default_factory=dict)  # route -> last temporary error
+
+
+class OutboxWorker(ABC):
+    """Sends the rows of one outbox table. Subclasses say how to deliver a row and along which
+    route (a printer, a gateway): after a temporary failure, a route is not tried again in
+    the same pass."""
+
+    model: ClassVar[type[Any]]
+    noun: ClassVar[str] = "item"
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._sessions = sessions
+        self._clock = clock or settings.now
+
+    @abstractmethod
+    def route(self, row: Any) -> str:
+        """Where the row goes (the printer's name, the channel)."""
+
+    @abstractmethod
+    def skip_routes(self, query: Select[Any], routes: set[str]) -> Select[Any]:
+        """``query`` without the rows that would go along ``routes``."""
+
+    @abstractmethod
+    def deliver(self, row: Any) -> Outcome:
+        """Send the row; never raises for a delivery problem."""
+
+    def finished(self, row: Any, outcome: Outcome) -> None:  # noqa: B027 (an optional hook)
+        """Called in the transaction that records a final outcome (to erase secrets)."""
+
+    def run_once(self, *, ignore_backoff: bool = False) -> PassReport:
+        """Deliver every due row once; ``ignore_backoff`` also tries rows still waiting for
+        their retry time (an operator's `worker --once`)."""
+        report = PassReport()
+        tried: set[int] = set()
+        while (row := self._claim(ignore_backoff, report, tried)) is not None:
+            tried.add(row.id)
+            try:
+                outcome = self.deliver(row)
+            except Exception as exc:  # a bug must not stop the queue; the row is kept
+                log.exception("%s %s: delivery failed", self.noun, row.id)
+                outcome = Outcome(f"internal error ({type(exc).__name__})")
+            self._record(row.id, outcome)
+            if outcome.delivered:
+                report.sent += 1
+            elif outcome.permanent:
+                report.given_up += 1
+            else:
+                report.failed[self.route(row)] = outcome.error or ""
+        return report
+
+    def _claim(self, ignore_backoff: bool, report: PassReport, tried: set[int]) -> Any | None:
+        """Lease the oldest due row, dropping rows of holds that have ended on the way."""
+        model = self.model
+        now = utc(self._clock())
+        while True:
+            with self._sessions.begin() as session:
+                query = select(model).where(
+                    model.status == "queued",
+                    (model.leased_until.is_(None)) | (model.leased_until < now),
+                )
+                if tried:
+                    query = query.where(model.id.not_in(tried))
+                if not ignore_backoff:
+                    query = query.where(model.next_attempt_at <= now)
+                if report.failed:
+                    query = self.skip_routes(query, set(report.failed))
+                row = session.scalar(
+                    query.order_by(model.id).limit(1).with_for_update(skip_locked=True)
+                )
+                if row is None:
+                    return None
+                if not self._hold_active(session, row):
+                    self._close(row, "dropped", "the hold ended before it was sent", now)
+                    report.dropped += 1
+                    continue
+                row.attempts += 1
+                row.leased_until = now + LEASE
+                return row  # detached after the commit, still readable (expire_on_commit off)
+
+    @staticmethod
+    def _hold_active(session: Session, row: Any) -> bool:
+        found = session.scalar(
+            select(Hold.id).where(
+                Hold.branch == row.branch,
+                Hold.code == row.code,
+                Hold.status == HoldStatus.READY.value,
+            )
+        )
+        return found is not None
+
+    def _close(self, row: OutboxMixin, status: str, error: str | None, now: dt.datetime) -> None:
+        row.status, row.last_error, row.finished_at, row.leased_until = status, error, now, None
+        self.finished(row, Outcome(error, permanent=status != "sent"))
+
+    def _record(self, row_id: int, outcome: Outcome) -> None:
+        now = utc(self._clock())
+        with self._sessions.begin() as session:
+            row = session.get(self.model, row_id)
+            if row is None:
+                return
+            if outcome.delivered:
+                self._close(row, "sent", None, now)
+            elif outcome.permanent:
+                self._close(row, "failed", (outcome.error or "")[:300], now)
+            else:
+                row.leased_until = None
+                row.last_error = (outcome.error or "")[:300]
+                row.next_attempt_at = now + retry_delay(row.attempts)

@@ -1,0 +1,61 @@
+"""The one background worker: slips to printers and notices to patrons, until stopped.
+
+`holdshelf worker` runs it on its own; `holdshelf serve` runs it in a thread next to the web
+app, which wakes it as soon as a check-in has queued something.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from holdshelf.notice_worker import NoticeWorker
+from holdshelf.outbox import PassReport
+from holdshelf.print_worker import PrintWorker
+from holdshelf.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkReport:
+    prints: PassReport
+    notices: PassReport
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.prints = PrintWorker(settings, sessions, clock)
+        self.notices = NoticeWorker(settings, sessions, clock)
+        self._wake = threading.Event()
+
+    def run_once(self, *, ignore_backoff: bool = False) -> WorkReport:
+        return WorkReport(
+            prints=self.prints.run_once(ignore_backoff=ignore_backoff),
+            notices=self.notices.run_once(ignore_backoff=ignore_backoff),
+        )
+
+    def wake(self) -> None:
+        """Start the next pass now (something was just queued in this process)."""
+        self._wake.set()
+
+    def run_forever(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
+        """Passes until ``stop`` is set; rows queued by other processes are found within
+        ``poll_seconds``."""
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # a database hiccup must not end the worker; it retries
+                log.exception("worker pass failed")
+            self._wake.wait(poll_seconds)
+            self._wake.clear()

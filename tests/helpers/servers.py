@@ -1,0 +1,111 @@
+"""Real peers on loopback: an SMTP server (aiosmtpd) and an HTTP SMS gateway, with faults."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import socket
+import threading
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Mailbox:
+    """An SMTP server's handler: keeps what it accepts; ``reply`` refuses recipients
+    (e.g. "451 4.3.0 Try again later" or "550 5.1.1 No such user")."""
+
+    port: int = field(default_factory=free_port)
+    reply: str | None = None
+    messages: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
+    _controller: Any = None
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.reply:
+            return self.reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.messages.append((list(envelope.rcpt_tos), message))
+        return "250 Message accepted for delivery"
+
+    def start(self) -> Mailbox:
+        from aiosmtpd.controller import Controller
+
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def bodies(self) -> list[str]:
+        """Every accepted message as text: headers and every part, decoded."""
+        out = []
+        for _, message in self.messages:
+            parts = [str(message)]
+            parts += [part.get_content() for part in message.walk() if not part.is_multipart()]
+            out.append("\n".join(parts))
+        return out
+
+
+@dataclass
+class SmsGateway:
+    """An HTTP SMS gateway: records each POST; ``status`` is what it answers."""
+
+    status: int = 200
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+
+    def start(self) -> SmsGateway:
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                gateway.requests.append(
+                    {
+                        "auth": self.headers.get("Authorization"),
+                        "json": json.loads(body),
+                        "path": self.path,
+                        "status": gateway.status,
+                    }
+                )
+                self.send_response(gateway.status)
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:  # keep the test output quiet
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/send"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def delivered(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["status"] < 300]
