@@ -121,12 +121,15 @@ class Desk:
         self.page.keyboard.type(text)
         self.page.keyboard.press("Enter")
 
-    def focused_id(self) -> str:
-        return self.page.evaluate("document.activeElement.id")
+    def assert_focus(self, element_id: str, why: str) -> None:
+        """The cursor is in this field (waiting briefly: autofocus lands after the load)."""
+        from playwright.sync_api import expect
+
+        expect(self.page.locator(f"#{element_id}"), why).to_be_focused(timeout=3000)
 
     def sign_in(self, account: tuple[str, str]) -> None:
         self.go("/login")
-        assert self.focused_id() == "name"
+        self.assert_focus("name", "the sign-in page waits for the account name")
         self.page.keyboard.type(account[0])
         self.page.keyboard.press("Tab")
         self.page.keyboard.type(account[1])
@@ -157,9 +160,9 @@ def test_a_morning_at_the_desk(browser_page, server, app, clock: Clock, patrons)
     # Check in three holds with the keyboard alone: scan item, scan card, and again.
     codes: dict[str, str] = {}
     for n, patron in enumerate((anna, ben, carla)):
-        assert desk.focused_id() == "item", "the cursor waits in the item field"
+        desk.assert_focus("item", "the cursor waits in the item field")
         desk.scan(f"3901000000{n}")
-        assert desk.focused_id() == "card", "Enter moved the cursor to the card field"
+        desk.assert_focus("card", "Enter moved the cursor to the card field")
         desk.submit(patron.card)
         codes[patron.card] = page.locator("#result-title .code").inner_text()
     result = page.locator(".result").inner_text()
@@ -178,7 +181,7 @@ def test_a_morning_at_the_desk(browser_page, server, app, clock: Clock, patrons)
     desk.scan("3901000000" + "0")  # the same item again: a plain-words error, focus kept
     desk.submit(ben.card)
     assert "already on the hold shelf" in page.locator(".problem").inner_text()
-    assert desk.focused_id() == "item"
+    desk.assert_focus("item", "after an error the cursor is back in the item field")
     desk.check("04-check-in-error")
 
     desk.go("/shelf")
@@ -229,6 +232,15 @@ def test_a_morning_at_the_desk(browser_page, server, app, clock: Clock, patrons)
     desk.go("/no-such-page")
     desk.check("14-error")
 
+    # The patrons' pages: find a hold by its code, the privacy notice, in both languages.
+    desk.go("/find")
+    desk.submit(codes[anna.card])  # picked up earlier: the same answer as an unknown code
+    assert "could not find a hold" in page.locator("main").inner_text()
+    desk.check("15-find")
+    desk.go("/privacy?lang=es")
+    assert "Aviso de privacidad" in page.content()
+    desk.check("16-privacy-es")
+
     assert all(url.startswith(server) for url in page.requests), "only our own origin"
-    assert len(desk.checked) == 14
+    assert len(desk.checked) == 16
     assert_no_patron_data(page.content(), patrons)
