@@ -538,7 +538,9 @@ class HoldService:
             parsed = [(branch, code.compact) for branch, code in self._parse(code, None).items()]
         except InvalidShelfCode:
             parsed = []
-        matches = parsed or [("", "")]  # matches nothing, at the cost of a real lookup
+        # Always one pair per branch, so a miss of either kind runs the very same statement;
+        # ("", "") matches nothing.
+        matches = parsed + [("", "")] * (len(self.settings.branches) - len(parsed))
         with self._sessions() as session:
             rows = session.execute(
                 select(*ENTRY_COLUMNS).where(
