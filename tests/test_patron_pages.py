@@ -80,16 +80,16 @@ def test_misses_take_as_long_as_each_other(app, service, patrons) -> None:
     for n, patron in enumerate(patrons[:20]):
         service.ready("MAIN", f"I{n}", patron.card)
 
-    def median_ms(code: str) -> float:
-        times = []
-        for _ in range(200):
+    codes = {"unknown": unknown_code(service), "invalid": "ZZZZZZ"}
+    times: dict[str, list[float]] = {kind: [] for kind in codes}
+    for _ in range(300):  # interleaved, so drift in the machine's load hits both alike
+        for kind, code in codes.items():
             start = time.perf_counter()
             assert service.lookup(code) == []
-            times.append(time.perf_counter() - start)
-        return statistics.median(times) * 1000
-
-    unknown, invalid = median_ms(unknown_code(service)), median_ms("ZZZZZZ")
-    assert 0.6 < unknown / invalid < 1.6, (unknown, invalid)
+            times[kind].append(time.perf_counter() - start)
+    unknown, invalid = (statistics.median(times[kind]) for kind in codes)
+    # Skipping the query for invalid codes would make them ten times faster.
+    assert 0.5 < unknown / invalid < 2.0, (unknown, invalid)
 
 
 def test_find_is_rate_limited_per_address(app, service) -> None:
