@@ -382,3 +382,24 @@ def test_the_link_in_a_notice_switches_to_desk_pickup(service, worker, mailbox, 
     assert [e.code for e in service.shelf() if e.move_to_desk] == [first.code]
     assert service.ready("MAIN", "I2", patron.card).mode.value == "desk"
     assert_no_patron_data(body, [patron])
+
+
+def test_web_check_in_with_an_email(client, service, worker, mailbox, patrons) -> None:
+    from tests.helpers.web import post
+
+    mailbox.start()
+    form = client.get("/checkin").get_data(as_text=True)
+    assert 'id="email"' in form and 'id="sms"' in form
+    refused = post(
+        client, "/checkin", {"item": "I1", "card": patrons[0].card, "email": "not-an-address"}
+    )
+    assert refused.status_code == 422
+    assert "not-an-address" not in refused.get_data(as_text=True)  # never echoed back
+    done = post(
+        client, "/checkin", {"item": "I1", "card": patrons[0].card, "email": patrons[0].email}
+    )
+    assert done.status_code == 302
+    assert worker.run_once().notices.sent == 1
+    assert mailbox.messages[0][0] == [patrons[0].email]
+    page = client.get(done.headers["Location"]).get_data(as_text=True)
+    assert_no_patron_data(page, patrons)
