@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,14 @@ from holdshelf.domain.holds import (
 from holdshelf.domain.inputs import clean_barcode
 from holdshelf.domain.pseudonyms import Pseudonymizer
 from holdshelf.domain.slips import Slip
-from holdshelf.errors import CodesExhausted, Conflict, InvalidInput, InvalidShelfCode, NotFound
+from holdshelf.errors import (
+    CodesExhausted,
+    Conflict,
+    HoldshelfError,
+    InvalidInput,
+    InvalidShelfCode,
+    NotFound,
+)
 from holdshelf.sealing import Sealer
 from holdshelf.settings import BranchSettings, Settings
 from holdshelf.storage import database
@@ -54,8 +61,30 @@ log = logging.getLogger(__name__)
 CANDIDATES_PER_ROUND = 16
 CLAIM_ROUNDS = 25
 MOVED_TO_DESK = "moved_to_desk"
+BATCH_SIZE = 500  # rows per transaction when importing (each row in its own savepoint)
 FINISHED_KEPT = dt.timedelta(days=1)  # printed slips and sent notices stay listed this long
 ENTRY_COLUMNS = (Hold.code, Hold.branch, Hold.pickup_by, Hold.mode, Hold.move_to_desk)
+
+
+@dataclass(frozen=True)
+class HoldRequest:
+    """A checked request to make a hold ready. The patron is already a pseudonym."""
+
+    branch: BranchSettings
+    item: str
+    patron: str
+    due: dt.date
+    contacts: dict[str, str]
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What became of one request of a batch: a new hold, a skipped one, or an error."""
+
+    entry: ShelfEntry | None = None
+    skipped: bool = False
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +182,30 @@ class HoldService:
 
     # -- making holds ready -------------------------------------------------------------------
 
+    def hold_request(
+        self,
+        branch_id: str,
+        item: str,
+        card: str,
+        pickup_by: dt.date | None = None,
+        *,
+        title: str | None = None,
+        email: str | None = None,
+        sms: str | None = None,
+    ) -> HoldRequest:
+        """Check a request to make a hold ready; the card becomes a pseudonym here."""
+        branch = self.settings.branch(branch_id)
+        today = self._clock().date()
+        policy = branch.policy
+        return HoldRequest(
+            branch=branch,
+            item=clean_barcode(item),
+            patron=self._pseudonym(card),
+            due=policy.check_requested(pickup_by, today) if pickup_by else policy.pickup_by(today),
+            contacts=self._contacts(email, sms),
+            title=title,
+        )
+
     def ready(
         self,
         branch_id: str,
@@ -169,44 +222,79 @@ class HoldService:
 
         ``title`` reaches the slip or notice only where the library shows titles; it is never
         stored otherwise. ``email`` and ``sms`` are stored only encrypted, until sent."""
-        branch = self.settings.branch(branch_id)
-        item = clean_barcode(item)
-        patron = self._pseudonym(card)
-        contacts = self._contacts(email, sms)
-        now = self._clock()
-        policy = branch.policy
-        due = (
-            policy.check_requested(pickup_by, now.date())
-            if pickup_by
-            else policy.pickup_by(now.date())
+        request = self.hold_request(
+            branch_id, item, card, pickup_by, title=title, email=email, sms=sms
         )
         with self._sessions.begin() as session:
-            self._refuse_active_item(session, item)
-            preference = session.get(PatronPreference, patron)
-            mode = mode_for(
-                PickupMode(preference.mode) if preference else None, self.settings.default_pickup
+            return self._ready_in(session, request, self._clock())
+
+    def ready_many(
+        self, requests: Sequence[HoldRequest], *, atomic: bool = False, dry_run: bool = False
+    ) -> list[BatchOutcome]:
+        """Make many holds ready (a report from the ILS). An item already active at the same
+        branch is skipped, so a report can be imported again and again. A row that fails rolls
+        back alone; with ``atomic``, any failure rolls back every row; ``dry_run`` rolls back
+        all at the end."""
+        outcomes: list[BatchOutcome] = []
+        now = self._clock()
+        chunk = len(requests) if atomic or dry_run else BATCH_SIZE
+        for start in range(0, len(requests), max(1, chunk)):
+            with self._sessions() as session:
+                transaction = session.begin()
+                for request in requests[start : start + chunk]:
+                    outcomes.append(self._ready_one_of_many(session, request, now))
+                failed = any(outcome.error for outcome in outcomes)
+                if dry_run or (atomic and failed):
+                    transaction.rollback()
+                else:
+                    transaction.commit()
+        return outcomes
+
+    def _ready_one_of_many(
+        self, session: Session, request: HoldRequest, now: dt.datetime
+    ) -> BatchOutcome:
+        active = session.scalar(
+            select(Hold).where(
+                Hold.item_barcode == request.item, Hold.status == HoldStatus.READY.value
             )
-            code = self._claim_code(session, branch)
-            hold = Hold(
-                branch=branch.id,
-                code=code.compact,
-                item_barcode=item,
-                patron=patron,
-                mode=mode.value,
-                status=HoldStatus.READY.value,
-                pickup_by=due,
-                ready_at=_utc(now),
-                move_to_desk=False,
-            )
-            session.add(hold)
-            try:
+        )
+        if active is not None and active.branch == request.branch.id:
+            return BatchOutcome(entry=self._entry(active), skipped=True)
+        try:
+            with session.begin_nested():
+                return BatchOutcome(entry=self._ready_in(session, request, now))
+        except HoldshelfError as exc:
+            return BatchOutcome(error=str(exc))
+
+    def _ready_in(self, session: Session, request: HoldRequest, now: dt.datetime) -> ShelfEntry:
+        branch = request.branch
+        self._refuse_active_item(session, request.item)
+        preference = session.get(PatronPreference, request.patron)
+        mode = mode_for(
+            PickupMode(preference.mode) if preference else None, self.settings.default_pickup
+        )
+        code = self._claim_code(session, branch)
+        hold = Hold(
+            branch=branch.id,
+            code=code.compact,
+            item_barcode=request.item,
+            patron=request.patron,
+            mode=mode.value,
+            status=HoldStatus.READY.value,
+            pickup_by=request.due,
+            ready_at=_utc(now),
+            move_to_desk=False,
+        )
+        session.add(hold)
+        try:
+            with session.begin_nested():
                 session.flush()
-            except IntegrityError:  # the same item, trapped by a concurrent writer
-                raise Conflict("this item already has an active hold") from None
-            bump(session, now.date(), branch.id, HoldStatus.READY.value, mode.value)
-            entry = self._entry(hold)
-            self._queue_slip(session, entry, "slip", now, item=item, title=title)
-            self._queue_notices(session, entry, contacts, now, title)
+        except IntegrityError:  # the same item, trapped by a concurrent writer
+            raise Conflict("this item already has an active hold") from None
+        bump(session, now.date(), branch.id, HoldStatus.READY.value, mode.value)
+        entry = self._entry(hold)
+        self._queue_slip(session, entry, "slip", now, item=request.item, title=request.title)
+        self._queue_notices(session, entry, request.contacts, now, request.title)
         log.info("hold %s ready at %s (%s)", hold.id, branch.id, mode.value)
         return entry
 
@@ -351,15 +439,26 @@ class HoldService:
     # -- ending holds -------------------------------------------------------------------------
 
     def pickup(
-        self, code: str | None = None, *, item: str | None = None, branch_id: str | None = None
+        self,
+        code: str | None = None,
+        *,
+        item: str | None = None,
+        branch_id: str | None = None,
+        within: Collection[str] | None = None,
     ) -> ShelfEntry:
-        """Record that the patron collected the item, found by its code or its barcode."""
-        return self._end_one(HoldStatus.PICKED_UP, code, item, branch_id)
+        """Record that the patron collected the item, found by its code or its barcode (at
+        ``branch_id``, or at any branch ``within`` the given ones)."""
+        return self._end_one(HoldStatus.PICKED_UP, code, item, branch_id, within)
 
     def cancel(
-        self, code: str | None = None, *, item: str | None = None, branch_id: str | None = None
+        self,
+        code: str | None = None,
+        *,
+        item: str | None = None,
+        branch_id: str | None = None,
+        within: Collection[str] | None = None,
     ) -> ShelfEntry:
-        return self._end_one(HoldStatus.CANCELLED, code, item, branch_id)
+        return self._end_one(HoldStatus.CANCELLED, code, item, branch_id, within)
 
     def expire(self, on: dt.date | None = None) -> list[ShelfEntry]:
         """End every hold whose pickup-by date is before ``on`` (default today: the patron has
@@ -409,16 +508,21 @@ class HoldService:
         return entry
 
     def _end_one(
-        self, outcome: HoldStatus, code: str | None, item: str | None, branch_id: str | None
+        self,
+        outcome: HoldStatus,
+        code: str | None,
+        item: str | None,
+        branch_id: str | None,
+        within: Collection[str] | None = None,
     ) -> ShelfEntry:
         if (code is None) == (item is None):
             raise InvalidInput("give either a shelf code or an item barcode")
         now = self._clock()
         with self._sessions.begin() as session:
             hold = (
-                self._find_by_code(session, code, branch_id)
+                self._find_by_code(session, code, branch_id, within)
                 if code is not None
-                else self._find_by_item(session, clean_barcode(item), branch_id)
+                else self._find_by_item(session, clean_barcode(item), branch_id, within)
             )
             entry = self._end(session, hold, outcome, now)
         log.info("hold %s %s", hold.id, outcome.label)
@@ -455,15 +559,19 @@ class HoldService:
 
     # -- finding holds ------------------------------------------------------------------------
 
-    def _branches(self, branch_id: str | None) -> list[BranchSettings]:
+    def _branches(
+        self, branch_id: str | None, within: Collection[str] | None = None
+    ) -> list[BranchSettings]:
         if branch_id:
             return [self.settings.branch(branch_id)]
-        return list(self.settings.branches.values())
+        return [b for b in self.settings.branches.values() if not within or b.id in within]
 
-    def _parse(self, code: str, branch_id: str | None) -> dict[str, ShelfCode]:
+    def _parse(
+        self, code: str, branch_id: str | None, within: Collection[str] | None = None
+    ) -> dict[str, ShelfCode]:
         """The code as valid at each candidate branch (code lengths differ between branches)."""
         parsed = {}
-        for branch in self._branches(branch_id):
+        for branch in self._branches(branch_id, within):
             try:
                 parsed[branch.id] = self._codecs[branch.id].parse(code)
             except InvalidShelfCode:
@@ -472,8 +580,14 @@ class HoldService:
             raise InvalidShelfCode()
         return parsed
 
-    def _find_by_code(self, session: Session, code: str, branch_id: str | None) -> Hold:
-        parsed = self._parse(code, branch_id)
+    def _find_by_code(
+        self,
+        session: Session,
+        code: str,
+        branch_id: str | None,
+        within: Collection[str] | None = None,
+    ) -> Hold:
+        parsed = self._parse(code, branch_id, within)
         matches = or_(*(and_(Hold.branch == b, Hold.code == c.compact) for b, c in parsed.items()))
         holds = session.scalars(
             select(Hold).where(matches, Hold.status == HoldStatus.READY.value).with_for_update()
@@ -501,10 +615,18 @@ class HoldService:
             raise Conflict(f"the hold with code {display} has already ended")
         raise NotFound(f"no active hold has code {display}")
 
-    def _find_by_item(self, session: Session, item: str, branch_id: str | None) -> Hold:
+    def _find_by_item(
+        self,
+        session: Session,
+        item: str,
+        branch_id: str | None,
+        within: Collection[str] | None = None,
+    ) -> Hold:
         query = select(Hold).where(Hold.item_barcode == item, Hold.status == HoldStatus.READY.value)
         if branch_id:
             query = query.where(Hold.branch == self.settings.branch(branch_id).id)
+        elif within:
+            query = query.where(Hold.branch.in_(within))
         hold = session.scalar(query.with_for_update())
         if hold is None:
             raise NotFound(f"no active hold for item {item}")
@@ -525,10 +647,24 @@ class HoldService:
             move_to_desk=hold.move_to_desk,
         )
 
-    def find(self, code: str, branch_id: str | None = None) -> ShelfEntry:
+    def find(
+        self, code: str, branch_id: str | None = None, within: Collection[str] | None = None
+    ) -> ShelfEntry:
         """The active hold with this code (NotFound, or Conflict if it has ended)."""
         with self._sessions() as session:
-            return self._entry(self._find_by_code(session, code, branch_id))
+            return self._entry(self._find_by_code(session, code, branch_id, within))
+
+    def active_for_item(self, item: str) -> tuple[ShelfEntry, str] | None:
+        """The active hold of an item, with its patron's pseudonym (to tell a retry from a
+        different patron's hold)."""
+        with self._sessions() as session:
+            hold = session.scalar(
+                select(Hold).where(
+                    Hold.item_barcode == clean_barcode(item),
+                    Hold.status == HoldStatus.READY.value,
+                )
+            )
+            return None if hold is None else (self._entry(hold), hold.patron or "")
 
     def lookup(self, code: str) -> list[ShelfEntry]:
         """For patrons: the active holds with this code (one, or one per branch that has it).
@@ -569,12 +705,16 @@ class HoldService:
             return f"waiting to print (attempt {job.attempts}: {job.last_error})"
         return "queued for the printer"
 
-    def shelf(self, branch_id: str | None = None) -> list[ShelfEntry]:
+    def shelf(
+        self, branch_id: str | None = None, within: Collection[str] | None = None
+    ) -> list[ShelfEntry]:
         """Active holds in shelving order (branch, then code)."""
         # Columns, not ORM objects: a busy branch has thousands of active holds.
         query = select(*ENTRY_COLUMNS).where(Hold.status == HoldStatus.READY.value)
         if branch_id:
             query = query.where(Hold.branch == self.settings.branch(branch_id).id)
+        elif within:
+            query = query.where(Hold.branch.in_(within))
         with self._sessions() as session:
             rows = session.execute(query.order_by(Hold.branch, Hold.code)).all()
         return [self._entry(row) for row in rows]

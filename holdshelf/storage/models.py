@@ -227,3 +227,35 @@ class AuditEntry(Base):
     staff: Mapped[str] = mapped_column(String(64))
     branch: Mapped[str | None] = mapped_column(BRANCH)
     action: Mapped[str] = mapped_column(String(32))
+
+
+class ApiToken(Base):
+    """A named integration token for an ILS. Only the token's SHA-256 hash is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    branches: Mapped[str] = mapped_column(String(400), default="")  # comma-separated; "" = all
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class IdempotencyRecord(Base):
+    """An API request made with an Idempotency-Key, and the response it got, for 24 hours.
+
+    ``fingerprint`` is an HMAC of the request body (which holds a card number) under the
+    instance's key, so it cannot be turned back into the card; ``response`` holds only what
+    the API answered (codes and dates)."""
+
+    __tablename__ = "idempotency_keys"
+
+    token_id: Mapped[int] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column(Integer)  # None while the first request runs
+    response: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)

@@ -1,0 +1,184 @@
+"""ILS integration: named API tokens limited to branches, and Idempotency-Key bookkeeping.
+
+Knows nothing of Flask. A token is shown once when created; only its hash is kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from holdshelf.domain.inputs import clean_barcode
+from holdshelf.errors import Conflict, HoldshelfError, InvalidInput, NotFound
+from holdshelf.settings import Settings
+from holdshelf.storage.models import ApiToken, IdempotencyRecord
+
+TOKEN_PREFIX = "hs_"  # noqa: S105 (a prefix that makes leaked tokens recognisable)
+IDEMPOTENCY_KEPT = dt.timedelta(hours=24)
+IDEMPOTENCY_STALE = dt.timedelta(minutes=2)  # a first request that died: its key is free again
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    id: int
+    name: str
+    branches: frozenset[str]  # empty: every branch
+
+    def may_use(self, branch: str) -> bool:
+        return not self.branches or branch in self.branches
+
+
+@dataclass(frozen=True)
+class TokenView:
+    name: str
+    branches: tuple[str, ...]
+    created_at: dt.datetime
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class Replay:
+    status: int
+    body: Any
+
+
+class KeyReused(HoldshelfError):
+    """The Idempotency-Key came with a different request."""
+
+
+class KeyInUse(HoldshelfError):
+    """The first request with this Idempotency-Key is still running."""
+
+
+class Integrations:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._sessions = sessions
+        self._clock = clock or settings.now
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    def create_token(self, name: str, branches: list[str]) -> str:
+        name = clean_barcode(name, "token name")
+        ids = sorted({self.settings.branch(b).id for b in branches})
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        row = ApiToken(
+            name=name,
+            token_hash=_hash(token),
+            branches=",".join(ids),
+            created_at=_utc(self._clock()),
+        )
+        try:
+            with self._sessions.begin() as session:
+                session.add(row)
+        except IntegrityError:
+            raise Conflict(f"a token named {name!r} exists already") from None
+        return token
+
+    def tokens(self) -> list[TokenView]:
+        with self._sessions() as session:
+            rows = session.scalars(select(ApiToken).order_by(ApiToken.name))
+            return [
+                TokenView(
+                    r.name,
+                    tuple(filter(None, r.branches.split(","))),
+                    r.created_at,
+                    r.revoked_at is not None,
+                )
+                for r in rows
+            ]
+
+    def revoke(self, name: str) -> None:
+        with self._sessions.begin() as session:
+            row = session.scalar(select(ApiToken).where(ApiToken.name == name))
+            if row is None or row.revoked_at is not None:
+                raise NotFound(f"no active token named {name!r}")
+            row.revoked_at = _utc(self._clock())
+
+    def authenticate(self, token: str | None) -> ApiClient | None:
+        if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            return None
+        with self._sessions() as session:
+            row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash(token)))
+        if row is None or row.revoked_at is not None:
+            return None
+        return ApiClient(row.id, row.name, frozenset(filter(None, row.branches.split(","))))
+
+    # -- idempotency --------------------------------------------------------------------------
+
+    def fingerprint(self, body: bytes) -> str:
+        key = self.settings.pseudonym_key.encode("utf-8")
+        return hmac.new(key, b"idempotency\0" + body, hashlib.sha256).hexdigest()
+
+    def begin(self, client: ApiClient, key: str, fingerprint: str) -> Replay | None:
+        """Claim ``key`` for this request; a Replay if it was answered before."""
+        if not key or len(key) > 255 or not key.isprintable():
+            raise InvalidInput("Idempotency-Key must be 1..255 printable characters")
+        now = _utc(self._clock())
+        try:
+            with self._sessions.begin() as session:
+                session.add(
+                    IdempotencyRecord(
+                        token_id=client.id, key=key, fingerprint=fingerprint, created_at=now
+                    )
+                )
+            return None
+        except IntegrityError:
+            pass
+        with self._sessions.begin() as session:
+            record = session.get(IdempotencyRecord, (client.id, key))
+            if record is None:  # purged meanwhile: claim it again
+                return self.begin(client, key, fingerprint)
+            if not hmac.compare_digest(record.fingerprint, fingerprint):
+                raise KeyReused("this Idempotency-Key was used with a different request")
+            if record.status is None:
+                if now - record.created_at < IDEMPOTENCY_STALE:
+                    raise KeyInUse("a request with this Idempotency-Key is still running")
+                record.created_at = now  # its first request died: this one takes over
+                return None
+            return Replay(record.status, json.loads(record.response or "null"))
+
+    def complete(self, client: ApiClient, key: str, status: int, body: Any) -> None:
+        with self._sessions.begin() as session:
+            record = session.get(IdempotencyRecord, (client.id, key))
+            if record is not None:
+                record.status, record.response = status, json.dumps(body)
+
+    def abandon(self, client: ApiClient, key: str) -> None:
+        """The request failed: the same key may be retried."""
+        with self._sessions.begin() as session:
+            session.execute(
+                delete(IdempotencyRecord).where(
+                    IdempotencyRecord.token_id == client.id, IdempotencyRecord.key == key
+                )
+            )
+
+    def purge(self) -> int:
+        cutoff = _utc(self._clock()) - IDEMPOTENCY_KEPT
+        with self._sessions.begin() as session:
+            return session.execute(
+                delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)
+            ).rowcount
