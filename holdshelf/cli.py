@@ -26,7 +26,9 @@ from holdshelf.accounts import Accounts
 from holdshelf.domain.holds import PickupMode, ShelfEntry
 from holdshelf.domain.inputs import parse_date
 from holdshelf.errors import HoldshelfError
+from holdshelf.importer import FORMATS, export_holds, export_stats, import_holds
 from holdshelf.instance import write_config
+from holdshelf.integrations import Integrations
 from holdshelf.print_worker import send_test_slip
 from holdshelf.service import HoldService, PatronView
 from holdshelf.settings import Settings, default_instance_dir, load_settings
@@ -53,6 +55,10 @@ class Context:
     @cached_property
     def accounts(self) -> Accounts:
         return Accounts(self.settings, self.service.sessions)
+
+    @cached_property
+    def integrations(self) -> Integrations:
+        return Integrations(self.settings, self.service.sessions)
 
     @cached_property
     def worker(self) -> Worker:
@@ -610,6 +616,138 @@ def _prepare_demo(ctx: Context) -> None:
     click.echo(f"Demo sign-in: account {DEMO_ACCOUNT}, password {password} (new at every start)")
 
 
+# -- ILS integration ------------------------------------------------------------------------
+
+
+@cli.group()
+def token() -> None:
+    """Integration tokens for the holds API (/api/v1)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--branch", "branches", multiple=True, help="Limit to this branch (repeatable).")
+@pass_context
+def token_create(ctx: Context, name: str, branches: tuple[str, ...]) -> None:
+    """Create a token and print it, once: only its hash is kept."""
+    secret = ctx.integrations.create_token(name, list(branches))
+    scope = ", ".join(sorted({ctx.settings.branch(b).id for b in branches})) or "every branch"
+    click.echo(f"token {name} ({scope}); store it now, it is not shown again:")
+    click.echo(secret)
+
+
+@token.command("list")
+@pass_context
+def token_list(ctx: Context) -> None:
+    """List tokens (never the tokens themselves)."""
+    for view in ctx.integrations.tokens():
+        scope = ", ".join(view.branches) or "every branch"
+        state = "revoked" if view.revoked else "active"
+        click.echo(f"{view.name}: {state}, {scope}, created {view.created_at:%Y-%m-%d}")
+
+
+@token.command("revoke")
+@click.argument("name")
+@pass_context
+def token_revoke(ctx: Context, name: str) -> None:
+    """Revoke a token: it stops working at once."""
+    ctx.integrations.revoke(name)
+    click.echo(f"revoked {name}")
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--branch", "branch_id", required=True, help="Pickup branch of every row.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(FORMATS)),
+    default="generic",
+    show_default=True,
+    help="Which ILS report the columns come from.",
+)
+@click.option("--dry-run", is_flag=True, help="Check and report; import nothing.")
+@click.option("--all-or-nothing", is_flag=True, help="Import nothing if any row is bad.")
+@click.option("--encoding", default="utf-8-sig", show_default=True)
+@pass_context
+def import_report(
+    ctx: Context,
+    file: Path,
+    branch_id: str,
+    fmt: str,
+    dry_run: bool,
+    all_or_nothing: bool,
+    encoding: str,
+) -> None:
+    """Make the holds of a holds-ready report (CSV) ready; rows already active are skipped."""
+    report = import_holds(
+        ctx.service,
+        file,
+        branch_id,
+        fmt,
+        dry_run=dry_run,
+        all_or_nothing=all_or_nothing,
+        encoding=encoding,
+    )
+    verb = "would import" if dry_run else "imported"
+    if all_or_nothing and report.bad:
+        verb = "imported nothing of"
+        click.echo(f"{report.rows} rows: {verb} them, {len(report.bad)} bad")
+    else:
+        click.echo(
+            f"{report.rows} rows: {verb} {len(report.imported)}, "
+            f"skipped {report.skipped} already active, {len(report.bad)} bad"
+        )
+    for line, reason in report.bad:
+        click.echo(f"  line {line}: {reason}")
+    if report.imported and not dry_run:
+        ctx.worker.wake()
+    if report.bad:
+        raise HoldshelfError(f"{len(report.bad)} rows were not imported (listed above)")
+
+
+@cli.group()
+def export() -> None:
+    """The shelf and the daily counts for the library's own reporting (no patron data)."""
+
+
+def _write(out: str, text: str) -> None:
+    if out == "-":
+        click.echo(text, nl=False)
+    else:
+        Path(out).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out}", err=True)
+
+
+format_option = click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+out_option = click.option("--out", default="-", show_default=True, help="File, or - for stdout.")
+
+
+@export.command("holds")
+@branch_option
+@format_option
+@out_option
+@pass_context
+def export_holds_command(ctx: Context, branch_id: str | None, fmt: str, out: str) -> None:
+    """Active holds in shelving order."""
+    _write(out, export_holds(ctx.service.shelf(branch_id), fmt))
+
+
+@export.command("stats")
+@click.option("--since", help="First day, YYYY-MM-DD (default: everything kept).")
+@branch_option
+@format_option
+@out_option
+@pass_context
+def export_stats_command(
+    ctx: Context, since: str | None, branch_id: str | None, fmt: str, out: str
+) -> None:
+    """Daily counts per branch, event and mode."""
+    _write(out, export_stats(ctx.service.stats(_date_option(since, "date"), branch_id), fmt))
+
+
 # -- patrons --------------------------------------------------------------------------------
 
 
@@ -672,11 +810,12 @@ def purge(ctx: Context) -> None:
     """Delete ended holds' links to patrons when due, free codes rested 30 days, and forget
     expired sessions and audit entries past retention.audit_days."""
     report = ctx.service.purge()
-    forgotten = ctx.accounts.purge()
+    forgotten = ctx.accounts.purge() + ctx.integrations.purge()
     click.echo(
         f"deleted {report.unlinked_holds} ended-hold links; "
         f"freed {report.freed_codes} codes for reuse; "
-        f"removed {forgotten} expired sessions, old sign-in failures and audit entries"
+        f"removed {forgotten} expired sessions, idempotency keys, sign-in failures and old "
+        "audit entries"
     )
 
 

@@ -176,6 +176,10 @@ class HoldService:
         assert isinstance(bind, Engine)
         return bind
 
+    @property
+    def clock(self) -> Callable[[], dt.datetime]:
+        return self._clock
+
     def today(self) -> dt.date:
         """The library's date now."""
         return self._clock().date()
@@ -222,9 +226,12 @@ class HoldService:
 
         ``title`` reaches the slip or notice only where the library shows titles; it is never
         stored otherwise. ``email`` and ``sms`` are stored only encrypted, until sent."""
-        request = self.hold_request(
-            branch_id, item, card, pickup_by, title=title, email=email, sms=sms
+        return self.ready_request(
+            self.hold_request(branch_id, item, card, pickup_by, title=title, email=email, sms=sms)
         )
+
+    def ready_request(self, request: HoldRequest) -> ShelfEntry:
+        """Make a checked request ready, in one transaction."""
         with self._sessions.begin() as session:
             return self._ready_in(session, request, self._clock())
 

@@ -1,7 +1,8 @@
 """The staff web app for the circulation desk, and the patrons' pages: a Flask app factory.
 
 Blueprints per audience: ``auth`` (sign-in, branch), ``desk`` (circulation staff), ``admin``
-(printers, audit log), ``patron`` (find your hold, privacy notice, links from notices).
+(printers, audit log), ``patron`` (find your hold, privacy notice, links from notices),
+``api`` (the holds API for the ILS).
 Pages are server-rendered; the only script moves the cursor between scanned fields. Nothing
 is loaded from another origin.
 """
@@ -44,7 +45,7 @@ def create_app(
     clock: Callable[[], dt.datetime] | None = None,
     service: HoldService | None = None,
 ) -> Flask:
-    from holdshelf.web import admin, auth, desk, patron, security
+    from holdshelf.web import admin, api, auth, desk, patron, security
 
     app = Flask(
         "holdshelf",
@@ -72,7 +73,8 @@ def create_app(
     security.init_app(app)
     auth.init_app(app)
     patron.init_app(app, csrf)
-    for blueprint in (auth.bp, desk.bp, admin.bp, patron.bp):
+    api.init_app(app, csrf)
+    for blueprint in (auth.bp, desk.bp, admin.bp, patron.bp, api.bp):
         app.register_blueprint(blueprint)
     if settings.web.behind_proxy:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+
+from holdshelf.web.api import problem_for
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +58,19 @@ def init_app(app: Flask) -> None:
         )
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> tuple[str, int]:
+    def http_error(error: HTTPException) -> Any:
+        if _is_api():
+            return problem_for(error)
         return error_page(error.code or 500)
 
     @app.errorhandler(Exception)
-    def internal_error(error: Exception) -> tuple[str, int]:
+    def internal_error(error: Exception) -> Any:
         log.exception("unexpected error on %s %s", request.method, request.endpoint)
+        if _is_api():
+            return problem_for(error)
         return error_page(500)
+
+
+def _is_api() -> bool:
+    """The API answers in problem JSON, never with an HTML page."""
+    return request.path.startswith("/api/")

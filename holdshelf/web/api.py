@@ -1,0 +1,332 @@
+"""The holds API for the ILS (JSON under /api/v1), described by openapi.json beside this file.
+
+Named integration tokens (Bearer), limited to branches. Errors are RFC 9457 problem details
+with a stable ``type``; never an HTML page, never a traceback. Retries are safe: a repeated
+POST for an item whose hold is active returns that hold, and an Idempotency-Key replays the
+first answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+from holdshelf.domain.contacts import clean_email, clean_phone
+from holdshelf.domain.holds import ShelfEntry
+from holdshelf.domain.inputs import clean_barcode, normalise_card, parse_date
+from holdshelf.errors import (
+    CodesExhausted,
+    ConfigError,
+    Conflict,
+    HoldshelfError,
+    InvalidInput,
+    NotFound,
+)
+from holdshelf.integrations import ApiClient, Integrations, KeyInUse, KeyReused
+from holdshelf.resources import PACKAGE_DIR
+from holdshelf.web.auth import desk
+from holdshelf.web.patron import RateLimiter
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+PROBLEM_JSON = "application/problem+json"
+OPENAPI_FILE = PACKAGE_DIR / "web" / "openapi.json"
+API_LIMIT = 600  # requests per token ...
+API_WINDOW = 60.0  # ... per minute
+TITLES = {
+    "invalid-input": "The request is not valid",
+    "unauthorized": "A valid integration token is needed",
+    "forbidden-branch": "This token may not act for that branch",
+    "not-found": "Not found",
+    "method-not-allowed": "Method not allowed",
+    "conflict": "The request conflicts with the hold's state",
+    "idempotency-key-in-use": "A request with this Idempotency-Key is still running",
+    "idempotency-key-reused": "This Idempotency-Key was used with a different request",
+    "too-large": "The request body is too large",
+    "unsupported-media-type": "Send JSON (Content-Type: application/json)",
+    "rate-limited": "Too many requests",
+    "codes-exhausted": "The branch has no free shelf code",
+    "internal": "Something went wrong on our side; nothing was changed",
+}
+HOLD_FIELDS = ("item_barcode", "patron_card", "branch", "pickup_by", "email", "sms", "title")
+PICKUP_FIELDS = ("item_barcode", "branch")
+
+
+class Problem(Exception):
+    def __init__(self, status: int, kind: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.kind, self.detail, self.extra = status, kind, detail, extra
+
+    def response(self) -> Response:
+        body = {
+            "type": f"urn:holdshelf:problem:{self.kind}",
+            "title": TITLES[self.kind],
+            "status": self.status,
+            "detail": self.detail,
+            **self.extra,
+        }
+        response = Response(json.dumps(body), status=self.status, mimetype=PROBLEM_JSON)
+        if self.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="holdshelf"'
+        if self.status == 429:
+            response.headers["Retry-After"] = str(int(API_WINDOW))
+        return response
+
+
+HTTP_KINDS = {404: "not-found", 405: "method-not-allowed", 413: "too-large", 429: "rate-limited"}
+
+
+def problem_for(error: Exception) -> Response:
+    """Any error under /api as problem JSON (used by the app-wide error handlers)."""
+    if isinstance(error, Problem):
+        return error.response()
+    if isinstance(error, HTTPException) and error.code in HTTP_KINDS:
+        return Problem(
+            error.code, HTTP_KINDS[error.code], TITLES[HTTP_KINDS[error.code]]
+        ).response()
+    if isinstance(error, HTTPException) and error.code and error.code < 500:
+        return Problem(error.code, "invalid-input", error.description or "bad request").response()
+    return Problem(500, "internal", TITLES["internal"]).response()
+
+
+def _problem_from(error: HoldshelfError, field: str | None = None) -> Problem:
+    extra = {"field": field} if field else {}
+    if isinstance(error, NotFound):
+        return Problem(404, "not-found", str(error))
+    if isinstance(error, Conflict):
+        return Problem(409, "conflict", str(error))
+    if isinstance(error, CodesExhausted):
+        return Problem(503, "codes-exhausted", str(error))
+    return Problem(400, "invalid-input", str(error), **extra)  # InvalidInput, unknown branch
+
+
+def init_app(app: Flask, csrf: Any) -> None:
+    csrf.exempt(bp)  # token authentication, no cookies: nothing to forge
+    app.extensions["holdshelf.api_limiter"] = RateLimiter(API_LIMIT, API_WINDOW)
+    holdshelf = app.extensions["holdshelf"]
+    app.extensions["holdshelf.integrations"] = Integrations(
+        holdshelf.settings, holdshelf.service.sessions, holdshelf.service.clock
+    )
+
+
+def integrations() -> Integrations:
+    return current_app.extensions["holdshelf.integrations"]
+
+
+@bp.errorhandler(Problem)
+def _problem(error: Problem) -> Response:
+    return error.response()
+
+
+@bp.errorhandler(HoldshelfError)
+def _domain_error(error: HoldshelfError) -> Response:
+    return _problem_from(error).response()
+
+
+@bp.before_request
+def _authenticate() -> None:
+    if request.endpoint == "api.openapi":
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    client = integrations().authenticate(token.strip()) if scheme.lower() == "bearer" else None
+    if client is None:
+        raise Problem(401, "unauthorized", "send Authorization: Bearer <integration token>")
+    limiter: RateLimiter = current_app.extensions["holdshelf.api_limiter"]
+    if not limiter.allow(f"token:{client.id}"):
+        raise Problem(429, "rate-limited", f"at most {API_LIMIT} requests a minute per token")
+    g.api_client = client
+
+
+def _client() -> ApiClient:
+    return g.api_client
+
+
+def _json_body(fields: tuple[str, ...], required: tuple[str, ...]) -> dict[str, str]:
+    if request.mimetype != "application/json":
+        raise Problem(415, "unsupported-media-type", "the body must be application/json")
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise Problem(400, "invalid-input", "the body must be a JSON object")
+    for key, value in data.items():
+        if key not in fields:
+            raise Problem(400, "invalid-input", f"unknown field {key!r}", field=key)
+        if value is not None and not isinstance(value, str):
+            raise Problem(400, "invalid-input", f"{key} must be a string", field=key)
+    for key in required:
+        if not (data.get(key) or "").strip():
+            raise Problem(400, "invalid-input", f"{key} is required", field=key)
+    return {key: value for key, value in data.items() if value is not None}
+
+
+def _checked(field: str, check: Callable[[str], Any], value: str) -> Any:
+    try:
+        return check(value)
+    except HoldshelfError as exc:
+        raise _problem_from(exc, field) from None
+
+
+def _branch(requested: str | None, *, required: bool) -> str | None:
+    """The branch asked for (checked against the token), or the token's only branch."""
+    client = _client()
+    if not requested:
+        if len(client.branches) == 1:
+            return next(iter(client.branches))
+        if required:
+            raise Problem(400, "invalid-input", "branch is required", field="branch")
+        return None
+    try:
+        branch = desk().settings.branch(requested).id
+    except ConfigError as exc:
+        raise Problem(400, "invalid-input", str(exc), field="branch") from None
+    if not client.may_use(branch):
+        raise Problem(403, "forbidden-branch", f"this token may not act for branch {branch}")
+    return branch
+
+
+def _within() -> frozenset[str] | None:
+    return _client().branches or None
+
+
+def _hold(entry: ShelfEntry) -> dict[str, Any]:
+    return entry.as_dict() | {"print_status": desk().service.print_status(entry.code, entry.branch)}
+
+
+# -- holds ---------------------------------------------------------------------------------------
+
+
+@bp.post("/holds")
+def create_hold() -> Any:
+    raw = request.get_data(cache=True)
+    data = _json_body(HOLD_FIELDS, ("item_barcode", "patron_card"))
+    branch = _branch(data.get("branch"), required=True)
+    key = request.headers.get("Idempotency-Key")
+    client = _client()
+    if key is not None:
+        try:
+            replay = integrations().begin(client, key, integrations().fingerprint(raw))
+        except KeyReused as exc:
+            raise Problem(422, "idempotency-key-reused", str(exc)) from None
+        except KeyInUse as exc:
+            raise Problem(409, "idempotency-key-in-use", str(exc)) from None
+        except InvalidInput as exc:
+            raise Problem(400, "invalid-input", str(exc), field="Idempotency-Key") from None
+        if replay is not None:
+            return replay.body, replay.status
+    try:
+        body, status = _make_ready(data, branch)
+    except Exception:
+        if key is not None:
+            integrations().abandon(client, key)
+        raise
+    if key is not None:
+        integrations().complete(client, key, status, body)
+    return body, status
+
+
+def _make_ready(data: dict[str, str], branch: str | None) -> tuple[dict[str, Any], int]:
+    assert branch is not None
+    service = desk().service
+    item = _checked("item_barcode", clean_barcode, data["item_barcode"])
+    _checked("patron_card", normalise_card, data["patron_card"])
+    pickup_by = (
+        _checked("pickup_by", parse_date, data["pickup_by"]) if "pickup_by" in data else None
+    )
+    for field, check in (("email", clean_email), ("sms", clean_phone)):
+        if data.get(field):
+            _checked(field, check, data[field])
+    try:
+        request_ = service.hold_request(
+            branch,
+            item,
+            data["patron_card"],
+            pickup_by,
+            title=data.get("title"),
+            email=data.get("email"),
+            sms=data.get("sms"),
+        )
+    except HoldshelfError as exc:
+        raise _problem_from(exc, "pickup_by" if "pickup-by" in str(exc) else None) from None
+    existing = _existing(item, branch, request_.patron)
+    if existing is not None:
+        return _hold(existing), 200
+    try:
+        entry = service.ready_request(request_)
+    except Conflict:
+        existing = _existing(item, branch, request_.patron)  # a concurrent retry won the race
+        if existing is None:
+            raise
+        return _hold(existing), 200
+    desk().wake_worker()
+    return _hold(entry), 201
+
+
+def _existing(item: str, branch: str, patron: str) -> ShelfEntry | None:
+    """The item's active hold if this request repeats it; a conflict if it is someone else's
+    or at another branch."""
+    found = desk().service.active_for_item(item)
+    if found is None:
+        return None
+    entry, holder = found
+    if entry.branch != branch or holder != patron:
+        raise Problem(
+            409, "conflict", "this item already has an active hold for another patron or branch"
+        )
+    return entry
+
+
+@bp.get("/holds")
+def list_holds() -> Any:
+    branch = _branch(request.args.get("branch"), required=False)
+    entries = desk().service.shelf(branch, within=_within())
+    return {"holds": [entry.as_dict() for entry in entries]}
+
+
+@bp.post("/holds/<code>/pickup")
+def pickup_by_code(code: str) -> Any:
+    branch = _branch(request.args.get("branch"), required=False)
+    return desk().service.pickup(code, branch_id=branch, within=_within()).as_dict()
+
+
+@bp.post("/holds/<code>/cancel")
+def cancel(code: str) -> Any:
+    branch = _branch(request.args.get("branch"), required=False)
+    return desk().service.cancel(code, branch_id=branch, within=_within()).as_dict()
+
+
+@bp.post("/pickups")
+def pickup_by_item() -> Any:
+    data = _json_body(PICKUP_FIELDS, ("item_barcode",))
+    branch = _branch(data.get("branch"), required=False)
+    item = _checked("item_barcode", clean_barcode, data["item_barcode"])
+    return desk().service.pickup(item=item, branch_id=branch, within=_within()).as_dict()
+
+
+@bp.get("/stats")
+def stats() -> Any:
+    service = desk().service
+    since_text = request.args.get("since")
+    since = (
+        _checked("since", parse_date, since_text)
+        if since_text
+        else service.today() - dt.timedelta(days=30)
+    )
+    branch = _branch(request.args.get("branch"), required=False)
+    allowed = _client().branches
+    days = [d for d in service.stats(since, branch) if not allowed or d.branch in allowed]
+    usage = [
+        u
+        for u in service.usage()
+        if (not allowed or u.branch in allowed) and (branch is None or u.branch == branch)
+    ]
+    return {"days": [d.as_dict() for d in days], "branches": [u.as_dict() for u in usage]}
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return Response(OPENAPI_FILE.read_bytes(), mimetype="application/json")
