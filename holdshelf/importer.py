@@ -180,14 +180,17 @@ def import_holds(
 
 def _request(service: HoldService, branch: str, fields: dict[str, str]) -> HoldRequest:
     pickup_by = parse_report_date(fields["pickup_by"]) if fields.get("pickup_by") else None
+    settings = service.settings
+    # Reports carry contacts whether or not notices are set up here: where a channel is not,
+    # the ILS sends its own notice, and the contact is not even read.
     return service.hold_request(
         branch,
         fields["item"],
         fields["card"],
         pickup_by,
         title=fields.get("title") or None,
-        email=fields.get("email") or None,
-        sms=fields.get("sms") or None,
+        email=(fields.get("email") or None) if settings.mail.enabled else None,
+        sms=(fields.get("sms") or None) if settings.sms.enabled else None,
     )
 
 

@@ -1,0 +1,177 @@
+"""Importing holds-ready reports from the ILS (CSV), and the exports for the library."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy import make_url
+
+from holdshelf.errors import InvalidInput
+from holdshelf.importer import import_holds
+from tests.conftest import Patron, assert_no_patron_data
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def generic_report(tmp_path: Path, patrons: list[Patron], bad: bool = True) -> Path:
+    rows = ["item_barcode,patron_card,pickup_by,patron_name,address"]
+    for n, p in enumerate(patrons[:6]):
+        rows.append(f'39010000{n},{p.card},,"{p.name}","12 {p.name.split()[-1]} Street"')
+    if bad:
+        rows.append(f",{patrons[6].card},,{patrons[6].name},x")  # line 8: no barcode
+        rows.append(f"390100099,{patrons[7].card},2026-13-45,{patrons[7].name},x")  # line 9
+        rows.append(f"390100098,,2026-12-01,{patrons[8].name},x")  # line 10: no card
+    return write(tmp_path / "holds.csv", rows)
+
+
+def test_good_rows_are_imported_and_bad_rows_listed(service, tmp_path, patrons) -> None:
+    report = import_holds(service, generic_report(tmp_path, patrons), "MAIN")
+    assert report.rows == 9
+    assert len(report.imported) == 6
+    assert report.bad == [
+        (8, "the item barcode is empty"),
+        (9, "the pickup-by date must be a date as YYYY-MM-DD"),
+        (10, "the card number is empty"),
+    ]
+    assert len(service.shelf("MAIN")) == 6
+    again = import_holds(service, generic_report(tmp_path, patrons), "MAIN")
+    assert (len(again.imported), again.skipped) == (0, 6)  # the same report, minutes later
+    assert len(service.shelf("MAIN")) == 6
+
+
+def test_all_or_nothing(service, tmp_path, patrons) -> None:
+    report = import_holds(service, generic_report(tmp_path, patrons), "MAIN", all_or_nothing=True)
+    assert report.imported == [] and len(report.bad) == 3
+    assert service.shelf() == []
+    good = import_holds(
+        service, generic_report(tmp_path, patrons, bad=False), "MAIN", all_or_nothing=True
+    )
+    assert len(good.imported) == 6 and len(service.shelf()) == 6
+
+
+def test_a_row_failing_in_the_database_rolls_back_alone(service, tmp_path, patrons) -> None:
+    service.ready("EAST", "390100003", patrons[9].card)  # this item waits at another branch
+    report = import_holds(service, generic_report(tmp_path, patrons, bad=False), "MAIN")
+    assert len(report.imported) == 5
+    assert report.bad == [
+        (
+            5,
+            "item 390100003 is already on the hold shelf at EAST (code "
+            f"{service.shelf('EAST')[0].code.display})",
+        )
+    ]
+    nothing = import_holds(
+        service, generic_report(tmp_path, patrons, bad=False), "EAST", all_or_nothing=True
+    )
+    assert nothing.imported == [] and len(service.shelf("EAST")) == 1
+
+
+def test_dry_run_imports_nothing(service, tmp_path, patrons) -> None:
+    report = import_holds(service, generic_report(tmp_path, patrons), "MAIN", dry_run=True)
+    assert len(report.imported) == 6 and not report.committed
+    assert service.shelf() == []
+
+
+@pytest.mark.parametrize(
+    ("fmt", "header", "row"),
+    [
+        (
+            "koha",
+            "barcode;cardnumber;expirationdate;surname;firstname;email;title",
+            "{item};{card};2026-12-05 00:00:00;Okafor;Ana;ana@example.org;Middlemarch",
+        ),
+        (
+            "evergreen",
+            "Copy Barcode\tPatron Barcode\tShelf Expire Time\tFamily Name\tTitle",
+            "{item}\t{card}\t2026-12-05T23:59:59-06\tOkafor\tMiddlemarch",
+        ),
+        (
+            "sierra",
+            "ITEM BARCODE,P BARCODE,PICKUP BY DATE,PATRN NAME,TITLE",
+            '{item},{card},12-05-2026,"OKAFOR, ANA",Middlemarch',
+        ),
+    ],
+)
+def test_ils_report_formats(service, tmp_path, patrons, fmt, header, row) -> None:
+    lines = [header] + [row.format(item=f"I{n}", card=p.card) for n, p in enumerate(patrons[:3])]
+    report = import_holds(service, write(tmp_path / f"{fmt}.csv", lines), "MAIN", fmt)
+    assert (len(report.imported), report.bad) == (3, [])
+    assert {e.pickup_by.isoformat() for e in service.shelf()} == {"2026-12-05"}
+
+
+def test_missing_column_and_unknown_format(service, tmp_path) -> None:
+    path = write(tmp_path / "x.csv", ["barcode,name", "1,Ana"])
+    with pytest.raises(InvalidInput, match="no column for the card number"):
+        import_holds(service, path, "MAIN", "koha")
+    with pytest.raises(InvalidInput, match="unknown format 'folio'"):
+        import_holds(service, path, "MAIN", "folio")
+    with pytest.raises(InvalidInput, match="the file is empty"):
+        import_holds(service, write(tmp_path / "empty.csv", []), "MAIN")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("item_barcode,patron_card,title\n1,2,Caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InvalidInput, match="not utf-8-sig text"):
+        import_holds(service, latin, "MAIN")
+    assert len(import_holds(service, latin, "MAIN", encoding="cp1252").imported) == 1
+
+
+def test_other_patron_columns_are_never_stored(service, tmp_path, patrons) -> None:
+    import_holds(service, generic_report(tmp_path, patrons), "MAIN")
+    service.purge()
+    url = make_url(service.settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        raw = b"".join(p.read_bytes() for p in Path(url.database).parent.glob("holdshelf.sqlite3*"))
+    else:
+        raw = subprocess.run(
+            ["pg_dump", "--data-only", "-h", url.host, "-U", url.username, url.database],
+            capture_output=True,
+            check=True,
+            timeout=120,
+        ).stdout
+    assert_no_patron_data(raw, patrons)
+
+
+def test_import_and_export_commands(service, tmp_path, patrons, capsys) -> None:
+    from holdshelf.cli import main
+
+    instance = str(service.settings.instance_dir)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            main(["--instance", instance, *args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    path = str(generic_report(tmp_path, patrons))
+    code, out, err = run("import", path, "--branch", "MAIN", "--dry-run")
+    assert code == 1 and out.startswith("9 rows: would import 6, skipped 0 already active, 3 bad")
+    code, out, err = run("import", path, "--branch", "MAIN")
+    assert code == 1
+    assert "  line 8: the item barcode is empty" in out
+    assert err == "error: 3 rows were not imported (listed above)\n"
+    code, out, _ = run("import", path, "--branch", "MAIN", "--all-or-nothing")
+    assert out.startswith("9 rows: imported nothing of them, 3 bad")
+    good = str(generic_report(tmp_path, patrons, bad=False))
+    assert run("import", good, "--branch", "MAIN")[1].startswith(
+        "6 rows: imported 0, skipped 6 already active, 0 bad"
+    )
+    code, out, _ = run("export", "holds", "--format", "csv")
+    lines = out.strip().splitlines()
+    assert lines[0] == "code,section,branch,branch_name,pickup_by,mode,move_to_desk"
+    assert len(lines) == 7
+    code, out, _ = run("export", "holds", "--format", "json")
+    assert len(json.loads(out)) == 6
+    target = tmp_path / "stats.csv"
+    code, out, err = run("export", "stats", "--out", str(target))
+    assert target.read_text().splitlines()[1].endswith(",MAIN,ready,shelf,6")
+    code, _, err = run("import", str(tmp_path / "missing.csv"), "--branch", "MAIN")
+    assert code == 1 and err.startswith("error: cannot read")
+    for text in (out, err, target.read_text()):
+        assert_no_patron_data(text, patrons)
