@@ -7,23 +7,18 @@ database is created and dropped. Unreachable PostgreSQL is reported and skipped.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-
-from sqlalchemy import create_engine, make_url, text
 
 from holdshelf.instance import write_config
 from holdshelf.service import HoldService
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
 
-POSTGRES_URL = os.environ.get(
-    "HOLDSHELF_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+sys.path.insert(0, str(Path(__file__).parent))
+from scratch import scratch_postgres
 
 
 def measure(instance: Path, database_url: str, count: int) -> tuple[float, float]:
@@ -52,21 +47,10 @@ def main() -> None:
         per_second, median = measure(instance, sqlite_url, count)
         print(f"SQLite (WAL): {per_second:,.0f} holds ready/s, median {median:.2f} ms")
 
-        admin = create_engine(make_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-        name = f"holdshelf_bench_{uuid.uuid4().hex[:8]}"
-        try:
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-        except Exception as exc:
-            print(f"PostgreSQL: skipped ({str(exc).splitlines()[0]})")
-            return
-        try:
-            pg_url = make_url(POSTGRES_URL).set(database=name).render_as_string(False)
-            per_second, median = measure(instance, pg_url, count)
-            print(f"PostgreSQL: {per_second:,.0f} holds ready/s, median {median:.2f} ms")
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        with scratch_postgres() as url:
+            if url is not None:
+                per_second, median = measure(instance, url, count)
+                print(f"PostgreSQL: {per_second:,.0f} holds ready/s, median {median:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from holdshelf.domain.inputs import clean_barcode
 from holdshelf.errors import Conflict, HoldshelfError, InvalidInput, NotFound
 from holdshelf.settings import Settings
+from holdshelf.storage.database import stored_time
 from holdshelf.storage.models import AuditEntry, LoginFailure, StaffUser, WebSession
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,6 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
-def _utc(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.UTC).replace(tzinfo=None)
-
-
 class Accounts:
     def __init__(
         self,
@@ -81,7 +78,7 @@ class Accounts:
         self._clock = clock or settings.now
 
     def _now(self) -> dt.datetime:
-        return _utc(self._clock())
+        return stored_time(self._clock())
 
     # -- users --------------------------------------------------------------------------------
 

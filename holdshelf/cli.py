@@ -587,9 +587,15 @@ def serve(ctx: Context, host: str | None, port: int | None, demo: bool) -> None:
     )
     worker_thread.start()
     host, port = host or settings.web.host, port or settings.web.port
+    try:
+        server = waitress.create_server(app, host=host, port=port, threads=8, ident="holdshelf")
+    except OSError as exc:
+        raise HoldshelfError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     click.echo(f"Holdshelf is serving at http://{host}:{port}/ (Ctrl-C to stop)")
     try:
-        waitress.serve(app, host=host, port=port, threads=8, ident="holdshelf")
+        server.run()
+    except KeyboardInterrupt:
+        click.echo("stopped")
     finally:
         stop.set()
         desk.worker.wake()

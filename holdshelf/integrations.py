@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from holdshelf.domain.inputs import clean_barcode
 from holdshelf.errors import Conflict, HoldshelfError, InvalidInput, NotFound
 from holdshelf.settings import Settings
+from holdshelf.storage.database import stored_time
 from holdshelf.storage.models import ApiToken, IdempotencyRecord
 
 TOKEN_PREFIX = "hs_"  # noqa: S105 (a prefix that makes leaked tokens recognisable)
@@ -30,10 +31,6 @@ IDEMPOTENCY_STALE = dt.timedelta(minutes=2)  # a first request that died: its ke
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -89,7 +86,7 @@ class Integrations:
             name=name,
             token_hash=_hash(token),
             branches=",".join(ids),
-            created_at=_utc(self._clock()),
+            created_at=stored_time(self._clock()),
         )
         try:
             with self._sessions.begin() as session:
@@ -116,7 +113,7 @@ class Integrations:
             row = session.scalar(select(ApiToken).where(ApiToken.name == name))
             if row is None or row.revoked_at is not None:
                 raise NotFound(f"no active token named {name!r}")
-            row.revoked_at = _utc(self._clock())
+            row.revoked_at = stored_time(self._clock())
 
     def authenticate(self, token: str | None) -> ApiClient | None:
         if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
@@ -137,7 +134,7 @@ class Integrations:
         """Claim ``key`` for this request; a Replay if it was answered before."""
         if not key or len(key) > 255 or not key.isprintable():
             raise InvalidInput("Idempotency-Key must be 1..255 printable characters")
-        now = _utc(self._clock())
+        now = stored_time(self._clock())
         try:
             with self._sessions.begin() as session:
                 session.add(
@@ -177,7 +174,7 @@ class Integrations:
             )
 
     def purge(self) -> int:
-        cutoff = _utc(self._clock()) - IDEMPOTENCY_KEPT
+        cutoff = stored_time(self._clock()) - IDEMPOTENCY_KEPT
         with self._sessions.begin() as session:
             return session.execute(
                 delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from holdshelf.domain.holds import HoldStatus
 from holdshelf.settings import Settings
+from holdshelf.storage.database import stored_time
 from holdshelf.storage.models import Hold, OutboxMixin
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,6 @@ log = logging.getLogger(__name__)
 FIRST_RETRY = dt.timedelta(seconds=5)
 LONGEST_RETRY = dt.timedelta(minutes=5)
 LEASE = dt.timedelta(minutes=2)
-
-
-def utc(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def retry_delay(attempts: int) -> dt.timedelta:
@@ -119,7 +116,7 @@ class OutboxWorker(ABC):
     def _claim(self, ignore_backoff: bool, report: PassReport, tried: set[int]) -> Any | None:
         """Lease the oldest due row, dropping rows of holds that have ended on the way."""
         model = self.model
-        now = utc(self._clock())
+        now = stored_time(self._clock())
         while True:
             with self._sessions.begin() as session:
                 query = select(model).where(
@@ -161,7 +158,7 @@ class OutboxWorker(ABC):
         self.finished(row, Outcome(error, permanent=status != "sent"))
 
     def _record(self, row_id: int, outcome: Outcome) -> None:
-        now = utc(self._clock())
+        now = stored_time(self._clock())
         with self._sessions.begin() as session:
             row = session.get(self.model, row_id)
             if row is None:

@@ -46,6 +46,7 @@ from holdshelf.sealing import Sealer
 from holdshelf.settings import BranchSettings, Settings
 from holdshelf.storage import database
 from holdshelf.storage.counters import bump
+from holdshelf.storage.database import stored_time
 from holdshelf.storage.models import (
     DailyCount,
     Hold,
@@ -57,8 +58,11 @@ from holdshelf.storage.models import (
 
 log = logging.getLogger(__name__)
 
-# Drawing a batch and asking the database once which are taken keeps a nearly full branch fast.
-CANDIDATES_PER_ROUND = 16
+# Candidates are drawn in batches and the database asked once per batch which are taken; the
+# batch doubles each round (4, 8, 16 ... 64), so an empty branch pays for few draws and a nearly
+# full one still finds a free code quickly.
+FIRST_CANDIDATES = 4
+MOST_CANDIDATES = 64
 CLAIM_ROUNDS = 25
 MOVED_TO_DESK = "moved_to_desk"
 BATCH_SIZE = 500  # rows per transaction when importing (each row in its own savepoint)
@@ -133,11 +137,6 @@ class BranchUsage:
             "codes_in_use": self.codes_in_use,
             "code_capacity": self.code_capacity,
         }
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    """Stored timestamps are naive UTC."""
-    return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 class HoldService:
@@ -289,7 +288,7 @@ class HoldService:
             mode=mode.value,
             status=HoldStatus.READY.value,
             pickup_by=request.due,
-            ready_at=_utc(now),
+            ready_at=stored_time(now),
             move_to_desk=False,
         )
         session.add(hold)
@@ -339,8 +338,8 @@ class HoldService:
                     sealed=sealer.seal({"to": address, "title": shown_title}),
                     status="queued",
                     attempts=0,
-                    created_at=_utc(now),
-                    next_attempt_at=_utc(now),
+                    created_at=stored_time(now),
+                    next_attempt_at=stored_time(now),
                 )
             )
 
@@ -369,8 +368,8 @@ class HoldService:
                 payload=json.dumps(slip.payload()),
                 status="queued",
                 attempts=0,
-                created_at=_utc(now),
-                next_attempt_at=_utc(now),
+                created_at=stored_time(now),
+                next_attempt_at=stored_time(now),
             )
         )
 
@@ -420,8 +419,9 @@ class HoldService:
         The claim's primary key settles races between writers (processes or app servers): the
         loser's insert fails inside a savepoint and it simply takes another candidate."""
         codec = self._codecs[branch.id]
-        for _ in range(CLAIM_ROUNDS):
-            candidates = {codec.draw(self._randbelow) for _ in range(CANDIDATES_PER_ROUND)}
+        for round_ in range(CLAIM_ROUNDS):
+            batch = min(MOST_CANDIDATES, FIRST_CANDIDATES * 2**round_)
+            candidates = {codec.draw(self._randbelow) for _ in range(batch)}
             taken = set(
                 session.scalars(
                     select(ShelfCodeClaim.code).where(
@@ -539,12 +539,12 @@ class HoldService:
         self, session: Session, hold: Hold, outcome: HoldStatus, now: dt.datetime
     ) -> ShelfEntry:
         hold.status = end_transition(HoldStatus(hold.status), outcome).value
-        hold.ended_at = _utc(now)
+        hold.ended_at = stored_time(now)
         entry = self._entry(hold)
         session.execute(
             update(ShelfCodeClaim)
             .where(ShelfCodeClaim.branch == hold.branch, ShelfCodeClaim.code == hold.code)
-            .values(released_at=_utc(now))
+            .values(released_at=stored_time(now))
         )
         bump(session, now.date(), hold.branch, outcome.value, hold.mode)
         session.execute(  # a notice not yet sent will not be: its contact is erased now
@@ -555,7 +555,7 @@ class HoldService:
             .values(
                 status="dropped",
                 sealed=None,
-                finished_at=_utc(now),
+                finished_at=stored_time(now),
                 last_error="the hold ended before it was sent",
             )
         )
@@ -805,7 +805,7 @@ class HoldService:
     def purge(self) -> PurgeReport:
         """Delete ended holds' links once their retention is over and free codes that have
         rested 30 days; then fold SQLite's WAL so no old page image keeps a deleted link."""
-        now = _utc(self._clock())
+        now = stored_time(self._clock())
         with self._sessions.begin() as session:
             unlinked = session.execute(
                 delete(Hold).where(

@@ -126,6 +126,7 @@ class Settings:
     retention_days: int
     audit_days: int
     web: WebSettings
+    api_requests_per_minute: int
     mail: MailSettings
     sms: SmsSettings
     notices: NoticeSettings
@@ -280,6 +281,7 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
         retention_days=retention,
         audit_days=audit_days,
         web=_web(config["web"]),
+        api_requests_per_minute=_api_rate(config["api"]),
         mail=mail,
         sms=_sms(config["sms"], mail),
         notices=_notices(config, branches),
@@ -368,6 +370,13 @@ def _web(table: Mapping[str, Any]) -> WebSettings:
         login_attempts=number("login_attempts", 1, 100),
         login_window=dt.timedelta(minutes=number("login_window_minutes", 1, 24 * 60)),
     )
+
+
+def _api_rate(table: Mapping[str, Any]) -> int:
+    rate = table["requests_per_minute"]
+    if isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= 1_000_000:
+        raise ConfigError("api.requests_per_minute must be 1..1000000")
+    return rate
 
 
 def _mail(table: Mapping[str, Any]) -> MailSettings:

@@ -235,3 +235,39 @@ def client(app):
     assert sign_in(test_client).status_code == 302
     assert post(test_client, "/branch", {"branch": "MAIN"}).status_code == 302
     return test_client
+
+
+def raw_database_bytes(service: HoldService) -> bytes:
+    """Everything the database holds, as bytes an attacker with the disk would see: the SQLite
+    file with its WAL, or a pg_dump of every table."""
+    import shutil
+    import subprocess
+
+    url = make_url(service.settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        # Connections stay open (as in a running server): closing the last one would fold
+        # and delete the WAL and hide what a long-running process leaves in it.
+        files = sorted(Path(url.database).parent.glob(Path(url.database).name + "*"))
+        assert files, "the SQLite file exists"
+        return b"".join(path.read_bytes() for path in files)
+    if shutil.which("pg_dump") is None:
+        pytest.fail("pg_dump is needed to dump the PostgreSQL tables")
+    dump = subprocess.run(
+        [
+            "pg_dump",
+            "--data-only",
+            "-h",
+            url.host or "127.0.0.1",
+            "-p",
+            str(url.port or 5432),
+            "-U",
+            url.username or "postgres",
+            url.database,
+        ],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    tables = [table.name for table in Base.metadata.sorted_tables]
+    assert all(f"COPY public.{name} ".encode() in dump for name in tables)
+    return dump

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy import make_url
 
 from holdshelf.errors import InvalidInput
 from holdshelf.importer import import_holds
-from tests.conftest import Patron, assert_no_patron_data
+from tests.conftest import Patron, assert_no_patron_data, raw_database_bytes
 
 
 def write(path: Path, lines: list[str]) -> Path:
@@ -123,16 +121,7 @@ def test_missing_column_and_unknown_format(service, tmp_path) -> None:
 def test_other_patron_columns_are_never_stored(service, tmp_path, patrons) -> None:
     import_holds(service, generic_report(tmp_path, patrons), "MAIN")
     service.purge()
-    url = make_url(service.settings.database_url)
-    if url.get_backend_name() == "sqlite":
-        raw = b"".join(p.read_bytes() for p in Path(url.database).parent.glob("holdshelf.sqlite3*"))
-    else:
-        raw = subprocess.run(
-            ["pg_dump", "--data-only", "-h", url.host, "-U", url.username, url.database],
-            capture_output=True,
-            check=True,
-            timeout=120,
-        ).stdout
+    raw = raw_database_bytes(service)
     assert_no_patron_data(raw, patrons)
 
 

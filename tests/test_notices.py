@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import make_url, select
+from sqlalchemy import select
 
 from holdshelf.errors import InvalidInput
 from holdshelf.service import HoldService
 from holdshelf.storage.models import Notice
 from holdshelf.worker import Worker
-from tests.conftest import Clock, assert_no_patron_data
+from tests.conftest import Clock, assert_no_patron_data, raw_database_bytes
 from tests.helpers.servers import Mailbox, SmsGateway
 
 SENDER = "Central Library <holds@library.example.org>"
@@ -297,18 +297,7 @@ def test_contacts_never_reach_the_database_in_clear(
     assert len(mailbox.messages) == 10 and len(gateway.delivered) == 10
     clock.advance(days=2)
     service.purge()
-    url = make_url(service.settings.database_url)
-    if url.get_backend_name() == "sqlite":
-        raw = b"".join(p.read_bytes() for p in Path(url.database).parent.glob("holdshelf.sqlite3*"))
-    else:
-        import subprocess
-
-        raw = subprocess.run(
-            ["pg_dump", "--data-only", "-h", url.host, "-U", url.username, url.database],
-            capture_output=True,
-            check=True,
-            timeout=120,
-        ).stdout
+    raw = raw_database_bytes(service)
     for patron in patrons[:10]:
         assert patron.email.encode() not in raw
         assert patron.phone.replace(" ", "").encode() not in raw

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy import make_url, select
+from sqlalchemy import select
 
 from holdshelf.domain.pseudonyms import Pseudonymizer
 from holdshelf.service import HoldService
-from holdshelf.storage.models import Base, Hold, PatronPreference
-from tests.conftest import Clock, Patron, assert_no_patron_data, make_patrons
+from holdshelf.storage.models import Hold, PatronPreference
+from tests.conftest import (
+    Clock,
+    Patron,
+    assert_no_patron_data,
+    make_patrons,
+    raw_database_bytes,
+)
 
 
 def realistic_run(service: HoldService, clock: Clock, patrons: list[Patron]) -> dict[str, set]:
@@ -81,44 +85,13 @@ def test_no_row_links_an_ended_hold_to_a_pseudonym(
     assert all(set(vars(p)) - {"_sa_instance_state"} == {"patron", "mode"} for p in preferences)
 
 
-def raw_database_bytes(service: HoldService, tmp_path: Path) -> bytes:
-    url = make_url(service.settings.database_url)
-    if url.get_backend_name() == "sqlite":
-        # Connections stay open (as in a running server): closing the last one would fold
-        # and delete the WAL and hide what a long-running process leaves in it.
-        files = sorted(Path(url.database).parent.glob(Path(url.database).name + "*"))
-        assert files, "the SQLite file exists"
-        return b"".join(path.read_bytes() for path in files)
-    if shutil.which("pg_dump") is None:
-        pytest.fail("pg_dump is needed to dump the PostgreSQL tables")
-    dump = subprocess.run(
-        [
-            "pg_dump",
-            "--data-only",
-            "-h",
-            url.host or "127.0.0.1",
-            "-p",
-            str(url.port or 5432),
-            "-U",
-            url.username or "postgres",
-            url.database,
-        ],
-        capture_output=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    tables = [table.name for table in Base.metadata.sorted_tables]
-    assert all(f"COPY public.{name} ".encode() in dump for name in tables)
-    return dump
-
-
 def test_database_bytes_hold_no_card_numbers_and_no_trace_of_ended_holds(
     service: HoldService, clock: Clock, patrons: list[Patron], tmp_path: Path
 ) -> None:
     finished = realistic_run(service, clock, patrons)
     with service._sessions() as session:
         chosen = set(session.scalars(select(PatronPreference.patron)))
-    raw = raw_database_bytes(service, tmp_path)
+    raw = raw_database_bytes(service)
 
     assert_no_patron_data(raw, patrons)
     # Every hold has ended: neither the pseudonym of a patron without a standing choice nor any

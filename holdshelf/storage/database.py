@@ -8,6 +8,7 @@ with "database is locked" when two processes upgrade a read lock at once.
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # The newest migration. Checked on every start without loading Alembic (~0.15 s); a test keeps
 # it equal to the migrations' head.
-SCHEMA_REVISION = "0007879700f7"
+SCHEMA_REVISION = "9dee22ea75b6"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -74,6 +75,11 @@ def _sqlite_engine(database_url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def stored_time(moment: dt.datetime) -> dt.datetime:
+    """How every timestamp is stored: naive UTC (the same on SQLite and PostgreSQL)."""
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

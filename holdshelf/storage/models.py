@@ -89,6 +89,8 @@ class Hold(Base):
             sqlite_where=ACTIVE,
             postgresql_where=ACTIVE,
         ),
+        # Lookups by item bind the status as a parameter, which a partial index cannot serve.
+        Index("ix_holds_item_barcode", "item_barcode"),
         Index("ix_holds_patron", "patron"),
         Index("ix_holds_status_pickup_by", "status", "pickup_by"),
     )

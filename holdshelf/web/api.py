@@ -36,8 +36,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 PROBLEM_JSON = "application/problem+json"
 OPENAPI_FILE = PACKAGE_DIR / "web" / "openapi.json"
-API_LIMIT = 600  # requests per token ...
-API_WINDOW = 60.0  # ... per minute
+API_WINDOW = 60.0  # api.requests_per_minute per token
 TITLES = {
     "invalid-input": "The request is not valid",
     "unauthorized": "A valid integration token is needed",
@@ -107,7 +106,9 @@ def _problem_from(error: HoldshelfError, field: str | None = None) -> Problem:
 
 def init_app(app: Flask, csrf: Any) -> None:
     csrf.exempt(bp)  # token authentication, no cookies: nothing to forge
-    app.extensions["holdshelf.api_limiter"] = RateLimiter(API_LIMIT, API_WINDOW)
+    app.extensions["holdshelf.api_limiter"] = RateLimiter(
+        app.extensions["holdshelf"].settings.api_requests_per_minute, API_WINDOW
+    )
     holdshelf = app.extensions["holdshelf"]
     app.extensions["holdshelf.integrations"] = Integrations(
         holdshelf.settings, holdshelf.service.sessions, holdshelf.service.clock
@@ -139,7 +140,7 @@ def _authenticate() -> None:
         raise Problem(401, "unauthorized", "send Authorization: Bearer <integration token>")
     limiter: RateLimiter = current_app.extensions["holdshelf.api_limiter"]
     if not limiter.allow(f"token:{client.id}"):
-        raise Problem(429, "rate-limited", f"at most {API_LIMIT} requests a minute per token")
+        raise Problem(429, "rate-limited", f"at most {limiter.limit} requests a minute per token")
     g.api_client = client
 
 
