@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -231,8 +232,11 @@ class HoldService:
 
     def ready_request(self, request: HoldRequest) -> ShelfEntry:
         """Make a checked request ready, in one transaction."""
+        now = self._clock()
         with self._sessions.begin() as session:
-            return self._ready_in(session, request, self._clock())
+            entry = self._ready_in(session, request, now)
+            bump(session, now.date(), entry.branch, HoldStatus.READY.value, entry.mode.value)
+            return entry
 
     def ready_many(
         self, requests: Sequence[HoldRequest], *, atomic: bool = False, dry_run: bool = False
@@ -247,8 +251,16 @@ class HoldService:
         for start in range(0, len(requests), max(1, chunk)):
             with self._sessions() as session:
                 transaction = session.begin()
+                made: Counter[tuple[str, str]] = Counter()
                 for request in requests[start : start + chunk]:
-                    outcomes.append(self._ready_one_of_many(session, request, now))
+                    outcome = self._ready_one_of_many(session, request, now)
+                    outcomes.append(outcome)
+                    if outcome.entry is not None and not outcome.skipped:
+                        made[outcome.entry.branch, outcome.entry.mode.value] += 1
+                # One update per counter and chunk: a row updated once per hold piles up
+                # versions in PostgreSQL and slows every later update of it.
+                for (branch, mode), number in made.items():
+                    bump(session, now.date(), branch, HoldStatus.READY.value, mode, by=number)
                 failed = any(outcome.error for outcome in outcomes)
                 if dry_run or (atomic and failed):
                     transaction.rollback()
@@ -273,6 +285,7 @@ class HoldService:
             return BatchOutcome(error=str(exc))
 
     def _ready_in(self, session: Session, request: HoldRequest, now: dt.datetime) -> ShelfEntry:
+        """The hold, its code, slip and notices; the caller counts it (see ready_many)."""
         branch = request.branch
         self._refuse_active_item(session, request.item)
         preference = session.get(PatronPreference, request.patron)
@@ -297,7 +310,6 @@ class HoldService:
                 session.flush()
         except IntegrityError:  # the same item, trapped by a concurrent writer
             raise Conflict("this item already has an active hold") from None
-        bump(session, now.date(), branch.id, HoldStatus.READY.value, mode.value)
         entry = self._entry(hold)
         self._queue_slip(session, entry, "slip", now, item=request.item, title=request.title)
         self._queue_notices(session, entry, request.contacts, now, request.title)

@@ -52,6 +52,13 @@ def test_wheel_carries_config_and_migrations(wheel: zipfile.ZipFile) -> None:
         "holdshelf/templates/base.html",
         "holdshelf/templates/checkin.html",
         "holdshelf/web/desk.py",
+        "holdshelf/web/openapi.json",
+        "holdshelf/templates/notices/ready.txt",
+        "holdshelf/templates/notices/sms.txt",
+        "holdshelf/templates/public/find.html",
+        "holdshelf/translations/messages.pot",
+        "holdshelf/translations/es/LC_MESSAGES/messages.po",
+        "holdshelf/translations/es/LC_MESSAGES/messages.mo",
     }
     assert expected <= names
     versions = [
