@@ -118,8 +118,16 @@ class Desk:
 
     def scan(self, text: str) -> None:
         """A barcode scanner: types into the focused field, then presses Enter."""
+        self.wait_for_field()
         self.page.keyboard.type(text)
         self.page.keyboard.press("Enter")
+
+    def wait_for_field(self) -> None:
+        """A person waits for the page; a test must too, or it types before autofocus lands."""
+        self.page.wait_for_function(
+            "document.activeElement && document.activeElement.tagName === 'INPUT'",
+            timeout=5000,
+        )
 
     def assert_focus(self, element_id: str, why: str) -> None:
         """The cursor is in this field (waiting briefly: autofocus lands after the load)."""
@@ -138,6 +146,7 @@ class Desk:
 
     def submit(self, text: str) -> None:
         """A scan that sends the form: wait for the page it brings."""
+        self.wait_for_field()
         self.page.keyboard.type(text)
         with self.page.expect_navigation():
             self.page.keyboard.press("Enter")
