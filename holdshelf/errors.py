@@ -1,5 +1,8 @@
 """Errors a user can cause and fix. Their messages are shown as-is: one line, no patron data."""
 
+import traceback
+from pathlib import Path
+
 
 class HoldshelfError(Exception):
     """Base class for every error that is the user's to fix (bad input, wrong state, config)."""
@@ -28,3 +31,11 @@ class ConfigError(HoldshelfError):
 
 class CodesExhausted(HoldshelfError):
     """A branch has no free shelf code left at its code length."""
+
+
+def unexpected(exc: BaseException) -> str:
+    """A bug's type and where it was raised, for the log: the frames without the message,
+    which may quote what it choked on (an address, a statement's parameters)."""
+    frames = traceback.extract_tb(exc.__traceback__)[-6:]
+    path = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
+    return f"{type(exc).__name__}" + (f" at {path}" if path else "")

@@ -96,8 +96,8 @@ class ImportReport:
         return not self.dry_run and not (self.all_or_nothing and self.bad)
 
 
-def read_rows(text: str, fmt: str) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, mapped fields) for every data row."""
+def read_rows(text: str, fmt: str) -> Iterator[tuple[int, dict[str, str] | str]]:
+    """(line number, mapped fields or what is wrong with the row) for every data row."""
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     sample = text[:4096]
@@ -110,8 +110,13 @@ def read_rows(text: str, fmt: str) -> Iterator[tuple[int, dict[str, str]]]:
     if not header:
         raise InvalidInput("the file is empty")
     positions = _columns([column_key(name) for name in header], FORMATS[fmt])
-    for row in reader:
+    for row in _rows(reader):
         if not any(cell.strip() for cell in row):
+            continue
+        if any(cell.strip() for cell in row[len(header) :]):
+            # An unquoted comma ("Okafor, Ana") shifts every later cell: a card number
+            # would be read as the barcode. Such a row is refused, never guessed at.
+            yield reader.line_num, f"{len(row)} cells where the header has {len(header)}"
             continue
         yield (
             reader.line_num,
@@ -120,6 +125,13 @@ def read_rows(text: str, fmt: str) -> Iterator[tuple[int, dict[str, str]]]:
                 for name, index in positions.items()
             },
         )
+
+
+def _rows(reader: Any) -> Iterator[list[str]]:
+    try:
+        yield from reader
+    except csv.Error as exc:  # a runaway quote or a field over the csv module's limit
+        raise InvalidInput(f"line {reader.line_num} is not readable as CSV ({exc})") from None
 
 
 def _columns(header: list[str], mapping: dict[str, tuple[str, ...]]) -> dict[str, int]:
@@ -149,13 +161,18 @@ def import_holds(
         text = path.read_text(encoding=encoding)
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
+    except LookupError:
+        raise InvalidInput(f"unknown encoding {encoding!r} (try utf-8 or cp1252)") from None
+    except UnicodeError:
         raise InvalidInput(f"{path} is not {encoding} text (try --encoding cp1252)") from None
     branch = service.settings.branch(branch).id
     report = ImportReport(dry_run=dry_run, all_or_nothing=all_or_nothing)
     requests: list[tuple[int, HoldRequest]] = []
     for line, fields in read_rows(text, fmt):
         report.rows += 1
+        if isinstance(fields, str):
+            report.bad.append((line, fields))
+            continue
         try:
             requests.append((line, _request(service, branch, fields)))
         except HoldshelfError as exc:

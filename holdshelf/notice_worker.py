@@ -14,10 +14,19 @@ from typing import Any
 from sqlalchemy import Select, select
 
 from holdshelf.domain.codes import ShelfCode
+from holdshelf.domain.contacts import clean_email, clean_phone
 from holdshelf.domain.holds import HoldStatus
 from holdshelf.domain.links import make_token
-from holdshelf.errors import ConfigError
-from holdshelf.notices import NoticeContent, email_message, sms_email, sms_text
+from holdshelf.errors import ConfigError, InvalidInput
+from holdshelf.notices import (
+    SMS_LIMIT,
+    MessageTooLong,
+    NoticeContent,
+    email_message,
+    longest_sms,
+    sms_email,
+    sms_text,
+)
 from holdshelf.notifiers import DeliveryError, send_mail, send_sms_over_http
 from holdshelf.outbox import DELIVERED, OutboxWorker, Outcome
 from holdshelf.sealing import Sealer
@@ -57,9 +66,29 @@ class NoticeView:
         }
 
 
+def check_text_messages_fit(settings: Settings) -> None:
+    """Refuse a configuration whose text messages cannot fit in one message (a long
+    web.public_url with long codes), before any notice waits for ever."""
+    if not settings.sms.enabled:
+        return
+    link = opt_out_link(settings, "0" * 32, dt.date(2026, 1, 1))  # every link is this long
+    for branch in settings.branches.values():
+        length = longest_sms(branch.language, branch.code_length, link)
+        if length > SMS_LIMIT:
+            raise ConfigError(
+                f"text messages of branch {branch.id} could run to {length} characters, "
+                f"over the {SMS_LIMIT} of one message: shorten web.public_url by "
+                f"{length - SMS_LIMIT} or more"
+            )
+
+
 class NoticeWorker(OutboxWorker):
     model = Notice
     noun = "notice"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        check_text_messages_fit(self.settings)
 
     def route(self, row: Notice) -> str:
         return row.channel
@@ -74,7 +103,9 @@ class NoticeWorker(OutboxWorker):
             content = self._content(row, sealed.get("title"))
             if content is None:
                 return Outcome("the hold ended before it was sent", permanent=True)
-            to = sealed["to"]
+            # Checked again here: a row queued by an older, laxer version must end plainly,
+            # not fail inside the mail library with the address in its message.
+            to = clean_email(sealed["to"]) if row.channel == "email" else clean_phone(sealed["to"])
             if row.channel == "email":
                 self._require(settings.mail.enabled, "email")
                 send_mail(settings.mail, email_message(content, settings.mail.sender, to))
@@ -87,6 +118,10 @@ class NoticeWorker(OutboxWorker):
         except DeliveryError as exc:
             log.warning("notice %s not sent: %s", row.id, exc)
             return Outcome(str(exc), permanent=exc.permanent)
+        except MessageTooLong as exc:  # see check_text_messages_fit
+            return Outcome(str(exc), permanent=True)
+        except InvalidInput:
+            return Outcome(f"the {row.channel} contact cannot be used", permanent=True)
         except ConfigError as exc:  # fix the configuration, then it goes
             return Outcome(str(exc))
         log.info("notice %s accepted (%s)", row.id, row.channel)

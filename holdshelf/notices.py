@@ -103,14 +103,40 @@ def gsm7_length(text: str) -> int:
     return sum(2 if char in GSM_EXTENDED else 1 for char in text)
 
 
+class MessageTooLong(ValueError):
+    """No wording fits in one text message (see longest_sms)."""
+
+
+def _sms(template: str, content: NoticeContent) -> str:
+    return gsm7(" ".join(render(template, content).split()))
+
+
 def sms_text(content: NoticeContent) -> str:
     """The message in one GSM-7 text message: the shorter wording when the long one is too
     long (long branch names)."""
     for template in SMS_TEMPLATES:
-        text = gsm7(" ".join(render(template, content).split()))
+        text = _sms(template, content)
         if gsm7_length(text) <= SMS_LIMIT:
             return text
-    raise ValueError("a text message would be longer than 160 characters")
+    raise MessageTooLong(f"a text message would be longer than {SMS_LIMIT} characters")
+
+
+def longest_sms(language: str, code_length: int, link: str) -> int:
+    """The longest message the shorter wording makes for any day, shelf or desk, with codes
+    of ``code_length`` and a link as long as ``link``: checked when the worker starts, so no
+    notice is queued that can never be sent."""
+    code = ShelfCode("W" * code_length)
+    first = dt.date(2026, 1, 25)  # every weekday of every month, two-digit days
+    days = [
+        first.replace(month=month) + dt.timedelta(days=n)
+        for month in range(1, 13)
+        for n in range(7)
+    ]
+    return max(
+        gsm7_length(_sms(SMS_TEMPLATES[-1], NoticeContent("", code, day, desk, link, language)))
+        for day in days
+        for desk in (False, True)
+    )
 
 
 def sms_email(content: NoticeContent, sender: str, number: str, domain: str) -> EmailMessage:

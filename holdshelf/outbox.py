@@ -20,6 +20,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from holdshelf.domain.holds import HoldStatus
+from holdshelf.errors import unexpected
 from holdshelf.settings import Settings
 from holdshelf.storage.database import stored_time
 from holdshelf.storage.models import Hold, OutboxMixin
@@ -102,7 +103,8 @@ class OutboxWorker(ABC):
             try:
                 outcome = self.deliver(row)
             except Exception as exc:  # a bug must not stop the queue; the row is kept
-                log.exception("%s %s: delivery failed", self.noun, row.id)
+                # The type and the place only: an exception's message may quote an address.
+                log.error("%s %s: delivery failed: %s", self.noun, row.id, unexpected(exc))
                 outcome = Outcome(f"internal error ({type(exc).__name__})")
             self._record(row.id, outcome)
             if outcome.delivered:

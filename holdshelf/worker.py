@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from holdshelf.errors import unexpected
 from holdshelf.notice_worker import NoticeWorker
 from holdshelf.outbox import PassReport
 from holdshelf.print_worker import PrintWorker
@@ -55,7 +56,7 @@ class Worker:
         while not stop.is_set():
             try:
                 self.run_once()
-            except Exception:  # a database hiccup must not end the worker; it retries
-                log.exception("worker pass failed")
+            except Exception as exc:  # a database hiccup must not end the worker; it retries
+                log.error("worker pass failed: %s", unexpected(exc))
             self._wake.wait(poll_seconds)
             self._wake.clear()

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from holdshelf.domain.codes import ShelfCode
+from holdshelf.domain.contacts import clean_email, clean_phone
 from holdshelf.domain.holds import (
     ENDINGS,
     MAX_RETENTION_DAYS,
@@ -131,13 +132,59 @@ def test_barcodes_are_trimmed_and_cards_normalised() -> None:
     assert clean_barcode("  39010001234567\t") == "39010001234567"
     assert normalise_card(" 2101-0009 8765 43 ") == "21010009876543"
     assert normalise_card("d123abc") == "D123ABC"
+    for only_separators in ("-", "- -", "--\t"):  # every such "card" would be one patron
+        with pytest.raises(InvalidInput, match="no digits or letters"):
+            normalise_card(only_separators)
 
 
 def test_dates_are_iso() -> None:
     assert parse_date(" 2026-11-23 ") == MONDAY
-    for bad in ("2026-13-01", "23/11/2026", "tomorrow", ""):
+    for bad in (
+        "2026-13-01",
+        "23/11/2026",
+        "tomorrow",
+        "",
+        "2026-W48-1",
+        "20261123",
+        "２０２６-11-23",
+    ):
         with pytest.raises(InvalidInput, match="YYYY-MM-DD"):
             parse_date(bad)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ana.okafor,x@example.org",
+        "<ana>@example.org",
+        "ana@example.org>",
+        "a..b@example.org",
+        ".ana@example.org",
+        "ana@example",
+        "ana@-example.org",
+        "an a@example.org",
+        "ana@exa_mple.org",
+        '"ana"@example.org',
+        "ana@exam\nple.org",
+        "x" * 65 + "@example.org",
+    ],
+)
+def test_email_addresses_a_mail_library_might_misread_are_refused(address: str) -> None:
+    with pytest.raises(InvalidInput, match="does not look like one"):
+        clean_email(address)
+
+
+def test_contacts_are_cleaned() -> None:
+    assert clean_email(" a.b+holds@mail.example.co.uk ") == "a.b+holds@mail.example.co.uk"
+    assert clean_phone("+1 (555) 123-4567") == "+15551234567"
+    for number in (
+        "+\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078",
+        "\u0661" * 9,
+        "123",
+        "+1" * 9,
+    ):
+        with pytest.raises(InvalidInput, match="7 to 15 digits"):
+            clean_phone(number)
 
 
 def test_pseudonyms_are_stable_keyed_and_normalised() -> None:

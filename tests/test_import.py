@@ -118,6 +118,32 @@ def test_missing_column_and_unknown_format(service, tmp_path) -> None:
     assert len(import_holds(service, latin, "MAIN", encoding="cp1252").imported) == 1
 
 
+def test_a_shifted_row_is_refused_not_guessed_at(service, tmp_path, patrons) -> None:
+    """An unquoted comma in a name moves the card into the barcode column."""
+    ana, ben = patrons[0], patrons[1]
+    path = write(
+        tmp_path / "shifted.csv",
+        ["patron_name,patron_card,item_barcode", f"{ana.name},{ana.card},I1", f"x,{ben.card},I2"],
+    )
+    path.write_text(path.read_text().replace(ana.name, ana.name.replace(" ", ", ")))
+    report = import_holds(service, path, "MAIN")
+    assert report.bad == [(2, "4 cells where the header has 3")]
+    assert [line for line, _ in report.imported] == [3] and len(service.shelf()) == 1
+    assert_no_patron_data(raw_database_bytes(service), [ana])
+
+
+def test_unreadable_files_get_one_clear_message(service, tmp_path) -> None:
+    runaway = write(tmp_path / "runaway.csv", ["item_barcode,patron_card", '1,"' + "9" * 200_000])
+    with pytest.raises(InvalidInput, match="line 2 is not readable as CSV"):
+        import_holds(service, runaway, "MAIN")
+    good = write(tmp_path / "good.csv", ["item_barcode,patron_card", "1,2"])
+    with pytest.raises(InvalidInput, match="unknown encoding 'bogus'"):
+        import_holds(service, good, "MAIN", encoding="bogus")
+    with pytest.raises(InvalidInput, match="is not utf-16 text"):
+        import_holds(service, good, "MAIN", encoding="utf-16")
+    assert service.shelf() == []
+
+
 def test_other_patron_columns_are_never_stored(service, tmp_path, patrons) -> None:
     import_holds(service, generic_report(tmp_path, patrons), "MAIN")
     service.purge()

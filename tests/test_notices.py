@@ -282,6 +282,50 @@ def test_long_branch_names_still_fit_one_message(service, worker, gateway, clock
     assert text.startswith("Hold ")  # the shorter wording
 
 
+def test_a_public_url_too_long_for_one_message_is_refused_at_start(service, clock) -> None:
+    from holdshelf.errors import ConfigError
+    from holdshelf.settings import load_settings
+
+    def worker_with(url: str) -> Worker:
+        environ = {"HOLDSHELF_WEB__PUBLIC_URL": url, "HOLDSHELF_BRANCHES__EAST__CODE_LENGTH": "8"}
+        settings = load_settings(service.settings.instance_dir, environ=environ)
+        return Worker(settings, service.sessions, clock)
+
+    worker_with("https://holds.example.org/" + "x" * 31)  # 57 characters: fits
+    with pytest.raises(ConfigError, match="branch EAST could run to 16[0-9] characters"):
+        worker_with("https://holds.example.org/" + "x" * 34)
+
+
+def test_notices_a_mail_library_cannot_take_fail_plainly(
+    service, worker, mailbox, patrons, monkeypatch, caplog
+) -> None:
+    """A bug while building a message keeps the notice and logs no address; a stored
+    address that today's checks refuse (queued by an older version) ends the notice."""
+    import holdshelf.notice_worker as notice_worker
+    from holdshelf.sealing import Sealer
+
+    mailbox.start()
+    entry = service.ready("MAIN", "I1", patrons[0].card, email=patrons[0].email)
+
+    def broken(content, sender, to):
+        raise ValueError(f"cannot parse {to}")
+
+    monkeypatch.setattr(notice_worker, "email_message", broken)
+    assert worker.run_once().notices.failed == {"email": "internal error (ValueError)"}
+    monkeypatch.undo()
+    assert patrons[0].email not in caplog.text
+    assert "ValueError at test_notices.py" in caplog.text  # where, without the message
+
+    with service.sessions.begin() as session:  # as an older version might have queued it
+        (notice,) = session.scalars(select(Notice))
+        notice.sealed = Sealer(service.settings.data_key).seal({"to": "ana,x@example.org"})
+    assert worker.run_once(ignore_backoff=True).notices.given_up == 1
+    (failed,) = notices(service)
+    assert (failed.status, failed.sealed) == ("failed", None)
+    assert failed.last_error == "the email contact cannot be used"
+    assert mailbox.messages == [] and service.find(entry.code.display) == entry
+
+
 # -- what is stored ------------------------------------------------------------------------------
 
 

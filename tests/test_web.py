@@ -238,6 +238,10 @@ def test_no_open_redirect_after_sign_in(app) -> None:
         ("//evil.example/x", "/checkin"),
         ("/shelf", "/shelf"),
         ("https://evil.example", "/checkin"),
+        ("/%09/evil.example", "/checkin"),  # a tab, dropped by browsers: "//evil.example"
+        ("/%0A/evil.example", "/checkin"),  # a newline: must not reach a header
+        ("/%5C/evil.example", "/checkin"),  # a backslash, read as a slash by browsers
+        ("/shelf?branch=MAIN", "/shelf?branch=MAIN"),
     ):
         client.post("/logout", data={"csrf_token": csrf_token(client)})
         response = client.post(

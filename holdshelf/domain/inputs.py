@@ -32,11 +32,20 @@ def clean_barcode(raw: str | None, what: str = "item barcode") -> str:
 
 def normalise_card(raw: str | None) -> str:
     """The canonical form of a library card number: upper-case, no spaces or hyphens."""
-    return _CARD_SEPARATORS.sub("", clean_barcode(raw, "card number")).upper()
+    card = _CARD_SEPARATORS.sub("", clean_barcode(raw, "card number")).upper()
+    if not card:  # only separators: every such "card" would share one pseudonym
+        raise InvalidInput("the card number has no digits or letters")
+    return card
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 def parse_date(raw: str, what: str = "date") -> dt.date:
-    try:
-        return dt.date.fromisoformat(raw.strip())
+    value = raw.strip()
+    try:  # fromisoformat alone also takes week dates (2026-W49-1) and 20261201
+        if not _ISO_DATE.fullmatch(value):
+            raise ValueError(value)
+        return dt.date.fromisoformat(value)
     except ValueError:
         raise InvalidInput(f"the {what} must be a date as YYYY-MM-DD") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -79,8 +80,17 @@ def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _safe_next(target: str | None) -> str | None:
-    """Only a path on this site: never an open redirect to another origin."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """Only a path on this site: never an open redirect to another origin. Browsers and
+    Werkzeug drop tabs and newlines from URLs ("/<tab>/evil.example" becomes "//evil.example"),
+    so a target with any control character, space or backslash is refused outright."""
+    if not target or any(ch <= " " or ch in "\\\x7f" for ch in target):
+        return None
+    parts = urlsplit(target)
+    if (
+        target.startswith("/")
+        and not target.startswith("//")
+        and not (parts.scheme or parts.netloc)
+    ):
         return target
     return None
 

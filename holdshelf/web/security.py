@@ -9,6 +9,7 @@ from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from holdshelf.errors import unexpected
 from holdshelf.web.api import problem_for
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def internal_error(error: Exception) -> Any:
-        log.exception("unexpected error on %s %s", request.method, request.endpoint)
+        log.error(
+            "unexpected error on %s %s: %s", request.method, request.endpoint, unexpected(error)
+        )
         if _is_api():
             return problem_for(error)
         return error_page(500)
