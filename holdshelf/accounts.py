@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -202,8 +202,11 @@ class Accounts:
                 return None
             if now - row.last_seen > LAST_SEEN_GRANULARITY:
                 row.last_seen = now
-            patron = row.patron if row.patron_until and row.patron_until > now else None
-            return StaffSession(user.id, user.name, user.role, row.branch, patron)
+            if row.patron_until is not None and row.patron_until <= now:
+                # The focus is over: the pseudonym goes from the row, not just from view,
+                # so a session row never ties an audit entry to a patron.
+                row.patron, row.patron_until = None, None
+            return StaffSession(user.id, user.name, user.role, row.branch, row.patron)
 
     def sign_out(self, token: str | None) -> None:
         if token:
@@ -248,6 +251,11 @@ class Accounts:
                     | (WebSession.created_at < now - web.session_max)
                 )
             ).rowcount
+            session.execute(  # sessions left open after serving a patron
+                update(WebSession)
+                .where(WebSession.patron_until <= now)
+                .values(patron=None, patron_until=None)
+            )
             removed += session.execute(
                 delete(LoginFailure).where(LoginFailure.at < now - web.login_window)
             ).rowcount

@@ -33,7 +33,7 @@ from holdshelf.print_worker import send_test_slip
 from holdshelf.service import HoldService, PatronView
 from holdshelf.settings import Settings, default_instance_dir, load_settings
 from holdshelf.storage import database
-from holdshelf.worker import Worker
+from holdshelf.worker import Worker, housekeep
 
 log = logging.getLogger("holdshelf")
 
@@ -815,13 +815,12 @@ def patron_show(ctx: Context, card: str, as_json: bool) -> None:
 def purge(ctx: Context) -> None:
     """Delete ended holds' links to patrons when due, free codes rested 30 days, and forget
     expired sessions and audit entries past retention.audit_days."""
-    report = ctx.service.purge()
-    forgotten = ctx.accounts.purge() + ctx.integrations.purge()
+    report = housekeep(ctx.settings, ctx.service.sessions)
     click.echo(
         f"deleted {report.unlinked_holds} ended-hold links; "
         f"freed {report.freed_codes} codes for reuse; "
-        f"removed {forgotten} expired sessions, idempotency keys, sign-in failures and old "
-        "audit entries"
+        f"removed {report.forgotten} expired sessions, idempotency keys, sign-in failures and "
+        "old audit entries"
     )
 
 

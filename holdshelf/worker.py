@@ -14,13 +14,39 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from holdshelf.accounts import Accounts
 from holdshelf.errors import unexpected
+from holdshelf.integrations import Integrations
 from holdshelf.notice_worker import NoticeWorker
 from holdshelf.outbox import PassReport
 from holdshelf.print_worker import PrintWorker
+from holdshelf.service import HoldService
 from holdshelf.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Retention is kept by the running server too, not only by a cron job someone may forget:
+# ended holds' links, rested codes, finished slips and notices, sessions, old audit entries.
+HOUSEKEEPING_EVERY = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class HousekeepingReport:
+    unlinked_holds: int
+    freed_codes: int
+    forgotten: int  # sessions, idempotency keys, sign-in failures, audit entries
+
+
+def housekeep(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    clock: Callable[[], dt.datetime] | None = None,
+) -> HousekeepingReport:
+    """Everything retention asks to delete, now (`holdshelf purge`, and hourly in `serve`)."""
+    holds = HoldService(settings, sessions, clock).purge()
+    forgotten = Accounts(settings, sessions, clock).purge()
+    forgotten += Integrations(settings, sessions, clock).purge()
+    return HousekeepingReport(holds.unlinked_holds, holds.freed_codes, forgotten)
 
 
 @dataclass(frozen=True)
@@ -38,6 +64,9 @@ class Worker:
     ) -> None:
         self.prints = PrintWorker(settings, sessions, clock)
         self.notices = NoticeWorker(settings, sessions, clock)
+        self._housekeeping = (settings, sessions, clock)
+        self._clock = clock or settings.now
+        self._next_housekeeping: dt.datetime | None = None
         self._wake = threading.Event()
 
     def run_once(self, *, ignore_backoff: bool = False) -> WorkReport:
@@ -45,6 +74,14 @@ class Worker:
             prints=self.prints.run_once(ignore_backoff=ignore_backoff),
             notices=self.notices.run_once(ignore_backoff=ignore_backoff),
         )
+
+    def housekeep_if_due(self) -> HousekeepingReport | None:
+        """Purge at the first pass and then every HOUSEKEEPING_EVERY."""
+        now = self._clock()
+        if self._next_housekeeping is not None and now < self._next_housekeeping:
+            return None
+        self._next_housekeeping = now + HOUSEKEEPING_EVERY
+        return housekeep(*self._housekeeping)
 
     def wake(self) -> None:
         """Start the next pass now (something was just queued in this process)."""
@@ -56,6 +93,7 @@ class Worker:
         while not stop.is_set():
             try:
                 self.run_once()
+                self.housekeep_if_due()
             except Exception as exc:  # a database hiccup must not end the worker; it retries
                 log.error("worker pass failed: %s", unexpected(exc))
             self._wake.wait(poll_seconds)

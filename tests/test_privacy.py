@@ -121,3 +121,30 @@ def test_log_records_carry_no_patron_data(
     assert_no_patron_data(text, patrons)
     for patron in patrons:
         assert pseudonym(patron.card) not in text
+
+
+def test_the_running_worker_keeps_retention_without_cron(service: HoldService, clock, patrons):
+    """`serve` purges hourly: a library that never set up `holdshelf purge` in cron still
+    forgets ended holds' links, rested codes and old sessions on time."""
+    from holdshelf.settings import load_settings
+    from holdshelf.worker import Worker
+
+    environ = {"HOLDSHELF_RETENTION__ENDED_HOLD_DAYS": "2"}
+    settings = load_settings(service.settings.instance_dir, environ=environ)
+    kept = HoldService(settings, service.sessions, clock)
+    worker = Worker(settings, service.sessions, clock)
+    entry = kept.ready("MAIN", "I1", patrons[0].card)
+    kept.pickup(entry.code.display)
+    assert worker.housekeep_if_due() is not None  # the first pass: nothing due yet
+    assert linked_holds(kept) == 1
+    clock.advance(days=2)
+    assert worker.housekeep_if_due() is not None  # an hour has passed
+    assert linked_holds(kept) == 0
+    assert worker.housekeep_if_due() is None  # not again within the hour
+    clock.advance(minutes=61)
+    assert worker.housekeep_if_due() is not None
+
+
+def linked_holds(service: HoldService) -> int:
+    with service.sessions() as session:
+        return len(session.scalars(select(Hold).where(Hold.patron.is_not(None))).all())

@@ -126,11 +126,23 @@ def test_opt_out_at_the_patron_desk_and_move_to_desk(client, app, patrons) -> No
     assert actions == ["set pickup to desk", "looked up a patron"]
 
 
+def focused_patrons(app) -> list[str | None]:
+    """The patron pseudonyms kept in the desk sessions' rows."""
+    from sqlalchemy import select
+
+    from holdshelf.storage.models import WebSession
+
+    with app.extensions["holdshelf"].service.sessions() as session:
+        return list(session.scalars(select(WebSession.patron)))
+
+
 def test_patron_focus_times_out(client, app, clock: Clock, patrons) -> None:
     post(client, "/patron", {"card": patrons[0].card})
     assert "What the library holds" in client.get("/patron").get_data(as_text=True)
+    assert focused_patrons(app) != [None]
     clock.advance(minutes=6)
     assert 'id="card"' in client.get("/patron").get_data(as_text=True)
+    assert focused_patrons(app) == [None]  # gone from the row, not only from the page
     refused = post(client, "/patron/choice", {"choice": "desk"}, page="/patron")
     assert refused.status_code == 302
     assert "Scan the patron" in client.get("/patron").get_data(as_text=True)
@@ -256,6 +268,10 @@ def test_purge_forgets_expired_sessions_and_old_audit_entries(app, client, clock
     accounts = app.extensions["holdshelf"].accounts
     post(client, "/patron", {"card": patrons[0].card})
     assert len(accounts.audit_entries()) == 1
+    clock.advance(minutes=6)  # the desk walks away without opening another page
+    assert focused_patrons(app) != [None]
+    accounts.purge()
+    assert focused_patrons(app) == [None]  # purge ends the focus in the session row
     clock.advance(days=89)
     assert accounts.purge() == 1  # the desk's session, idle for 89 days
     assert len(accounts.audit_entries()) == 1
