@@ -117,6 +117,7 @@ def test_privacy_notice_follows_the_configuration(app, service, clock) -> None:
     assert "no cookies, no analytics" in page
     assert "Ask at the desk of Central Library." in page
     assert "email address or mobile number" not in page  # no notices configured here
+    assert "item's title" not in page and "barcode, so staff" not in page  # off by default
     changed = load_settings(
         service.settings.instance_dir,
         environ={
@@ -125,6 +126,9 @@ def test_privacy_notice_follows_the_configuration(app, service, clock) -> None:
             "HOLDSHELF_PRIVACY__CONTACT": "privacy@library.example.org",
             "HOLDSHELF_MAIL__HOST": "mail.library.example.org",
             "HOLDSHELF_MAIL__SENDER": "holds@library.example.org",
+            "HOLDSHELF_SLIPS__SHOW_TITLE": "true",
+            "HOLDSHELF_SLIPS__SHOW_ITEM_TAIL": "true",
+            "HOLDSHELF_NOTICES__SHOW_TITLE": "true",
         },
     )
     other = create_app(changed, clock=clock, service=service).test_client()
@@ -134,6 +138,10 @@ def test_privacy_notice_follows_the_configuration(app, service, clock) -> None:
     assert "Ask Central Library: privacy@library.example.org." in page
     assert "encrypted, only until the message has been accepted" in page
     assert "mail server (mail.library.example.org)" in page
+    assert "title, to print it on the hold slip: kept with the slip" in page
+    assert "title (shortened): anyone at the shelf can read it" in page
+    assert "title, to name it in the message to you: encrypted" in page
+    assert "last 4 characters of the item's barcode" in page
     spanish = get(other, "/privacy?lang=es").get_data(as_text=True)
     assert "se guarda 3 días y después se borra" in spanish
 
