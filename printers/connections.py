@@ -116,6 +116,10 @@ class NetworkConnection:
                 return _query_status(sock)
         except PrinterError as exc:
             return PrinterStatus(False, detail=str(exc))
+        except TimeoutError:
+            return PrinterStatus(False, detail="no answer to the status request (timed out)")
+        except OSError as exc:  # reset or closed while it answered (a printer rebooting)
+            return PrinterStatus(False, detail=f"the connection dropped ({exc.strerror or exc})")
 
     def _require_ready(self, sock: socket.socket, when: str) -> None:
         status = _query_status(sock)

@@ -292,7 +292,7 @@ def test_a_public_url_too_long_for_one_message_is_refused_at_start(service, cloc
         return Worker(settings, service.sessions, clock)
 
     worker_with("https://holds.example.org/" + "x" * 31)  # 57 characters: fits
-    with pytest.raises(ConfigError, match="branch EAST could run to 16[0-9] characters"):
+    with pytest.raises(ConfigError, match=r"branch EAST could run to 16[0-9] characters"):
         worker_with("https://holds.example.org/" + "x" * 34)
 
 

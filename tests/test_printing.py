@@ -361,6 +361,19 @@ def test_print_status_for_the_desk(service, worker, printer, clock, patrons) -> 
         back.stop()
 
 
+def test_printer_resetting_during_a_status_request(service, worker, printer, clock, patrons):
+    """A printer that reboots while answering: status says so, the slip waits, nothing breaks."""
+    printer.reset_on_status = True
+    settings = service.settings
+    status = connections.connect(settings.printers["front-desk"], settings.instance_dir).status()
+    assert not status.reachable and "connection dropped" in status.detail
+    service.ready("MAIN", "I1", patrons[0].card)
+    assert "connection dropped" in worker.run_once().failed["front-desk"]
+    printer.reset_on_status = False
+    clock.advance(minutes=1)
+    assert worker.run_once().sent == 1
+
+
 def test_device_file_printer(tmp_path: Path) -> None:
     """A printer at a device path (/dev/usb/lp0), written through python-escpos's File class."""
     from holdshelf.printers.slips import RenderedSlip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ class FakePrinter:
     paper_out: bool = False
     silent: bool = False
     close_after: int | None = None  # bytes of a job after which the connection is dropped
+    reset_on_status: bool = False  # a status request resets the connection (a rebooting printer)
     connections: list[bytes] = field(default_factory=list)
     last_byte_at: list[float] = field(default_factory=list)  # perf_counter() per connection
     _server: socket.socket | None = None
@@ -75,7 +77,10 @@ class FakePrinter:
                     del received[self.close_after :]
                     client.shutdown(socket.SHUT_RDWR)
                     break
-                self._answer_status(client, received, before)
+                try:
+                    self._answer_status(client, received, before)
+                except OSError:
+                    break
         with self._lock:
             self.connections.append(bytes(received))
             self.last_byte_at.append(last)
@@ -83,6 +88,11 @@ class FakePrinter:
     def _answer_status(self, client: socket.socket, received: bytearray, before: int) -> None:
         if self.silent:
             return
+        if self.reset_on_status and b"\x10\x04" in received:
+            # SO_LINGER 0: close() sends a RST, so the other side's recv() fails
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+            raise OSError("reset")
         start = max(0, before - 2)
         while (index := received.find(b"\x10\x04", start)) != -1 and index + 2 < len(received):
             answers = {
