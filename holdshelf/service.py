@@ -389,14 +389,9 @@ class HoldService:
         """The branch and slip of an active hold, as its newest slip was queued."""
         with self._sessions() as session:
             hold = self._find_by_code(session, code, branch_id)
-            payload = session.scalar(
-                select(PrintJob.payload)
-                .where(PrintJob.branch == hold.branch, PrintJob.code == hold.code)
-                .order_by(PrintJob.id.desc())
-                .limit(1)
-            )
-            if payload is not None:
-                return hold.branch, Slip.from_payload(json.loads(payload))
+            newest = self._newest_slip(session, hold)
+            if newest is not None:
+                return hold.branch, newest
             options = self.settings.slip_options
             entry = self._entry(hold)
             slip = Slip.for_hold(
@@ -410,9 +405,23 @@ class HoldService:
         with self._sessions.begin() as session:
             hold = self._find_by_code(session, code, branch_id)
             entry = self._entry(hold)
-            self._queue_slip(session, entry, "reprint", now, item=hold.item_barcode)
+            # Built afresh (the hold may have moved to the desk since), with the title the
+            # hold arrived with while its print job is kept: a title is stored nowhere else.
+            newest = self._newest_slip(session, hold)
+            title = newest.title if newest is not None else None
+            self._queue_slip(session, entry, "reprint", now, item=hold.item_barcode, title=title)
         log.info("hold %s slip queued again", hold.id)
         return entry
+
+    @staticmethod
+    def _newest_slip(session: Session, hold: Hold) -> Slip | None:
+        payload = session.scalar(
+            select(PrintJob.payload)
+            .where(PrintJob.branch == hold.branch, PrintJob.code == hold.code)
+            .order_by(PrintJob.id.desc())
+            .limit(1)
+        )
+        return None if payload is None else Slip.from_payload(json.loads(payload))
 
     def _refuse_active_item(self, session: Session, item: str) -> None:
         active = session.scalar(
@@ -484,7 +493,7 @@ class HoldService:
         all of the pickup-by day); returns what to pull, in shelving order."""
         now = self._clock()
         on = on or now.date()
-        if on > now.date() + dt.timedelta(days=1):
+        if on > now.date():  # the patron has all of the pickup-by day, to the last minute
             raise InvalidInput("holds cannot be expired ahead of time (the date is in the future)")
         with self._sessions.begin() as session:
             due = session.scalars(

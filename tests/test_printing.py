@@ -335,6 +335,19 @@ def test_reprint_queues_the_same_slip_again(service, worker, printer, patrons) -
     assert [row.kind for row in job_rows(service)] == ["slip", "reprint"]
 
 
+def test_reprint_keeps_the_title_where_titles_are_shown(service, printer, clock, patrons):
+    from holdshelf.settings import load_settings
+
+    environ = {"HOLDSHELF_SLIPS__SHOW_TITLE": "true"}
+    settings = load_settings(service.settings.instance_dir, environ=environ)
+    titled = HoldService(settings, service.sessions, clock)
+    entry = titled.ready("MAIN", "I1", patrons[0].card, title="Middlemarch")
+    titled.reprint(entry.code.display)
+    PrintWorker(settings, service.sessions, clock).run_once()
+    first, second = printed_slips(printer, 2)
+    assert "Middlemarch" in first.all_text and first.lines == second.lines
+
+
 def test_preview_printer_writes_png_and_bin(service, worker, printer, patrons, monkeypatch) -> None:
     monkeypatch.setattr(connections, "PREVIEW_KEEP", 3)
     entries = [service.ready("EAST", f"E{n}", p.card) for n, p in enumerate(patrons[:5])]

@@ -180,10 +180,15 @@ def test_expire_ends_overdue_holds_and_lists_them_in_shelving_order(
     assert service.expire() == sorted([*early, desk], key=lambda e: (e.branch, e.code))
     assert service.shelf() == [late]
     assert service.expire() == []
-    # an explicit day; a day far in the future is refused
-    with pytest.raises(InvalidInput, match="ahead of time"):
-        service.expire(on=dt.date(2026, 12, 31))
-    clock.advance(days=2)  # Thu 3 Dec: a run for tomorrow is allowed (a late-night job)
+    # an explicit day; any future day is refused, tomorrow too: the patron has all of the
+    # pickup-by day (a nightly job runs after midnight)
+    clock.advance(days=2)  # Thu 3 Dec, the late hold's last day
+    for future in (dt.date(2026, 12, 4), dt.date(2026, 12, 31)):
+        with pytest.raises(InvalidInput, match="ahead of time"):
+            service.expire(on=future)
+    assert service.shelf() == [late]
+    assert service.expire(on=dt.date(2026, 12, 2)) == []  # a past day: nothing was due then
+    clock.advance(days=1)
     assert service.expire(on=dt.date(2026, 12, 4)) == [late]
 
 
