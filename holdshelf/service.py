@@ -471,12 +471,14 @@ class HoldService:
         code: str | None = None,
         *,
         item: str | None = None,
+        scan: str | None = None,
         branch_id: str | None = None,
         within: Collection[str] | None = None,
     ) -> ShelfEntry:
-        """Record that the patron collected the item, found by its code or its barcode (at
-        ``branch_id``, or at any branch ``within`` the given ones)."""
-        return self._end_one(HoldStatus.PICKED_UP, code, item, branch_id, within)
+        """Record that the patron collected the item, found by its code, its barcode, or
+        whichever of the two a desk ``scan`` is (at ``branch_id``, or at any branch ``within``
+        the given ones)."""
+        return self._end_one(HoldStatus.PICKED_UP, code, item, branch_id, within, scan)
 
     def cancel(
         self,
@@ -521,11 +523,12 @@ class HoldService:
             ).all()
             return [self._entry(hold) for hold in holds]
 
-    def expire_hold(self, code: str, branch_id: str) -> ShelfEntry:
-        """Staff pulled this overdue item from the shelf: the hold ends as expired."""
+    def expire_hold(self, scan: str, branch_id: str) -> ShelfEntry:
+        """Staff pulled this overdue item from the shelf (scanned its slip or its barcode):
+        the hold ends as expired."""
         now = self._clock()
         with self._sessions.begin() as session:
-            hold = self._find_by_code(session, code, branch_id)
+            hold = self._find_scanned(session, scan, branch_id)
             if hold.pickup_by >= now.date():
                 raise Conflict(
                     f"{ShelfCode(hold.code).display} can still be picked up until "
@@ -542,16 +545,18 @@ class HoldService:
         item: str | None,
         branch_id: str | None,
         within: Collection[str] | None = None,
+        scan: str | None = None,
     ) -> ShelfEntry:
-        if (code is None) == (item is None):
+        if [code, item, scan].count(None) != 2:
             raise InvalidInput("give either a shelf code or an item barcode")
         now = self._clock()
         with self._sessions.begin() as session:
-            hold = (
-                self._find_by_code(session, code, branch_id, within)
-                if code is not None
-                else self._find_by_item(session, clean_barcode(item), branch_id, within)
-            )
+            if scan is not None:
+                hold = self._find_scanned(session, scan, branch_id, within)
+            elif code is not None:
+                hold = self._find_by_code(session, code, branch_id, within)
+            else:
+                hold = self._find_by_item(session, clean_barcode(item), branch_id, within)
             entry = self._end(session, hold, outcome, now)
         log.info("hold %s %s", hold.id, outcome.label)
         return entry
@@ -642,6 +647,22 @@ class HoldService:
         if released:
             raise Conflict(f"the hold with code {display} has already ended")
         raise NotFound(f"no active hold has code {display}")
+
+    def _find_scanned(
+        self,
+        session: Session,
+        scan: str,
+        branch_id: str | None,
+        within: Collection[str] | None = None,
+    ) -> Hold:
+        """The active hold a desk scan names: a slip's code (or QR), else an item barcode."""
+        try:
+            return self._find_by_code(session, scan, branch_id, within)
+        except (InvalidShelfCode, NotFound) as not_a_code:
+            try:
+                return self._find_by_item(session, clean_barcode(scan), branch_id, within)
+            except NotFound:
+                raise not_a_code from None
 
     def _find_by_item(
         self,

@@ -164,7 +164,12 @@ def test_clear_shelf(client, app, clock: Clock, patrons) -> None:
     page = client.get("/clear").get_data(as_text=True)
     assert "Ended as expired" in page
     assert CODE.findall(page) == [codes[2]]
+    post(client, "/clear", {"scan": "NOT-AN-ITEM"})
+    assert "not a valid shelf code" in client.get("/clear").get_data(as_text=True)
     assert app.extensions["holdshelf"].service.shelf("MAIN")[0].code.display == codes[2]
+    post(client, "/clear", {"scan": "I2"})  # the item's barcode instead of its slip
+    page = client.get("/clear").get_data(as_text=True)
+    assert f"Ended as expired: {codes[2]}" in page and CODE.findall(page) == []
 
 
 def test_numbers_are_aggregates(client, patrons) -> None:

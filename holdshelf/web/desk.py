@@ -22,7 +22,7 @@ from flask import (
 )
 
 from holdshelf.domain.holds import PickupMode
-from holdshelf.errors import HoldshelfError, InvalidShelfCode, NotFound
+from holdshelf.errors import HoldshelfError
 from holdshelf.web.auth import desk, login_required
 
 bp = Blueprint("desk", __name__)
@@ -138,14 +138,7 @@ def pickup_post() -> Any:
     scanned = request.form.get("scan", "")
     service = desk().service
     try:
-        try:
-            entry = service.pickup(scanned, branch_id=_branch())
-        except (InvalidShelfCode, NotFound) as not_a_code:
-            # Not this branch's code: perhaps the item's barcode was scanned instead.
-            try:
-                entry = service.pickup(item=scanned, branch_id=_branch())
-            except NotFound:
-                raise not_a_code from None
+        entry = service.pickup(scan=scanned, branch_id=_branch())
     except HoldshelfError as exc:
         return render_template("pickup.html", error=str(exc)), 422
     flash(f"{entry.code.display} picked up. The patron can check it out now.")
