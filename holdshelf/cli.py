@@ -25,7 +25,7 @@ from holdshelf import __version__
 from holdshelf.accounts import Accounts
 from holdshelf.domain.holds import PickupMode, ShelfEntry
 from holdshelf.domain.inputs import parse_date
-from holdshelf.errors import HoldshelfError
+from holdshelf.errors import HoldshelfError, InvalidInput
 from holdshelf.importer import FORMATS, export_holds, export_stats, import_holds
 from holdshelf.instance import write_config
 from holdshelf.integrations import Integrations
@@ -372,12 +372,7 @@ def slip(ctx: Context, code: str, branch_id: str | None, fmt: str, out: str) -> 
 
     branch, slip_ = ctx.service.slip(code, branch_id)
     rendered = RenderedSlip(slip_, ctx.settings.printer_of(branch))
-    data = rendered.escpos if fmt == "escpos" else rendered.png()
-    if out == "-":
-        click.get_binary_stream("stdout").write(data)
-    else:
-        Path(out).write_bytes(data)
-        click.echo(f"wrote {out} ({len(data):,} bytes)", err=True)
+    _write(out, rendered.escpos if fmt == "escpos" else rendered.png())
 
 
 @cli.command()
@@ -717,12 +712,17 @@ def export() -> None:
     """The shelf and the daily counts for the library's own reporting (no patron data)."""
 
 
-def _write(out: str, text: str) -> None:
+def _write(out: str, data: str | bytes) -> None:
+    """To a file, or to standard output for "-"; a file that cannot be written is one line."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
     if out == "-":
-        click.echo(text, nl=False)
-    else:
-        Path(out).write_text(text, encoding="utf-8")
-        click.echo(f"wrote {out}", err=True)
+        click.echo(raw, nl=False)  # bytes go to the binary stream as they are
+        return
+    try:
+        Path(out).write_bytes(raw)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {out}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {out} ({len(raw):,} bytes)", err=True)
 
 
 format_option = click.option(

@@ -188,5 +188,7 @@ def test_import_and_export_commands(service, tmp_path, patrons, capsys) -> None:
     assert target.read_text().splitlines()[1].endswith(",MAIN,ready,shelf,6")
     code, _, err = run("import", str(tmp_path / "missing.csv"), "--branch", "MAIN")
     assert code == 1 and err.startswith("error: cannot read")
+    code, _, err = run("export", "holds", "--out", str(tmp_path / "no-such-folder" / "x.csv"))
+    assert code == 1 and err.startswith("error: cannot write") and err.count("\n") == 1
     for text in (out, err, target.read_text()):
         assert_no_patron_data(text, patrons)
