@@ -26,6 +26,7 @@ from holdshelf.domain.holds import (
     PickupMode,
     PickupPolicy,
 )
+from holdshelf.domain.pseudonyms import MIN_KEY_BYTES
 from holdshelf.domain.slips import SlipOptions
 from holdshelf.errors import ConfigError
 from holdshelf.printers.config import PrinterSettings, printer_from_table
@@ -204,8 +205,13 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str = "") -
     result = copy.deepcopy(base)
     for key, value in override.items():
         path = f"{where}{key}"
-        if key not in base and where.rstrip(".") not in OPEN_TABLES:
+        open_table = where.rstrip(".") in OPEN_TABLES
+        if key not in base and not open_table:
             raise ConfigError(f"unknown configuration key {path!r}")
+        table_expected = open_table or isinstance(base.get(key), Mapping)
+        if table_expected != isinstance(value, Mapping):
+            kind = "a table ([" + path + "])" if table_expected else "a value, not a table"
+            raise ConfigError(f"configuration key {path!r} must be {kind}")
         if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
             result[key] = _merge(base[key], value, f"{path}.")
         else:
@@ -243,6 +249,8 @@ def _subtable(config: dict[str, Any], table: str, env_name: str) -> dict[str, An
 
 def _coerce(raw: str, current: Any, env_name: str) -> Any:
     """The environment's string as the type the key already has."""
+    if isinstance(current, dict):
+        raise ConfigError(f"environment variable {env_name} names a table, not a key")
     try:
         if isinstance(current, bool):
             if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
@@ -326,6 +334,10 @@ def check_secrets(secrets: Mapping[str, str], *, development: bool) -> None:
         raise ConfigError(
             f"missing secret {missing[0]}: run `holdshelf init` or set {ENV_PREFIX}"
             f"{missing[0].upper()}"
+        )
+    if len(secrets["pseudonym_key"].encode("utf-8")) < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"pseudonym_key is shorter than {MIN_KEY_BYTES} bytes: run `holdshelf init`"
         )
     if development:
         return

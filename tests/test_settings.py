@@ -130,6 +130,9 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ({"HOLDSHELF_BRANCHES__MAIN__PICKUP_DAYS": "0"}, "pickup_days must be"),
         ({"HOLDSHELF_BRANCHES__MAIN__CLOSED_DAYS": '["funday"]'}, "closed_days must list"),
         ({"HOLDSHELF_DATABASE_URL": "not a url"}, None),
+        ({"HOLDSHELF_WEB": "1"}, "HOLDSHELF_WEB names a table, not a key"),
+        ({"HOLDSHELF_BRANCHES__MAIN": "x"}, "HOLDSHELF_BRANCHES__MAIN names a table"),
+        ({"HOLDSHELF_PSEUDONYM_KEY": "short"}, "pseudonym_key is shorter than 16 bytes"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, environ: dict, message: str | None) -> None:
@@ -150,6 +153,10 @@ def test_bad_settings_are_named(tmp_path: Path, environ: dict, message: str | No
         ("[branches.MAIN]\nnmae = 'x'\n", "unknown configuration key 'branches.MAIN.nmae'"),
         ("[retention]\nforever = true\n", "unknown configuration key 'retention.forever'"),
         ("this is = not toml\n", "is not valid TOML"),
+        ('web = "x"\n', r"'web' must be a table \(\[web\]\)"),
+        ("api = []\n", "'api' must be a table"),
+        ("[mail.host]\nname = 'x'\n", "'mail.host' must be a value, not a table"),
+        ("[branches]\nWEST = 'x'\n", "'branches.WEST' must be a table"),
     ],
 )
 def test_config_file_typos_are_named(tmp_path: Path, addition: str, message: str) -> None:

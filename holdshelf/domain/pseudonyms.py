@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from holdshelf.domain.inputs import normalise_card
 
 PSEUDONYM_BYTES = 16
+MIN_KEY_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,8 @@ class Pseudonymizer:
     key: bytes
 
     def __post_init__(self) -> None:
-        if len(self.key) < 16:
-            raise ValueError("the pseudonym key must be at least 16 bytes")
+        if len(self.key) < MIN_KEY_BYTES:
+            raise ValueError(f"the pseudonym key must be at least {MIN_KEY_BYTES} bytes")
 
     def __call__(self, card_number: str) -> str:
         """The patron's pseudonym: 32 hex characters."""
