@@ -9,7 +9,12 @@ class HoldshelfError(Exception):
 
 
 class InvalidInput(HoldshelfError):
-    """A barcode, card number, date or option that cannot be accepted."""
+    """A barcode, card number, date or option that cannot be accepted; ``field`` names the
+    input at fault where the caller's form or JSON has one by that name."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class InvalidShelfCode(InvalidInput):

@@ -321,11 +321,13 @@ class HoldService:
         contacts = {}
         if email and email.strip():
             if not self.settings.mail.enabled:
-                raise InvalidInput("email notices are not set up here ([mail] host)")
+                raise InvalidInput("email notices are not set up here ([mail] host)", field="email")
             contacts["email"] = clean_email(email)
         if sms and sms.strip():
             if not self.settings.sms.enabled:
-                raise InvalidInput("text-message notices are not set up here ([sms] gateway)")
+                raise InvalidInput(
+                    "text-message notices are not set up here ([sms] gateway)", field="sms"
+                )
             contacts["sms"] = clean_phone(sms)
         return contacts
 

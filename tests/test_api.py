@@ -130,6 +130,12 @@ def test_the_same_item_for_someone_else_is_a_conflict(api, patrons) -> None:
         ({"item_barcode": 17, "patron_card": "2101"}, "item_barcode"),
         ({"item_barcode": "I1", "patron_card": "2101", "branch": "MOON"}, "branch"),
         ({"item_barcode": "I1", "patron_card": "2101", "sms": "12"}, "sms"),
+        ({"item_barcode": "I1", "patron_card": "2101", "pickup_by": "2026-W49-1"}, "pickup_by"),
+        ({"item_barcode": "I1", "patron_card": "2101", "pickup_by": "2030-01-01"}, "pickup_by"),
+        ({"item_barcode": "I1", "patron_card": "- -"}, "patron_card"),
+        # well-formed contacts, but no notices are set up in this instance
+        ({"item_barcode": "I1", "patron_card": "2101", "email": "ana@example.org"}, "email"),
+        ({"item_barcode": "I1", "patron_card": "2101", "sms": "+15551234567"}, "sms"),
     ],
 )
 def test_malformed_input_names_the_field(api, app, body: dict, field: str) -> None:
@@ -280,6 +286,8 @@ def test_stats(api, main_api, patrons) -> None:
 
 def test_no_html_and_no_traceback_under_api(api, app, monkeypatch) -> None:
     problem(api.get("/no/such/thing"), 404, "not-found")
+    for path in ("/api", "/api/", "/api/v2/holds"):
+        assert api.client.get(path).content_type == "application/problem+json", path
     problem(api.client.delete("/api/v1/holds", headers=api.headers()), 405, "method-not-allowed")
     monkeypatch.setattr(app.extensions["holdshelf"].service, "shelf", lambda *a, **k: 1 / 0)
     body = problem(api.get("/holds"), 500, "internal")

@@ -86,10 +86,13 @@ class PickupPolicy:
     def check_requested(self, requested: dt.date, today: dt.date) -> dt.date:
         """A pickup-by date given by the ILS or the clerk, refused when it cannot be meant."""
         if requested < today:
-            raise InvalidInput(f"the pickup-by date {requested.isoformat()} is in the past")
+            raise InvalidInput(
+                f"the pickup-by date {requested.isoformat()} is in the past", field="pickup_by"
+            )
         if requested > today + dt.timedelta(days=MAX_PICKUP_DAYS):
             raise InvalidInput(
-                f"the pickup-by date {requested.isoformat()} is more than a year away"
+                f"the pickup-by date {requested.isoformat()} is more than a year away",
+                field="pickup_by",
             )
         return requested
 

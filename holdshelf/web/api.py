@@ -94,6 +94,7 @@ def problem_for(error: Exception) -> Response:
 
 
 def _problem_from(error: HoldshelfError, field: str | None = None) -> Problem:
+    field = field or getattr(error, "field", None)
     extra = {"field": field} if field else {}
     if isinstance(error, NotFound):
         return Problem(404, "not-found", str(error))
@@ -252,7 +253,7 @@ def _make_ready(data: dict[str, str], branch: str | None) -> tuple[dict[str, Any
             sms=data.get("sms"),
         )
     except HoldshelfError as exc:
-        raise _problem_from(exc, "pickup_by" if "pickup-by" in str(exc) else None) from None
+        raise _problem_from(exc) from None
     existing = _existing(item, branch, request_.patron)
     if existing is not None:
         return _hold(existing), 200

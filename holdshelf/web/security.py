@@ -76,4 +76,4 @@ def init_app(app: Flask) -> None:
 
 def _is_api() -> bool:
     """The API answers in problem JSON, never with an HTML page."""
-    return request.path.startswith("/api/")
+    return request.path == "/api" or request.path.startswith("/api/")
