@@ -67,6 +67,70 @@ def rigged(service: HoldService, randbelow: Callable[[int], int], clock: Clock) 
 # -- ready ------------------------------------------------------------------------------------
 
 
+def test_property_no_active_duplicate_and_no_early_reissue(
+    service: HoldService, clock: Clock, patrons
+) -> None:
+    """Hypothesis drives ready / pickup / time / purge over a pool of six numbers, so codes
+    collide all the time. A model kept apart from the database checks that no two active holds
+    of a branch share a code, no code is issued again within 30 days of its hold's end, and
+    "no free code" is said only when the pool is truly used up."""
+    import random
+
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hypothesis_settings
+    from hypothesis import strategies as st
+
+    pool = issuable(service.settings)[:6]
+    codec = ShelfCodec(service.settings.hashids_salt, service.settings.branch("MAIN").code_length)
+    pool_codes = {codec.encode(n).compact for n in pool}
+    active: set[str] = set()  # the codes on the shelf, as the model sees it
+    released: dict[str, dt.datetime] = {}  # code -> when its hold ended, until purge frees it
+    items = iter(range(10**9))
+    operation = st.one_of(
+        st.tuples(st.just("ready"), st.integers(0, 10**6)),
+        st.tuples(st.just("pickup"), st.integers(0, 10**6)),
+        st.tuples(st.just("advance"), st.integers(1, 40)),
+        st.tuples(st.just("purge"), st.just(0)),
+    )
+
+    @hypothesis_settings(
+        max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+    @given(st.lists(operation, min_size=1, max_size=12))
+    def run(operations: list[tuple[str, int]]) -> None:
+        for kind, number in operations:
+            if kind == "ready":
+                draw = random.Random(number)
+                svc = rigged(service, lambda _, draw=draw: draw.choice(pool), clock)
+                recent = {c for c, at in released.items() if clock.now - at < dt.timedelta(30)}
+                try:
+                    entry = svc.ready("MAIN", f"P{next(items)}", patrons[number % 20].card)
+                except CodesExhausted:  # only when every code of the pool is taken or resting
+                    assert pool_codes <= active | set(released)
+                    continue
+                code = entry.code.compact
+                assert code not in active, "an active code was issued twice"
+                assert code not in recent, "a code was issued again within 30 days"
+                active.add(code)
+                released.pop(code, None)
+            elif kind == "pickup" and active:
+                code = sorted(active)[number % len(active)]
+                service.pickup(code)
+                active.remove(code)
+                released[code] = clock.now
+            elif kind == "advance":
+                clock.advance(days=number)
+            elif kind == "purge":  # frees the codes that have rested 30 days
+                service.purge()
+                for code, at in list(released.items()):
+                    if clock.now - at >= dt.timedelta(30):
+                        del released[code]
+            shelf = [e.code.compact for e in service.shelf("MAIN")]
+            assert sorted(shelf) == sorted(active)  # the database agrees with the model
+
+    run()
+
+
 def test_ready_gives_a_code_section_and_pickup_by(service: HoldService, patrons) -> None:
     entry = service.ready("main", ITEM, patrons[0].card)
     assert entry.branch == "MAIN" and entry.branch_name == "Central Library"
