@@ -66,6 +66,7 @@ FIRST_CANDIDATES = 4
 MOST_CANDIDATES = 64
 CLAIM_ROUNDS = 25
 MOVED_TO_DESK = "moved_to_desk"
+BULK_TABLES = ("holds", "shelf_codes", "print_jobs", "notices")  # what an import grows
 BATCH_SIZE = 500  # rows per transaction when importing (each row in its own savepoint)
 FINISHED_KEPT = dt.timedelta(days=1)  # printed slips and sent notices stay listed this long
 ENTRY_COLUMNS = (Hold.code, Hold.branch, Hold.pickup_by, Hold.mode, Hold.move_to_desk)
@@ -138,6 +139,14 @@ class BranchUsage:
             "codes_in_use": self.codes_in_use,
             "code_capacity": self.code_capacity,
         }
+
+
+def already_active(hold: Hold) -> Conflict:
+    place = "on the hold shelf" if hold.mode == PickupMode.SHELF else "at the desk"
+    return Conflict(
+        f"item {hold.item_barcode} is already {place} at {hold.branch} "
+        f"(code {ShelfCode(hold.code).display})"
+    )
 
 
 class HoldService:
@@ -264,30 +273,35 @@ class HoldService:
                 failed = any(outcome.error for outcome in outcomes)
                 if dry_run or (atomic and failed):
                     transaction.rollback()
-                else:
-                    transaction.commit()
+                    continue
+                transaction.commit()
+            if made:
+                database.refresh_statistics(self.engine, BULK_TABLES)
         return outcomes
 
     def _ready_one_of_many(
         self, session: Session, request: HoldRequest, now: dt.datetime
     ) -> BatchOutcome:
-        active = session.scalar(
-            select(Hold).where(
-                Hold.item_barcode == request.item, Hold.status == HoldStatus.READY.value
-            )
-        )
-        if active is not None and active.branch == request.branch.id:
-            return BatchOutcome(entry=self._entry(active), skipped=True)
+        active = self._active_hold_of(session, request.item)
+        if active is not None:
+            if active.branch == request.branch.id:
+                return BatchOutcome(entry=self._entry(active), skipped=True)
+            return BatchOutcome(error=str(already_active(active)))
         try:
             with session.begin_nested():
-                return BatchOutcome(entry=self._ready_in(session, request, now))
+                return BatchOutcome(entry=self._ready_in(session, request, now, checked=True))
         except HoldshelfError as exc:
             return BatchOutcome(error=str(exc))
 
-    def _ready_in(self, session: Session, request: HoldRequest, now: dt.datetime) -> ShelfEntry:
-        """The hold, its code, slip and notices; the caller counts it (see ready_many)."""
+    def _ready_in(
+        self, session: Session, request: HoldRequest, now: dt.datetime, *, checked: bool = False
+    ) -> ShelfEntry:
+        """The hold, its code, slip and notices; the caller counts it (see ready_many), and
+        may have ``checked`` already that the item has no active hold."""
         branch = request.branch
-        self._refuse_active_item(session, request.item)
+        active = None if checked else self._active_hold_of(session, request.item)
+        if active is not None:
+            raise already_active(active)
         preference = session.get(PatronPreference, request.patron)
         mode = mode_for(
             PickupMode(preference.mode) if preference else None, self.settings.default_pickup
@@ -305,9 +319,8 @@ class HoldService:
             move_to_desk=False,
         )
         session.add(hold)
-        try:
-            with session.begin_nested():
-                session.flush()
+        try:  # the caller's transaction (or a batch row's savepoint) is rolled back with it
+            session.flush()
         except IntegrityError:  # the same item, trapped by a concurrent writer
             raise Conflict("this item already has an active hold") from None
         entry = self._entry(hold)
@@ -425,22 +438,17 @@ class HoldService:
         )
         return None if payload is None else Slip.from_payload(json.loads(payload))
 
-    def _refuse_active_item(self, session: Session, item: str) -> None:
-        active = session.scalar(
+    @staticmethod
+    def _active_hold_of(session: Session, item: str) -> Hold | None:
+        return session.scalar(
             select(Hold).where(Hold.item_barcode == item, Hold.status == HoldStatus.READY.value)
         )
-        if active is not None:
-            place = "on the hold shelf" if active.mode == PickupMode.SHELF else "at the desk"
-            raise Conflict(
-                f"item {item} is already {place} at {active.branch} "
-                f"(code {ShelfCode(active.code).display})"
-            )
 
     def _claim_code(self, session: Session, branch: BranchSettings) -> ShelfCode:
         """A random code no active or resting hold of the branch has, claimed in the database.
 
         The claim's primary key settles races between writers (processes or app servers): the
-        loser's insert fails inside a savepoint and it simply takes another candidate."""
+        loser's insert does nothing and it simply takes another candidate."""
         codec = self._codecs[branch.id]
         for round_ in range(CLAIM_ROUNDS):
             batch = min(MOST_CANDIDATES, FIRST_CANDIDATES * 2**round_)
@@ -456,12 +464,14 @@ class HoldService:
             for code in candidates:
                 if code.compact in taken:
                     continue
-                try:
-                    with session.begin_nested():
-                        session.add(ShelfCodeClaim(branch=branch.id, code=code.compact))
-                except IntegrityError:
-                    continue
-                return code
+                claim = database.dialect_insert(session, ShelfCodeClaim).values(
+                    branch=branch.id, code=code.compact
+                )
+                # Another writer may claim it between our look and our insert: its row wins
+                # and we take the next candidate (no savepoint: an import makes thousands).
+                claimed = claim.on_conflict_do_nothing().returning(ShelfCodeClaim.code)
+                if session.execute(claimed).scalar() is not None:
+                    return code
         raise CodesExhausted(
             f"branch {branch.id} has no free shelf code left: raise its code_length"
         )

@@ -104,6 +104,18 @@ def checkpoint(engine: Engine) -> None:
         raw.close()
 
 
+def refresh_statistics(engine: Engine, tables: tuple[str, ...]) -> None:
+    """After a bulk write, let PostgreSQL's planner see how big ``tables`` have grown. Until
+    autovacuum gets to it (or for ever where it is switched off), plans cached when a table was
+    nearly empty keep scanning it whole: a 10,000-row import slowed from 121 to 60 rows/s.
+    Nothing to do on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f"ANALYZE {', '.join(tables)}")
+        connection.commit()
+
+
 # Alembic is imported only where the schema is touched: it costs every command ~0.15 s to load.
 def _alembic_config(engine: Engine | None) -> Config:
     from alembic.config import Config
