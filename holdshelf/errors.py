@@ -39,8 +39,25 @@ class CodesExhausted(HoldshelfError):
 
 
 def unexpected(exc: BaseException) -> str:
-    """A bug's type and where it was raised, for the log: the frames without the message,
-    which may quote what it choked on (an address, a statement's parameters)."""
-    frames = traceback.extract_tb(exc.__traceback__)[-6:]
-    path = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
-    return f"{type(exc).__name__}" + (f" at {path}" if path else "")
+    """A bug's type and where it happened, for the log: Holdshelf's own frames (and the
+    innermost one) without the message, which may quote what it choked on (an address, a
+    statement's parameters). A database error names the driver's error class too."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if _is_ours(f.filename)][-4:]
+    if frames and frames[-1] not in ours:
+        ours.append(frames[-1])
+    places = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(ours))
+    kind = type(exc).__name__
+    driver = getattr(exc, "orig", None)  # SQLAlchemy's DBAPIError wraps the driver's error
+    if isinstance(driver, BaseException):
+        kind += f" ({type(driver).__module__}.{type(driver).__name__})"
+    return kind + (f" at {places}" if places else "")
+
+
+# The holdshelf package and, beside it in a checkout, printers/ (installed inside the package).
+_OURS = (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "printers")
+
+
+def _is_ours(filename: str) -> bool:
+    path = Path(filename).resolve()
+    return any(path.is_relative_to(folder) for folder in _OURS)

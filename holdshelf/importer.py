@@ -113,9 +113,10 @@ def read_rows(text: str, fmt: str) -> Iterator[tuple[int, dict[str, str] | str]]
     for row in _rows(reader):
         if not any(cell.strip() for cell in row):
             continue
-        if any(cell.strip() for cell in row[len(header) :]):
+        if len(row) > len(header):
             # An unquoted comma ("Okafor, Ana") shifts every later cell: a card number
-            # would be read as the barcode. Such a row is refused, never guessed at.
+            # would be read as the barcode. Such a row is refused, never guessed at, even
+            # when the extra cell is empty (an empty last column shifted into it).
             yield reader.line_num, f"{len(row)} cells where the header has {len(header)}"
             continue
         yield (

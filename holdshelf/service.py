@@ -67,6 +67,7 @@ MOST_CANDIDATES = 64
 CLAIM_ROUNDS = 25
 MOVED_TO_DESK = "moved_to_desk"
 BULK_TABLES = ("holds", "shelf_codes", "print_jobs", "notices")  # what an import grows
+REFRESH_AFTER_ROWS = 200  # a batch this big may leave the planner's statistics behind
 BATCH_SIZE = 500  # rows per transaction when importing (each row in its own savepoint)
 FINISHED_KEPT = dt.timedelta(days=1)  # printed slips and sent notices stay listed this long
 ENTRY_COLUMNS = (Hold.code, Hold.branch, Hold.pickup_by, Hold.mode, Hold.move_to_desk)
@@ -275,7 +276,7 @@ class HoldService:
                     transaction.rollback()
                     continue
                 transaction.commit()
-            if made:
+            if sum(made.values()) >= REFRESH_AFTER_ROWS:
                 database.refresh_statistics(self.engine, BULK_TABLES)
         return outcomes
 

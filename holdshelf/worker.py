@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # Retention is kept by the running server too, not only by a cron job someone may forget:
 # ended holds' links, rested codes, finished slips and notices, sessions, old audit entries.
 HOUSEKEEPING_EVERY = dt.timedelta(hours=1)
+HOUSEKEEPING_RETRY = dt.timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,15 @@ class Worker:
         )
 
     def housekeep_if_due(self) -> HousekeepingReport | None:
-        """Purge at the first pass and then every HOUSEKEEPING_EVERY."""
+        """Purge at the first pass and then every HOUSEKEEPING_EVERY; after a failure (the
+        database away for a moment), again a minute later."""
         now = self._clock()
         if self._next_housekeeping is not None and now < self._next_housekeeping:
             return None
+        self._next_housekeeping = now + HOUSEKEEPING_RETRY
+        report = housekeep(*self._housekeeping)
         self._next_housekeeping = now + HOUSEKEEPING_EVERY
-        return housekeep(*self._housekeeping)
+        return report
 
     def wake(self) -> None:
         """Start the next pass now (something was just queued in this process)."""
@@ -91,10 +95,11 @@ class Worker:
         """Passes until ``stop`` is set; rows queued by other processes are found within
         ``poll_seconds``."""
         while not stop.is_set():
-            try:
-                self.run_once()
-                self.housekeep_if_due()
-            except Exception as exc:  # a database hiccup must not end the worker; it retries
-                log.error("worker pass failed: %s", unexpected(exc))
+            # Each on its own: a printer queue that keeps failing must not stop retention.
+            for task, name in ((self.run_once, "worker pass"), (self.housekeep_if_due, "purge")):
+                try:
+                    task()
+                except Exception as exc:  # a database hiccup must not end the worker
+                    log.error("%s failed: %s", name, unexpected(exc))
             self._wake.wait(poll_seconds)
             self._wake.clear()

@@ -129,6 +129,13 @@ def test_a_shifted_row_is_refused_not_guessed_at(service, tmp_path, patrons) -> 
     report = import_holds(service, path, "MAIN")
     assert report.bad == [(2, "4 cells where the header has 3")]
     assert [line for line, _ in report.imported] == [3] and len(service.shelf()) == 1
+    # the same with an empty last column: the shifted row's extra cell is empty
+    empty_last = write(
+        tmp_path / "empty-last.csv",
+        ["patron_name,patron_card,item_barcode,title", f"Okafor, Ana,{ana.card},I3,"],
+    )
+    assert import_holds(service, empty_last, "MAIN").bad == [(2, "5 cells where the header has 4")]
+    assert len(service.shelf()) == 1
     assert_no_patron_data(raw_database_bytes(service), [ana])
 
 

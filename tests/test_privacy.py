@@ -148,3 +148,65 @@ def test_the_running_worker_keeps_retention_without_cron(service: HoldService, c
 def linked_holds(service: HoldService) -> int:
     with service.sessions() as session:
         return len(session.scalars(select(Hold).where(Hold.patron.is_not(None))).all())
+
+
+def test_a_failed_purge_is_tried_again_soon_and_apart_from_the_queues(
+    service: HoldService, clock, monkeypatch, caplog
+) -> None:
+    import threading
+
+    import holdshelf.worker as worker_module
+    from holdshelf.worker import Worker
+
+    worker = Worker(service.settings, service.sessions, clock)
+    purges: list[object] = []
+
+    def database_away(*_: object) -> None:
+        purges.append(clock.now)
+        raise ConnectionError("database away")
+
+    monkeypatch.setattr(worker_module, "housekeep", database_away)
+    with pytest.raises(ConnectionError):
+        worker.housekeep_if_due()
+    assert worker.housekeep_if_due() is None  # not within the minute
+    clock.advance(seconds=61)
+    monkeypatch.undo()
+    assert worker.housekeep_if_due() is not None  # a minute later, not an hour
+
+    # A queue pass that keeps failing does not stop the purge in the running worker.
+    monkeypatch.setattr(worker_module, "housekeep", lambda *_: purges.append("ran"))
+    monkeypatch.setattr(worker, "run_once", lambda: 1 / 0)
+    clock.advance(hours=2)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop, 0.01))
+    thread.start()
+    try:
+        for _ in range(200):
+            if "ran" in purges:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert "ran" in purges
+    assert "worker pass failed: ZeroDivisionError" in caplog.text
+
+
+def test_unexpected_errors_are_logged_without_their_message(service: HoldService, patrons):
+    """A bug's message may quote what it choked on (the mail library quotes the address); the
+    log line names the error and the place only. Statement parameters are hidden by the engine
+    (hide_parameters) as well."""
+    from sqlalchemy import text
+
+    from holdshelf.errors import unexpected
+
+    email = patrons[0].email
+    with pytest.raises(Exception) as caught, service.sessions() as session:
+        session.execute(text("SELECT nope FROM holds WHERE item_barcode = :v"), {"v": email})
+    assert email not in str(caught.value)  # hide_parameters
+    line = unexpected(caught.value)
+    assert "(sqlite3." in line or "(psycopg." in line  # the driver's error class, for IT staff
+    with pytest.raises(ValueError) as caught:
+        raise ValueError(f"Invalid addr_spec; only {email!r} could be parsed")
+    line = unexpected(caught.value)
+    assert email not in line and line.startswith("ValueError at test_privacy.py:")

@@ -388,7 +388,7 @@ def test_concurrent_claim_of_one_code_takes_another(
     service: HoldService, clock: Clock, patrons
 ) -> None:
     """A writer whose candidate was claimed by an uncommitted concurrent transaction waits,
-    loses on the primary key, rolls back to its savepoint and takes the next candidate."""
+    finds its INSERT ... ON CONFLICT DO NOTHING did nothing, and takes the next candidate."""
     # (SQLite serialises writers with BEGIN IMMEDIATE: this race cannot happen there.)
     first, second = issuable(service.settings)[:2]
     contested = ShelfCodec(service.settings.hashids_salt, 6).encode(first)

@@ -9,16 +9,25 @@ with "database is locked" when two processes upgrade a read lock at once.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from holdshelf.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -28,6 +37,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # it equal to the migrations' head.
 SCHEMA_REVISION = "9dee22ea75b6"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+CHECKPOINT_WAIT_MS = 2_000
 
 
 def make_engine(database_url: str) -> Engine:
@@ -99,7 +109,12 @@ def checkpoint(engine: Engine) -> None:
         return
     raw = engine.raw_connection()
     try:
-        raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor = raw.cursor()
+        # TRUNCATE holds the write lock while it waits for readers: wait briefly (desk
+        # check-ins queue behind it), and leave the rest to the next purge if readers linger.
+        cursor.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
     finally:
         raw.close()
 
@@ -111,9 +126,12 @@ def refresh_statistics(engine: Engine, tables: tuple[str, ...]) -> None:
     Nothing to do on SQLite."""
     if engine.dialect.name != "postgresql":
         return
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f"ANALYZE {', '.join(tables)}")
-        connection.commit()
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"ANALYZE {', '.join(tables)}")
+            connection.commit()
+    except DBAPIError as exc:  # only an optimisation: what was imported stays imported
+        log.warning("ANALYZE after a bulk write failed (%s)", type(exc.orig).__name__)
 
 
 # Alembic is imported only where the schema is touched: it costs every command ~0.15 s to load.

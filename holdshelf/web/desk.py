@@ -187,8 +187,8 @@ def clear_post() -> Any:
     for code in filter(None, (c.strip() for c in codes)):
         try:
             done.append(desk().service.expire_hold(code, _branch()).code.display)
-        except HoldshelfError as exc:
-            problems.append(f"{code}: {exc}")
+        except HoldshelfError as exc:  # not echoing the scan: it may be a card scanned by mistake
+            problems.append(str(exc))
     if done:
         flash(f"Ended as expired: {', '.join(done)}.")
     for problem in problems:
