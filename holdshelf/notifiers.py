@@ -28,16 +28,17 @@ def send_mail(mail: MailSettings, message: EmailMessage) -> None:
     """Deliver ``message`` to the SMTP server; returns once the server has accepted it."""
     try:
         if mail.security == "tls":
-            context = ssl.create_default_context()
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                mail.host, mail.port, timeout=mail.timeout, context=context
+                mail.host, mail.port, timeout=mail.timeout, context=_tls_context(mail)
             )
         else:
             smtp = smtplib.SMTP(mail.host, mail.port, timeout=mail.timeout)
         with smtp:
             if mail.security == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
+                _require(smtp, "starttls", "STARTTLS (check mail.security)")
+                smtp.starttls(context=_tls_context(mail))
             if mail.username:
+                _require(smtp, "auth", "login (check mail.username and mail.security)")
                 smtp.login(mail.username, mail.password)
             refused = smtp.send_message(message)
             if refused:
@@ -50,10 +51,6 @@ def send_mail(mail: MailSettings, message: EmailMessage) -> None:
         raise DeliveryError(
             f"mail server refused the recipient ({code})", permanent=500 <= code < 600
         ) from None
-    except smtplib.SMTPNotSupportedError:
-        raise DeliveryError(
-            "the mail server offers no STARTTLS (check mail.security)", permanent=False
-        ) from None
     except smtplib.SMTPAuthenticationError as exc:  # configuration: fix it, then it retries
         raise DeliveryError(
             f"mail server refused the login ({exc.smtp_code})", permanent=False
@@ -61,6 +58,12 @@ def send_mail(mail: MailSettings, message: EmailMessage) -> None:
     except smtplib.SMTPResponseException as exc:
         raise DeliveryError(
             f"mail server answered {exc.smtp_code}", permanent=500 <= exc.smtp_code < 600
+        ) from None
+    except ssl.SSLCertVerificationError as exc:  # configuration: fix it, then it retries
+        raise DeliveryError(
+            f"the mail server's certificate is not trusted ({exc.verify_message}; "
+            "mail.ca_file names a private CA)",
+            permanent=False,
         ) from None
     except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
         raise DeliveryError(f"mail server unreachable ({_reason(exc)})", permanent=False) from None
@@ -83,6 +86,19 @@ def send_sms_over_http(sms: SmsSettings, number: str, text: str) -> None:
         raise DeliveryError(f"SMS gateway answered {exc.code}", permanent=not temporary) from None
     except (urllib.error.URLError, OSError) as exc:
         raise DeliveryError(f"SMS gateway unreachable ({_reason(exc)})", permanent=False) from None
+
+
+def _require(smtp: smtplib.SMTP, extension: str, what: str) -> None:
+    """A configuration the server cannot serve: say which, and keep the notice for later."""
+    smtp.ehlo_or_helo_if_needed()
+    if not smtp.has_extn(extension):
+        raise DeliveryError(f"the mail server offers no {what}", permanent=False)
+
+
+def _tls_context(mail: MailSettings) -> ssl.SSLContext:
+    """Certificate and host name always verified: against the system's CAs, or the one CA
+    a library with a private mail relay names in mail.ca_file."""
+    return ssl.create_default_context(cafile=mail.ca_file or None)
 
 
 def _reason(exc: BaseException) -> str:

@@ -78,6 +78,7 @@ class MailSettings:
     password: str = field(repr=False)
     sender: str = ""
     timeout: float = 10
+    ca_file: str = ""  # the CA of a relay with a private certificate; "" = the system's CAs
 
     @property
     def enabled(self) -> bool:
@@ -279,7 +280,7 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
         raise ConfigError("retention.audit_days must be 1..3660")
     printers = _printers(config)
     branches = _branches(config, printers)
-    mail = _mail(config["mail"])
+    mail = _mail(config["mail"], instance_dir)
     return Settings(
         instance_dir=instance_dir,
         environment=environment,
@@ -391,7 +392,7 @@ def _api_rate(table: Mapping[str, Any]) -> int:
     return rate
 
 
-def _mail(table: Mapping[str, Any]) -> MailSettings:
+def _mail(table: Mapping[str, Any], instance_dir: Path) -> MailSettings:
     where = "mail."
     security = _string(table, "security", where)
     if security not in ("starttls", "tls", "none"):
@@ -409,10 +410,21 @@ def _mail(table: Mapping[str, Any]) -> MailSettings:
         password=_string(table, "password", where),
         sender=_string(table, "sender", where),
         timeout=float(timeout),
+        ca_file=_ca_file(_string(table, "ca_file", where), instance_dir),
     )
     if mail.enabled and "@" not in mail.sender:
         raise ConfigError('mail.sender must be an address, e.g. "Library <holds@example.org>"')
     return mail
+
+
+def _ca_file(value: str, instance_dir: Path) -> str:
+    """An absolute path to a readable PEM file (relative paths are in the instance folder)."""
+    if not value:
+        return ""
+    path = Path(value) if Path(value).is_absolute() else instance_dir / value
+    if not path.is_file():
+        raise ConfigError(f"mail.ca_file: no such file {path}")
+    return str(path)
 
 
 def _sms(table: Mapping[str, Any], mail: MailSettings) -> SmsSettings:

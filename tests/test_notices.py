@@ -109,6 +109,64 @@ def test_email_notice(service, worker, mailbox, patrons) -> None:
     assert len(mailbox.messages) == 1
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # see Mailbox
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_email_over_tls_to_a_relay_with_a_private_ca(
+    service, clock, patrons, tmp_path, security
+) -> None:
+    """The relay most libraries have: TLS (STARTTLS on 587 or implicit on 465), a login, and
+    often a certificate from the library's own CA. The certificate is always verified."""
+    from holdshelf.settings import load_settings
+    from tests.helpers.certificates import make_certificates
+
+    certificates = make_certificates(tmp_path / "certs")
+    relay = Mailbox(
+        security=security, tls_context=certificates.server_context, login=("holds", "s3cret")
+    ).start()
+
+    def worker_with(password: str, ca_file: str = "") -> Worker:
+        environ = {
+            "HOLDSHELF_MAIL__PORT": str(relay.port),
+            "HOLDSHELF_MAIL__SECURITY": security,
+            "HOLDSHELF_MAIL__USERNAME": "holds",
+            "HOLDSHELF_MAIL__PASSWORD": password,
+            "HOLDSHELF_MAIL__CA_FILE": ca_file,
+        }
+        settings = load_settings(service.settings.instance_dir, environ=environ)
+        return Worker(settings, service.sessions, clock)
+
+    try:
+        entry = service.ready("MAIN", "I1", patrons[0].card, email=patrons[0].email)
+        untrusted = worker_with("s3cret").run_once(ignore_backoff=True).notices
+        assert "certificate is not trusted" in untrusted.failed["email"]
+        wrong = worker_with("wrong", str(certificates.ca_file)).run_once(ignore_backoff=True)
+        assert wrong.notices.failed["email"] == "mail server refused the login (535)"
+        assert relay.messages == []  # both kept the notice queued: configuration to fix
+        good = worker_with("s3cret", str(certificates.ca_file)).run_once(ignore_backoff=True)
+        assert good.notices.sent == 1
+        ((recipients, message),) = relay.messages
+        assert recipients == [patrons[0].email] and entry.code.display in message["Subject"]
+    finally:
+        relay.stop()
+
+
+def test_a_relay_without_starttls_or_login_is_named(service, mailbox, clock, patrons) -> None:
+    """The settings ask for what this relay cannot do: staff see which, the notice waits."""
+    from holdshelf.settings import load_settings
+
+    mailbox.start()  # plain SMTP: no STARTTLS, no AUTH
+    service.ready("MAIN", "I1", patrons[0].card, email=patrons[0].email)
+    for environ, problem in (
+        ({"HOLDSHELF_MAIL__SECURITY": "starttls"}, "offers no STARTTLS (check mail.security)"),
+        ({"HOLDSHELF_MAIL__USERNAME": "holds"}, "offers no login (check mail.username"),
+    ):
+        settings = load_settings(service.settings.instance_dir, environ=environ)
+        report = Worker(settings, service.sessions, clock).run_once(ignore_backoff=True)
+        assert problem in report.notices.failed["email"]
+    assert mailbox.messages == []
+    assert notices(service)[0].status == "queued"
+
+
 def test_desk_holds_say_ask_at_the_desk(service, worker, mailbox, patrons) -> None:
     mailbox.start()
     service.opt_out(patrons[0].card)

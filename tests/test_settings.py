@@ -133,6 +133,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ({"HOLDSHELF_WEB": "1"}, "HOLDSHELF_WEB names a table, not a key"),
         ({"HOLDSHELF_BRANCHES__MAIN": "x"}, "HOLDSHELF_BRANCHES__MAIN names a table"),
         ({"HOLDSHELF_PSEUDONYM_KEY": "short"}, "pseudonym_key is shorter than 16 bytes"),
+        ({"HOLDSHELF_MAIL__CA_FILE": "relay-ca.pem"}, "mail.ca_file: no such file .*relay-ca"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, environ: dict, message: str | None) -> None:

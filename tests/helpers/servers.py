@@ -6,6 +6,7 @@ import email
 import email.policy
 import json
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -27,6 +28,10 @@ class Mailbox:
     port: int = field(default_factory=free_port)
     reply: str | None = None
     messages: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
+    # TLS: "starttls" (required before AUTH and MAIL) or "tls" (implicit), with this context
+    security: str = "none"
+    tls_context: ssl.SSLContext | None = None
+    login: tuple[str, str] | None = None  # required AUTH user and password
     _controller: Any = None
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -43,9 +48,31 @@ class Mailbox:
     def start(self) -> Mailbox:
         from aiosmtpd.controller import Controller
 
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        options: dict[str, Any] = {}
+        if self.security == "starttls":
+            options.update(tls_context=self.tls_context, require_starttls=True)
+        elif self.security == "tls":
+            # aiosmtpd 1.4 does not see an implicit-TLS connection as TLS on Python 3.11 and
+            # would hide AUTH; the connection is TLS by construction here
+            options.update(ssl_context=self.tls_context, auth_require_tls=False)
+        if self.login is not None:
+            options.update(authenticator=self._authenticate, auth_required=True)
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **options)
         self._controller.start()
         return self
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        good = (
+            isinstance(auth_data, LoginPassword)
+            and (
+                auth_data.login.decode(),
+                auth_data.password.decode(),
+            )
+            == self.login
+        )
+        return AuthResult(success=good, handled=False)  # aiosmtpd answers 235 or 535
 
     def stop(self) -> None:
         if self._controller is not None:
