@@ -139,6 +139,35 @@ def test_a_shifted_row_is_refused_not_guessed_at(service, tmp_path, patrons) -> 
     assert_no_patron_data(raw_database_bytes(service), [ana])
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_big_imports_refresh_the_planner_statistics(service, tmp_path) -> None:
+    """Plans cached while the tables were empty would scan them whole for ever (where
+    autovacuum is off, as on this machine): a big batch runs ANALYZE, a small one does not."""
+    from sqlalchemy import text
+
+    def estimated_holds() -> float:
+        with service.engine.connect() as connection:
+            return connection.execute(
+                text("SELECT reltuples FROM pg_class WHERE relname = 'holds'")
+            ).scalar_one()
+
+    small = write(tmp_path / "small.csv", ["item_barcode,patron_card", "S1,2101", "S2,2102"])
+    import_holds(service, small, "MAIN")
+    assert estimated_holds() <= 0  # never analysed (-1), or empty when last analysed
+    big = ["item_barcode,patron_card"] + [f"B{n},31{n:06d}" for n in range(250)]
+    assert len(import_holds(service, write(tmp_path / "big.csv", big), "MAIN").imported) == 250
+    assert estimated_holds() == 252
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_failing_analyze_loses_nothing(service, caplog) -> None:
+    """ANALYZE is an optimisation: its failure is a warning, never a failed import."""
+    from holdshelf.storage import database
+
+    database.refresh_statistics(service.engine, ("no_such_table",))
+    assert "ANALYZE after a bulk write failed (UndefinedTable)" in caplog.text
+
+
 def test_unreadable_files_get_one_clear_message(service, tmp_path) -> None:
     runaway = write(tmp_path / "runaway.csv", ["item_barcode,patron_card", '1,"' + "9" * 200_000])
     with pytest.raises(InvalidInput, match="line 2 is not readable as CSV"):

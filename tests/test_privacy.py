@@ -210,3 +210,15 @@ def test_unexpected_errors_are_logged_without_their_message(service: HoldService
         raise ValueError(f"Invalid addr_spec; only {email!r} could be parsed")
     line = unexpected(caught.value)
     assert email not in line and line.startswith("ValueError at test_privacy.py:")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_checkpoint_waits_briefly_and_leaves_the_usual_busy_timeout(service: HoldService):
+    """The hourly checkpoint waits at most 2 s for readers (desk writes queue behind it);
+    the pooled connection it used goes back to the usual 30 s for everything else."""
+    from holdshelf.storage import database
+
+    database.checkpoint(service.engine)
+    with service.engine.connect() as connection:
+        timeout = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
+    assert timeout == database.SQLITE_BUSY_TIMEOUT_MS
