@@ -32,7 +32,7 @@ from holdshelf.domain.holds import (
     stored_preference,
     unlink_cutoff,
 )
-from holdshelf.domain.inputs import clean_barcode
+from holdshelf.domain.inputs import checked, clean_barcode
 from holdshelf.domain.pseudonyms import Pseudonymizer
 from holdshelf.domain.slips import Slip
 from holdshelf.errors import (
@@ -213,8 +213,8 @@ class HoldService:
         policy = branch.policy
         return HoldRequest(
             branch=branch,
-            item=clean_barcode(item),
-            patron=self._pseudonym(card),
+            item=checked("item_barcode", clean_barcode, item),
+            patron=checked("patron_card", self._pseudonym, card),
             due=policy.check_requested(pickup_by, today) if pickup_by else policy.pickup_by(today),
             contacts=self._contacts(email, sms),
             title=title,
@@ -336,13 +336,13 @@ class HoldService:
         if email and email.strip():
             if not self.settings.mail.enabled:
                 raise InvalidInput("email notices are not set up here ([mail] host)", field="email")
-            contacts["email"] = clean_email(email)
+            contacts["email"] = checked("email", clean_email, email)
         if sms and sms.strip():
             if not self.settings.sms.enabled:
                 raise InvalidInput(
                     "text-message notices are not set up here ([sms] gateway)", field="sms"
                 )
-            contacts["sms"] = clean_phone(sms)
+            contacts["sms"] = checked("sms", clean_phone, sms)
         return contacts
 
     def _queue_notices(

@@ -5,12 +5,25 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
+from collections.abc import Callable
+from typing import TypeVar
 
 from holdshelf.errors import InvalidInput
 
 MAX_BARCODE_LENGTH = 64
+T = TypeVar("T")
 # Scanners and keyboards put spaces or hyphens inside card numbers; the ILS does not.
 _CARD_SEPARATORS = re.compile(r"[\s\-]+")
+
+
+def checked(field: str, check: Callable[[str], T], value: str) -> T:
+    """``check(value)``; an InvalidInput it raises names ``field``, the input's name in forms,
+    reports and the API (item_barcode, patron_card, pickup_by, email, sms)."""
+    try:
+        return check(value)
+    except InvalidInput as exc:
+        exc.field = exc.field or field
+        raise
 
 
 def _has_control_characters(text: str) -> bool:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from holdshelf.domain.contacts import clean_email, clean_phone
 from holdshelf.domain.holds import ShelfEntry
-from holdshelf.domain.inputs import clean_barcode, normalise_card, parse_date
+from holdshelf.domain.inputs import checked, clean_barcode, parse_date
 from holdshelf.errors import (
     CodesExhausted,
     ConfigError,
@@ -93,8 +91,8 @@ def problem_for(error: Exception) -> Response:
     return Problem(500, "internal", TITLES["internal"]).response()
 
 
-def _problem_from(error: HoldshelfError, field: str | None = None) -> Problem:
-    field = field or getattr(error, "field", None)
+def _problem_from(error: HoldshelfError) -> Problem:
+    field = getattr(error, "field", None)
     extra = {"field": field} if field else {}
     if isinstance(error, NotFound):
         return Problem(404, "not-found", str(error))
@@ -166,13 +164,6 @@ def _json_body(fields: tuple[str, ...], required: tuple[str, ...]) -> dict[str, 
     return {key: value for key, value in data.items() if value is not None}
 
 
-def _checked(field: str, check: Callable[[str], Any], value: str) -> Any:
-    try:
-        return check(value)
-    except HoldshelfError as exc:
-        raise _problem_from(exc, field) from None
-
-
 def _branch(requested: str | None, *, required: bool) -> str | None:
     """The branch asked for (checked against the token), or the token's only branch."""
     client = _client()
@@ -234,33 +225,23 @@ def create_hold() -> Any:
 def _make_ready(data: dict[str, str], branch: str | None) -> tuple[dict[str, Any], int]:
     assert branch is not None
     service = desk().service
-    item = _checked("item_barcode", clean_barcode, data["item_barcode"])
-    _checked("patron_card", normalise_card, data["patron_card"])
-    pickup_by = (
-        _checked("pickup_by", parse_date, data["pickup_by"]) if "pickup_by" in data else None
+    pickup_by = checked("pickup_by", parse_date, data["pickup_by"]) if "pickup_by" in data else None
+    request_ = service.hold_request(  # a bad value's InvalidInput names its field
+        branch,
+        data["item_barcode"],
+        data["patron_card"],
+        pickup_by,
+        title=data.get("title"),
+        email=data.get("email"),
+        sms=data.get("sms"),
     )
-    for field, check in (("email", clean_email), ("sms", clean_phone)):
-        if data.get(field):
-            _checked(field, check, data[field])
-    try:
-        request_ = service.hold_request(
-            branch,
-            item,
-            data["patron_card"],
-            pickup_by,
-            title=data.get("title"),
-            email=data.get("email"),
-            sms=data.get("sms"),
-        )
-    except HoldshelfError as exc:
-        raise _problem_from(exc) from None
-    existing = _existing(item, branch, request_.patron)
+    existing = _existing(request_.item, branch, request_.patron)
     if existing is not None:
         return _hold(existing), 200
     try:
         entry = service.ready_request(request_)
     except Conflict:
-        existing = _existing(item, branch, request_.patron)  # a concurrent retry won the race
+        existing = _existing(request_.item, branch, request_.patron)  # a concurrent retry won
         if existing is None:
             raise
         return _hold(existing), 200
@@ -305,7 +286,7 @@ def cancel(code: str) -> Any:
 def pickup_by_item() -> Any:
     data = _json_body(PICKUP_FIELDS, ("item_barcode",))
     branch = _branch(data.get("branch"), required=False)
-    item = _checked("item_barcode", clean_barcode, data["item_barcode"])
+    item = checked("item_barcode", clean_barcode, data["item_barcode"])
     return desk().service.pickup(item=item, branch_id=branch, within=_within()).as_dict()
 
 
@@ -314,7 +295,7 @@ def stats() -> Any:
     service = desk().service
     since_text = request.args.get("since")
     since = (
-        _checked("since", parse_date, since_text)
+        checked("since", parse_date, since_text)
         if since_text
         else service.today() - dt.timedelta(days=30)
     )

@@ -102,10 +102,10 @@ def checkin_post() -> Any:
             sms=request.form.get("sms"),
         )
     except HoldshelfError as exc:
-        message = str(exc)  # contacts are never put back into the page
-        focus = "card" if "card number" in message else "item"
+        # The cursor goes where the fault is; contacts are never put back into the page.
+        focus = "card" if getattr(exc, "field", None) == "patron_card" else "item"
         keep = item.strip() if focus == "card" else ""
-        return _checkin_page(error=message, focus=focus, item=keep), 422
+        return _checkin_page(error=str(exc), focus=focus, item=keep), 422
     desk().wake_worker()
     return redirect(url_for("desk.checkin", code=entry.code.display))
 
