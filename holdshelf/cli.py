@@ -701,8 +701,6 @@ def import_report(
         )
     for line, reason in report.bad:
         click.echo(f"  line {line}: {reason}")
-    if report.imported and not dry_run:
-        ctx.worker.wake()
     if report.bad:
         raise HoldshelfError(f"{len(report.bad)} rows were not imported (listed above)")
 

@@ -33,6 +33,11 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def _branches(row: ApiToken) -> list[str]:
+    """The branches a token is limited to, as stored (comma-separated; none: every branch)."""
+    return [branch for branch in row.branches.split(",") if branch]
+
+
 @dataclass(frozen=True)
 class ApiClient:
     id: int
@@ -99,12 +104,7 @@ class Integrations:
         with self._sessions() as session:
             rows = session.scalars(select(ApiToken).order_by(ApiToken.name))
             return [
-                TokenView(
-                    r.name,
-                    tuple(filter(None, r.branches.split(","))),
-                    r.created_at,
-                    r.revoked_at is not None,
-                )
+                TokenView(r.name, tuple(_branches(r)), r.created_at, r.revoked_at is not None)
                 for r in rows
             ]
 
@@ -122,7 +122,7 @@ class Integrations:
             row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash(token)))
         if row is None or row.revoked_at is not None:
             return None
-        return ApiClient(row.id, row.name, frozenset(filter(None, row.branches.split(","))))
+        return ApiClient(row.id, row.name, frozenset(_branches(row)))
 
     # -- idempotency --------------------------------------------------------------------------
 

@@ -103,16 +103,17 @@ class NoticeWorker(OutboxWorker):
             content = self._content(row, sealed.get("title"))
             if content is None:
                 return Outcome("the hold ended before it was sent", permanent=True)
-            # Checked again here: a row queued by an older, laxer version must end plainly,
-            # not fail inside the mail library with the address in its message.
-            to = clean_email(sealed["to"]) if row.channel == "email" else clean_phone(sealed["to"])
+            # Contacts are checked again here: a row queued by an older, laxer version must end
+            # plainly, not fail inside the mail library with the address in its message.
             if row.channel == "email":
                 self._require(settings.mail.enabled, "email")
+                to = clean_email(sealed["to"])
                 send_mail(settings.mail, email_message(content, settings.mail.sender, to))
             elif settings.sms.gateway == "http":
-                send_sms_over_http(settings.sms, to, sms_text(content))
+                send_sms_over_http(settings.sms, clean_phone(sealed["to"]), sms_text(content))
             else:
                 self._require(settings.sms.gateway == "email", "sms")
+                to = clean_phone(sealed["to"])
                 message = sms_email(content, settings.mail.sender, to, settings.sms.email_domain)
                 send_mail(settings.mail, message)
         except DeliveryError as exc:
@@ -144,14 +145,13 @@ class NoticeWorker(OutboxWorker):
             if hold is None or hold.patron is None:
                 return None
             branch = self.settings.branches.get(row.branch)
-            language = branch.language if branch else "en"
             return NoticeContent(
                 branch_name=branch.name if branch else row.branch,
                 code=ShelfCode(hold.code),
                 pickup_by=hold.pickup_by,
                 desk=hold.mode == "desk",
                 link=opt_out_link(self.settings, hold.patron, self._clock().date()),
-                language=language,
+                language=self.settings.language_of(row.branch),
                 title=title,
             )
 

@@ -381,13 +381,7 @@ class HoldService:
         item: str | None,
         title: str | None = None,
     ) -> None:
-        slip = Slip.for_hold(
-            entry,
-            self.settings.slip_options,
-            item_barcode=item,
-            title=title,
-            language=self._language(entry.branch),
-        )
+        slip = self._slip_for(entry, item, title)
         session.add(
             PrintJob(
                 branch=entry.branch,
@@ -408,12 +402,7 @@ class HoldService:
             newest = self._newest_slip(session, hold)
             if newest is not None:
                 return hold.branch, newest
-            options = self.settings.slip_options
-            entry = self._entry(hold)
-            slip = Slip.for_hold(
-                entry, options, item_barcode=hold.item_barcode, language=self._language(hold.branch)
-            )
-            return hold.branch, slip
+            return hold.branch, self._slip_for(self._entry(hold), hold.item_barcode, None)
 
     def reprint(self, code: str, branch_id: str | None = None) -> ShelfEntry:
         """Queue the slip of an active hold again. No notice goes to the patron."""
@@ -428,6 +417,16 @@ class HoldService:
             self._queue_slip(session, entry, "reprint", now, item=hold.item_barcode, title=title)
         log.info("hold %s slip queued again", hold.id)
         return entry
+
+    def _slip_for(self, entry: ShelfEntry, item: str | None, title: str | None) -> Slip:
+        """The slip of a hold, with what the library's slip options let on it."""
+        return Slip.for_hold(
+            entry,
+            self.settings.slip_options,
+            item_barcode=item,
+            title=title,
+            language=self.settings.language_of(entry.branch),
+        )
 
     @staticmethod
     def _newest_slip(session: Session, hold: Hold) -> Slip | None:
@@ -694,10 +693,6 @@ class HoldService:
             raise NotFound(f"no active hold for item {item}")
         return hold
 
-    def _language(self, branch_id: str) -> str:
-        branch = self.settings.branches.get(branch_id)
-        return branch.language if branch else "en"
-
     def _entry(self, hold: Hold | Row[Any]) -> ShelfEntry:
         return ShelfEntry(
             code=ShelfCode(hold.code),
@@ -720,12 +715,7 @@ class HoldService:
         """The active hold of an item, with its patron's pseudonym (to tell a retry from a
         different patron's hold)."""
         with self._sessions() as session:
-            hold = session.scalar(
-                select(Hold).where(
-                    Hold.item_barcode == clean_barcode(item),
-                    Hold.status == HoldStatus.READY.value,
-                )
-            )
+            hold = self._active_hold_of(session, clean_barcode(item))
             return None if hold is None else (self._entry(hold), hold.patron or "")
 
     def lookup(self, code: str) -> list[ShelfEntry]:

@@ -155,6 +155,12 @@ class Settings:
     def printer_of(self, branch_id: str) -> PrinterSettings:
         return self.printers[self.branch(branch_id).printer]
 
+    def language_of(self, branch_id: str) -> str:
+        """The branch's patron-facing language; the first one for a branch no longer set up
+        (a slip or notice queued before the configuration changed)."""
+        branch = self.branches.get(branch_id)
+        return branch.language if branch else LANGUAGES[0]
+
     def printer(self, name: str) -> PrinterSettings:
         found = self.printers.get(name)
         if found is None:
@@ -358,12 +364,25 @@ def _is_fernet_key(value: str) -> bool:
         return False
 
 
+def _number(table: Mapping[str, Any], key: str, where: str, low: int, high: int) -> int:
+    """A whole number from ``low`` to ``high`` (TOML's true and false are not numbers)."""
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{where}{key} must be a whole number from {low} to {high}")
+    return value
+
+
+def _seconds(table: Mapping[str, Any], where: str) -> float:
+    """A timeout: 1 to 120 seconds, fractions allowed."""
+    value = table["timeout"]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 120:
+        raise ConfigError(f"{where}timeout must be 1..120 seconds")
+    return float(value)
+
+
 def _web(table: Mapping[str, Any]) -> WebSettings:
     def number(key: str, low: int, high: int) -> int:
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(f"web.{key} must be a whole number from {low} to {high}")
-        return value
+        return _number(table, key, "web.", low, high)
 
     if not isinstance(table["behind_proxy"], bool):
         raise ConfigError("web.behind_proxy must be true or false")
@@ -386,10 +405,7 @@ def _web(table: Mapping[str, Any]) -> WebSettings:
 
 
 def _api_rate(table: Mapping[str, Any]) -> int:
-    rate = table["requests_per_minute"]
-    if isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= 1_000_000:
-        raise ConfigError("api.requests_per_minute must be 1..1000000")
-    return rate
+    return _number(table, "requests_per_minute", "api.", 1, 1_000_000)
 
 
 def _mail(table: Mapping[str, Any], instance_dir: Path) -> MailSettings:
@@ -397,19 +413,14 @@ def _mail(table: Mapping[str, Any], instance_dir: Path) -> MailSettings:
     security = _string(table, "security", where)
     if security not in ("starttls", "tls", "none"):
         raise ConfigError("mail.security must be one of starttls, tls, none")
-    port, timeout = table["port"], table["timeout"]
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ConfigError("mail.port must be a port number")
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 1 <= timeout <= 120:
-        raise ConfigError("mail.timeout must be 1..120 seconds")
     mail = MailSettings(
         host=_string(table, "host", where),
-        port=port,
+        port=_number(table, "port", where, 1, 65535),
         security=security,
         username=_string(table, "username", where),
         password=_string(table, "password", where),
         sender=_string(table, "sender", where),
-        timeout=float(timeout),
+        timeout=_seconds(table, where),
         ca_file=_ca_file(_string(table, "ca_file", where), instance_dir),
     )
     if mail.enabled and "@" not in mail.sender:
@@ -430,15 +441,12 @@ def _ca_file(value: str, instance_dir: Path) -> str:
 def _sms(table: Mapping[str, Any], mail: MailSettings) -> SmsSettings:
     where = "sms."
     gateway = _string(table, "gateway", where)
-    timeout = table["timeout"]
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 1 <= timeout <= 120:
-        raise ConfigError("sms.timeout must be 1..120 seconds")
     sms = SmsSettings(
         gateway=gateway,
         email_domain=_string(table, "email_domain", where),
         url=_string(table, "url", where),
         token=_string(table, "token", where),
-        timeout=float(timeout),
+        timeout=_seconds(table, where),
     )
     if gateway not in ("", "email", "http"):
         raise ConfigError('sms.gateway must be "", "email" or "http"')
@@ -451,9 +459,7 @@ def _sms(table: Mapping[str, Any], mail: MailSettings) -> SmsSettings:
 
 def _notices(config: Mapping[str, Any], branches: Mapping[str, BranchSettings]) -> NoticeSettings:
     table, privacy = config["notices"], config["privacy"]
-    link_days = table["link_days"]
-    if isinstance(link_days, bool) or not isinstance(link_days, int) or not 7 <= link_days <= 365:
-        raise ConfigError("notices.link_days must be 7..365")
+    link_days = _number(table, "link_days", "notices.", 7, 365)
     if not isinstance(table["show_title"], bool):
         raise ConfigError("notices.show_title must be true or false")
     first_branch = next(iter(branches.values())).name
