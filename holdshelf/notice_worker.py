@@ -72,8 +72,10 @@ def check_text_messages_fit(settings: Settings) -> None:
     if not settings.sms.enabled:
         return
     link = opt_out_link(settings, "0" * 32, dt.date(2026, 1, 1))  # every link is this long
-    for branch in settings.branches.values():
-        length = longest_sms(branch.language, branch.code_length, link)
+    # ~30 ms each: once per language and code length, not per branch (consortia have dozens)
+    kinds = {(b.language, b.code_length): b for b in settings.branches.values()}
+    for (language, code_length), branch in kinds.items():
+        length = longest_sms(language, code_length, link)
         if length > SMS_LIMIT:
             raise ConfigError(
                 f"text messages of branch {branch.id} could run to {length} characters, "
