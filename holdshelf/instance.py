@@ -40,6 +40,16 @@ default_pickup = "shelf"
 ended_hold_days = 0     # days an ended hold stays linked to its patron pseudonym (0..30)
 """
 
+# Barcode rules catch a card scanned into the item field before the card is stored as an item.
+_BARCODES = """
+[barcodes]
+# What your cards and item barcodes look like (regular expressions for the whole barcode),
+# and their check digit. The common 14-digit Codabar layout: cards start with 2, items with 3.
+{mark}card_pattern = '^2\\d{{13}}$'
+{mark}item_pattern = '^3\\d{{13}}$'
+{mark}check_digit = "luhn"    # "none" | "luhn"
+"""
+
 _BRANCHES = """
 [branches.MAIN]
 name = "Main Library"
@@ -75,7 +85,9 @@ def write_config(instance_dir: Path, *, demo: bool = False) -> InitReport:
             today=dt.date.today().isoformat(),
             environment="development" if demo else "production",
             secrets="\n".join(f'{key} = "{value}"' for key, value in fresh.items()),
-        ) + (_DEMO_BRANCHES if demo else _BRANCHES)
+        )
+        text += _BARCODES.format(mark="" if demo else "# ")
+        text += _DEMO_BRANCHES if demo else _BRANCHES
         _write_private(path, text)
         return InitReport(path, created=True, secrets_added=list(SECRET_KEYS))
     return InitReport(path, secrets_added=_add_missing_secrets(path))

@@ -32,7 +32,7 @@ from holdshelf.domain.holds import (
     stored_preference,
     unlink_cutoff,
 )
-from holdshelf.domain.inputs import checked, clean_barcode
+from holdshelf.domain.inputs import checked, clean_barcode, normalise_card
 from holdshelf.domain.pseudonyms import Pseudonymizer
 from holdshelf.domain.slips import Slip
 from holdshelf.errors import (
@@ -83,6 +83,9 @@ class HoldRequest:
     due: dt.date
     contacts: dict[str, str]
     title: str | None = None
+    # The pseudonym the item barcode would have as a card: a known patron's means a card was
+    # scanned as the item. Used for that check only, never stored.
+    item_as_patron: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,17 @@ class BranchUsage:
             "codes_in_use": self.codes_in_use,
             "code_capacity": self.code_capacity,
         }
+
+
+PATRON_CARD_AS_ITEM = "this is a patron's card, not an item barcode: scan the item"
+
+
+def _as_card(item: str) -> str | None:
+    """The item barcode read as a card number (None if it cannot be one)."""
+    try:
+        return normalise_card(item)
+    except InvalidInput:
+        return None
 
 
 def already_active(hold: Hold) -> Conflict:
@@ -211,13 +225,19 @@ class HoldService:
         branch = self.settings.branch(branch_id)
         today = self._clock().date()
         policy = branch.policy
+        item = checked("item_barcode", branch.barcodes.item, item)
+        card = checked("patron_card", branch.barcodes.card, card)
+        item_card = _as_card(item)
+        if item_card == card:
+            raise InvalidInput(PATRON_CARD_AS_ITEM, field="item_barcode")
         return HoldRequest(
             branch=branch,
-            item=checked("item_barcode", clean_barcode, item),
-            patron=checked("patron_card", self._pseudonym, card),
+            item=item,
+            patron=self._pseudonym(card),
             due=policy.check_requested(pickup_by, today) if pickup_by else policy.pickup_by(today),
             contacts=self._contacts(email, sms),
             title=title,
+            item_as_patron=self._pseudonym(item_card) if item_card else None,
         )
 
     def ready(
@@ -300,6 +320,8 @@ class HoldService:
         """The hold, its code, slip and notices; the caller counts it (see ready_many), and
         may have ``checked`` already that the item has no active hold."""
         branch = request.branch
+        if request.item_as_patron and self._known_patron(session, request.item_as_patron):
+            raise InvalidInput(PATRON_CARD_AS_ITEM, field="item_barcode")
         active = None if checked else self._active_hold_of(session, request.item)
         if active is not None:
             raise already_active(active)
@@ -437,6 +459,15 @@ class HoldService:
             .limit(1)
         )
         return None if payload is None else Slip.from_payload(json.loads(payload))
+
+    @staticmethod
+    def _known_patron(session: Session, pseudonym: str) -> bool:
+        """Whether Holdshelf knows this patron: an active hold's or a stored choice's."""
+        holds = select(Hold.id).where(
+            Hold.patron == pseudonym, Hold.status == HoldStatus.READY.value
+        )
+        chosen = select(PatronPreference.patron).where(PatronPreference.patron == pseudonym)
+        return bool(session.scalar(select(or_(holds.exists(), chosen.exists()))))
 
     @staticmethod
     def _active_hold_of(session: Session, item: str) -> Hold | None:
@@ -773,12 +804,14 @@ class HoldService:
 
     # -- patrons ------------------------------------------------------------------------------
 
-    def pseudonym(self, card: str) -> str:
-        """The patron's pseudonym: how the web desk remembers a patron without the card."""
-        return self._pseudonym(card)
+    def pseudonym(self, card: str, branch_id: str | None = None) -> str:
+        """The patron's pseudonym: how the web desk remembers a patron without the card. The
+        card must pass the branch's card rule (the library's, without a branch)."""
+        rules = self.settings.branch(branch_id).barcodes if branch_id else self.settings.barcodes
+        return self._pseudonym(checked("patron_card", rules.card, card))
 
     def patron(self, card: str) -> PatronView:
-        return self.patron_view(self._pseudonym(card))
+        return self.patron_view(self.pseudonym(card))
 
     def patron_view(self, pseudonym: str) -> PatronView:
         with self._sessions() as session:
@@ -786,11 +819,11 @@ class HoldService:
 
     def opt_out(self, card: str) -> PatronView:
         """Future holds go to the desk; holds already on the open shelf are listed for staff."""
-        return self.choose(self._pseudonym(card), PickupMode.DESK)
+        return self.choose(self.pseudonym(card), PickupMode.DESK)
 
     def opt_in(self, card: str) -> PatronView:
         """Back to the library's default; nothing of theirs needs moving any more."""
-        return self.choose(self._pseudonym(card), PickupMode.SHELF)
+        return self.choose(self.pseudonym(card), PickupMode.SHELF)
 
     def choose(self, pseudonym: str, choice: PickupMode) -> PatronView:
         """Record a patron's pickup choice; takes effect at once, needs no reason."""

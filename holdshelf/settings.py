@@ -12,6 +12,7 @@ import copy
 import datetime as dt
 import importlib.util
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from holdshelf.domain.barcodes import CHECK_DIGITS, BarcodeRules
 from holdshelf.domain.codes import MAX_LENGTH, MIN_LENGTH
 from holdshelf.domain.holds import (
     MAX_RETENTION_DAYS,
@@ -46,6 +48,7 @@ LANGUAGES = ("en", "es")  # patron-facing text; a translation catalog away from 
 MAX_PUBLIC_URL = 60  # the opt-out link must leave room in a 160-character text message
 # Tables whose keys are names the library chooses; each entry is merged onto its defaults.
 OPEN_TABLES = {"branches": "branch_defaults", "printers": "printer_defaults"}
+BARCODE_KEYS = ("card_pattern", "item_pattern", "check_digit")
 # What each connection type needs installed, and the extra that installs it.
 PRINTER_EXTRAS = {"usb": ("usb", "usb"), "serial": ("serial", "serial"), "cups": ("cups", "cups")}
 
@@ -63,6 +66,7 @@ class BranchSettings:
     closed_days: frozenset[int]
     printer: str
     language: str
+    barcodes: BarcodeRules
 
     @property
     def policy(self) -> PickupPolicy:
@@ -135,6 +139,7 @@ class Settings:
     branches: Mapping[str, BranchSettings]
     printers: Mapping[str, PrinterSettings]
     slip_options: SlipOptions
+    barcodes: BarcodeRules  # the library's; each branch has its own (BranchSettings.barcodes)
     hashids_salt: str = field(repr=False)
     pseudonym_key: str = field(repr=False)
     secret_key: str = field(repr=False)
@@ -189,11 +194,15 @@ def load_settings(instance_dir: Path, environ: Mapping[str, str] | None = None) 
 
 def _fill_open_tables(config: dict[str, Any]) -> None:
     for table, defaults_key in OPEN_TABLES.items():
-        defaults = config[defaults_key] | ({"name": ""} if table == "branches" else {})
+        defaults = config[defaults_key] | (_BRANCH_EXTRAS if table == "branches" else {})
         for name, entry in config[table].items():
             if not isinstance(entry, Mapping):
                 raise ConfigError(f"{table}.{name} must be a table")
             config[table][name] = _merge(defaults, entry, f"{table}.{name}.")
+
+
+# A branch's own [branches.X.barcodes] keys; None means "as the library's [barcodes]".
+_BRANCH_EXTRAS: dict[str, Any] = {"name": "", "barcodes": dict.fromkeys(BARCODE_KEYS)}
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -285,7 +294,8 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
     if not isinstance(audit_days, int) or not 1 <= audit_days <= 3660:
         raise ConfigError("retention.audit_days must be 1..3660")
     printers = _printers(config)
-    branches = _branches(config, printers)
+    barcodes = _barcodes(config["barcodes"], "barcodes.")
+    branches = _branches(config, printers, config["barcodes"])
     mail = _mail(config["mail"], instance_dir)
     return Settings(
         instance_dir=instance_dir,
@@ -303,6 +313,7 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
         branches=branches,
         printers=printers,
         slip_options=_slip_options(config["slips"]),
+        barcodes=barcodes,
         **secrets,
     )
 
@@ -495,8 +506,24 @@ def _printers(config: Mapping[str, Any]) -> dict[str, PrinterSettings]:
     return printers
 
 
+def _barcodes(table: Mapping[str, Any], where: str) -> BarcodeRules:
+    for key in BARCODE_KEYS:
+        if not isinstance(table[key], str):
+            raise ConfigError(f"{where}{key} must be a string")
+    if table["check_digit"] not in CHECK_DIGITS:
+        raise ConfigError(f"{where}check_digit must be one of {', '.join(CHECK_DIGITS)}")
+    for key in ("card_pattern", "item_pattern"):
+        try:
+            re.compile(table[key])
+        except re.error as exc:
+            raise ConfigError(f"{where}{key} is not a regular expression: {exc}") from None
+    return BarcodeRules(**{key: table[key] for key in BARCODE_KEYS})
+
+
 def _branches(
-    config: Mapping[str, Any], printers: Mapping[str, PrinterSettings]
+    config: Mapping[str, Any],
+    printers: Mapping[str, PrinterSettings],
+    library_barcodes: Mapping[str, Any],
 ) -> dict[str, BranchSettings]:
     branches: dict[str, BranchSettings] = {}
     for raw_id, table in config["branches"].items():
@@ -506,7 +533,7 @@ def _branches(
             raise ConfigError(f"branch id {raw_id!r} must be 1..{BRANCH_ID_MAX} characters")
         if branch_id in branches:
             raise ConfigError(f"branch {branch_id} is defined twice")
-        branches[branch_id] = _branch(branch_id, table, where)
+        branches[branch_id] = _branch(branch_id, table, where, library_barcodes)
         if branches[branch_id].printer not in printers:
             raise ConfigError(f"{where}printer names no [printers.{branches[branch_id].printer}]")
     if not branches:
@@ -514,7 +541,9 @@ def _branches(
     return branches
 
 
-def _branch(branch_id: str, table: Mapping[str, Any], where: str) -> BranchSettings:
+def _branch(
+    branch_id: str, table: Mapping[str, Any], where: str, library_barcodes: Mapping[str, Any]
+) -> BranchSettings:
     name = _string(table, "name", where) or branch_id
     pickup_days, code_length = table["pickup_days"], table["code_length"]
     if not isinstance(pickup_days, int) or not 1 <= pickup_days <= 366:
@@ -537,6 +566,13 @@ def _branch(branch_id: str, table: Mapping[str, Any], where: str) -> BranchSetti
         closed_days=closed_days,
         printer=_string(table, "printer", where),
         language=_language(table, where),
+        barcodes=_barcodes(
+            {
+                key: library_barcodes[key] if value is None else value
+                for key, value in table["barcodes"].items()
+            },
+            f"{where}barcodes.",
+        ),
     )
 
 

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import URL
 
+from holdshelf.domain.barcodes import luhn_valid
 from holdshelf.instance import write_config
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings, load_settings
@@ -115,13 +116,22 @@ class Clock:
 
 
 def make_instance(
-    directory: Path, database_url: str, *, extra: str = "", demo: bool = True
+    directory: Path,
+    database_url: str,
+    *,
+    extra: str = "",
+    demo: bool = True,
+    barcode_rules: bool = False,
 ) -> Path:
     """A demo instance (branches MAIN and EAST) using ``database_url``; ``extra`` is TOML
-    inserted before the branch tables."""
+    inserted before the branch tables. The demo's barcode rules (14-digit Codabar, Luhn) are
+    commented out unless ``barcode_rules``: most tests scan short made-up barcodes."""
     write_config(directory, demo=demo)
     config = directory / "holdshelf.toml"
     text_ = config.read_text()
+    if not barcode_rules:
+        for key in ("card_pattern", "item_pattern", "check_digit"):
+            text_ = text_.replace(f"\n{key} = ", f"\n# {key} = ")
     text_ = text_.replace(
         '# database_url = "postgresql+psycopg://holdshelf@localhost/holdshelf"',
         f'database_url = "{database_url}"',
@@ -131,9 +141,16 @@ def make_instance(
     return directory
 
 
+def wants_barcode_rules(request: pytest.FixtureRequest) -> bool:
+    """A test marked ``barcode_rules`` runs on the demo's barcode rules (see make_instance)."""
+    return request.node.get_closest_marker("barcode_rules") is not None
+
+
 @pytest.fixture
-def instance_dir(tmp_path: Path, database_url: str) -> Path:
-    path = make_instance(tmp_path / "instance", database_url)
+def instance_dir(tmp_path: Path, database_url: str, request: pytest.FixtureRequest) -> Path:
+    path = make_instance(
+        tmp_path / "instance", database_url, barcode_rules=wants_barcode_rules(request)
+    )
     if database_url.startswith("sqlite"):
         database.upgrade(database.make_engine(database_url))
     return path
@@ -154,6 +171,19 @@ def service(settings: Settings, clock: Clock) -> Iterator[HoldService]:
     svc = HoldService.open(settings, clock=clock)
     yield svc
     svc.engine.dispose()
+
+
+@pytest.fixture
+def cli(tmp_path: Path, database_url: str, capsys, monkeypatch, request):
+    """The holdshelf command on an initialised instance (see tests/helpers/cli.py)."""
+    from tests.helpers.cli import Cli
+
+    instance = make_instance(
+        tmp_path / "instance", database_url, barcode_rules=wants_barcode_rules(request)
+    )
+    runner = Cli(instance, capsys, monkeypatch)
+    runner.ok("init")
+    return runner
 
 
 # -- patrons ------------------------------------------------------------------------------
@@ -180,12 +210,18 @@ FIRST = ["Ana", "Bo", "Chidi", "Dolores", "Eun-ji", "Farid", "Grete", "Hiroshi",
 LAST = ["Okafor", "Lindqvist", "Marquez", "Nakamura", "Petrov", "Quispe", "Rasmussen", "Thibault"]
 
 
+def codabar(body: str) -> str:
+    """``body`` with the mod-10 check digit of 14-digit library barcodes appended."""
+    return next(body + digit for digit in "0123456789" if luhn_valid(body + digit))
+
+
 def make_patrons(count: int, seed: int = 7) -> list[Patron]:
     rng = random.Random(seed)
     patrons = []
     for n in range(count):
         first, last = rng.choice(FIRST), rng.choice(LAST)
-        card = f"2{rng.randrange(10**12, 10**13)}"  # a 14-digit library card (Codabar style)
+        # A 14-digit library card (Codabar style, its check digit valid)
+        card = codabar(f"2{rng.randrange(10**12, 10**13)}"[:13])
         patrons.append(
             Patron(
                 card=card,

@@ -2,70 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from holdshelf.cli import main
-from tests.conftest import Patron, assert_no_patron_data, make_instance
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self):
-        return json.loads(self.out)
-
-
-class Cli:
-    def __init__(self, instance: Path, capsys, monkeypatch) -> None:
-        self.instance = instance
-        self.capsys = capsys
-        self.monkeypatch = monkeypatch
-        self.outputs: list[str] = []
-
-    def __call__(self, *args: str, stdin: str = "") -> Result:
-        self.monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        try:
-            main(["--instance", str(self.instance), *args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = self.capsys.readouterr()
-        self.outputs += [captured.out, captured.err]
-        return Result(code, captured.out, captured.err)
-
-    def ok(self, *args: str, stdin: str = "") -> Result:
-        result = self(*args, stdin=stdin)
-        assert result.code == 0, result.err
-        return result
-
-    def fails(self, *args: str, message: str, stdin: str = "") -> Result:
-        result = self(*args, stdin=stdin)
-        assert result.code == 1
-        assert result.out == ""
-        assert result.err.startswith("error: ")
-        assert result.err.count("\n") == 1, "an error is exactly one line"
-        assert "Traceback" not in result.err
-        assert message in result.err
-        return result
-
-
-@pytest.fixture
-def cli(tmp_path: Path, database_url: str, capsys, monkeypatch) -> Cli:
-    instance = make_instance(tmp_path / "instance", database_url)
-    runner = Cli(instance, capsys, monkeypatch)
-    runner.ok("init")
-    return runner
+from tests.conftest import Patron, assert_no_patron_data, codabar, make_instance
+from tests.helpers.cli import Cli
 
 
 def test_the_whole_workflow(cli: Cli, patrons: list[Patron]) -> None:
@@ -277,7 +221,7 @@ def test_installed_console_script(tmp_path: Path, patrons) -> None:
         "--branch",
         "MAIN",
         "--item",
-        "X1",
+        codabar("3901000012345"),  # the demo instance has the 14-digit barcode rules on
         "--patron",
         "-",
         "--json",

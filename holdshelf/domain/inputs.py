@@ -31,9 +31,10 @@ def _has_control_characters(text: str) -> bool:
 
 
 def clean_barcode(raw: str | None, what: str = "item barcode") -> str:
-    """A barcode stripped of surrounding whitespace; empty, oversized or control-character
-    barcodes are refused. The message never repeats the value (it might be a card number)."""
-    value = (raw or "").strip()
+    """A barcode in Unicode NFKC (a fullwidth "２１０" is the same card as "210") stripped of
+    surrounding whitespace; empty, oversized or control-character barcodes are refused. The
+    message never repeats the value (it might be a card number)."""
+    value = unicodedata.normalize("NFKC", raw or "").strip()
     if not value:
         raise InvalidInput(f"the {what} is empty")
     if len(value) > MAX_BARCODE_LENGTH:
