@@ -48,6 +48,9 @@ class StaffSession:
     role: str
     branch: str | None
     patron: str | None  # pseudonym of the patron in focus at the desk, while it lasts
+    # An opaque tag of this focus (new at every card scan): a patron page and its forms carry
+    # it, so a page showing one patron can never act on another.
+    focus: str | None = None
 
     @property
     def admin(self) -> bool:
@@ -206,7 +209,10 @@ class Accounts:
                 # The focus is over: the pseudonym goes from the row, not just from view,
                 # so a session row never ties an audit entry to a patron.
                 row.patron, row.patron_until = None, None
-            return StaffSession(user.id, user.name, user.role, row.branch, row.patron)
+            focus = None
+            if row.patron is not None and row.patron_until is not None:
+                focus = _digest(f"{row.id_hash}|{row.patron}|{row.patron_until.isoformat()}")[:24]
+            return StaffSession(user.id, user.name, user.role, row.branch, row.patron, focus)
 
     def sign_out(self, token: str | None) -> None:
         if token:
@@ -220,7 +226,8 @@ class Accounts:
                 row.branch = branch
 
     def focus_patron(self, token: str, pseudonym: str | None) -> None:
-        """Keep (or forget) the patron the desk is serving, for a few minutes."""
+        """Keep (or forget) the patron the desk is serving: for a few minutes at most, and
+        only while the desk stays on the patron page (the web app forgets it on leaving)."""
         with self._sessions.begin() as session:
             row = session.get(WebSession, _digest(token))
             if row is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from tests.conftest import Clock, assert_no_patron_data
-from tests.helpers.web import ADMIN, STAFF, post, sign_in
+from tests.helpers.web import ADMIN, STAFF, choose_pickup, look_up_patron, post, sign_in
 
 CODE = re.compile(r'class="code">([0-9A-Z]{3}-[0-9A-Z]{3})<')
 
@@ -97,15 +97,13 @@ def test_shelf_lists_in_order_with_desk_apart(client, app, patrons) -> None:
 def test_opt_out_at_the_patron_desk_and_move_to_desk(client, app, patrons) -> None:
     patron = patrons[0]
     code = ready_code(check_in(client, "I1", patron.card))
-    looked_up = post(client, "/patron", {"card": patron.card})
-    assert looked_up.status_code == 302
-    page = client.get("/patron").get_data(as_text=True)
+    page, location = look_up_patron(client, patron.card)
     assert "Pickup: open shelf (the library's default)" in page
     assert f'<span class="code">{code}</span>' in page
     assert "staff hand them over after checking the library card" in page
-    chosen = post(client, "/patron/choice", {"choice": "desk"}, page="/patron")
+    chosen = choose_pickup(client, page, location, "desk")
     assert chosen.status_code == 302
-    page = client.get("/patron").get_data(as_text=True)
+    page = client.get(chosen.headers["Location"]).get_data(as_text=True)
     assert "Their holds to move from the open shelf to the desk: 1." in page
     assert "to be moved to the desk" in page
     shelf = client.get("/shelf").get_data(as_text=True)
@@ -118,7 +116,7 @@ def test_opt_out_at_the_patron_desk_and_move_to_desk(client, app, patrons) -> No
     assert "Behind the desk" in client.get(
         f"/checkin?code={ready_code(check_in(client, 'I3', patron.card))}"
     ).get_data(as_text=True)
-    post(client, "/patron/done", page="/patron")
+    post(client, "/patron/done", page=chosen.headers["Location"])
     assert 'id="card"' in client.get("/patron").get_data(as_text=True)
     for page_ in (page, shelf):
         assert_no_patron_data(page_, patrons)
@@ -136,16 +134,45 @@ def focused_patrons(app) -> list[str | None]:
         return list(session.scalars(select(WebSession.patron)))
 
 
+def test_patron_focus_ends_on_leaving_the_page(client, app, patrons) -> None:
+    page, location = look_up_patron(client, patrons[0].card)
+    assert "What the library holds" in page and 'id="card"' in page  # the next scan's field
+    client.get("/shelf")  # the clerk goes elsewhere
+    assert focused_patrons(app) == [None]
+    for back in (location, "/patron"):  # the browser's Back, or the menu
+        again = client.get(back).get_data(as_text=True)
+        assert "What the library holds" not in again and 'id="card"' in again
+    # Coming back from the menu within the five minutes also starts afresh.
+    look_up_patron(client, patrons[0].card)
+    assert "What the library holds" not in client.get("/patron").get_data(as_text=True)
+    assert focused_patrons(app) == [None]
+
+
+def test_a_new_scan_replaces_the_patron_in_focus(client, app, patrons) -> None:
+    anna, ben = patrons[0], patrons[1]
+    anna_code = ready_code(check_in(client, "I1", anna.card))
+    ben_code = ready_code(check_in(client, "I2", ben.card))
+    anna_page, anna_location = look_up_patron(client, anna.card)
+    ben_page, _ = look_up_patron(client, ben.card)  # scanned on Anna's page
+    assert ben_code in ben_page and anna_code not in ben_page
+    # Anna's page, still open in another tab, cannot change Ben's choice.
+    refused = choose_pickup(client, anna_page, anna_location, "desk")
+    assert "no longer in focus" in client.get(refused.headers["Location"]).get_data(as_text=True)
+    service = app.extensions["holdshelf"].service
+    assert service.patron(ben.card).preference.value == "shelf"
+    assert service.patron(anna.card).preference.value == "shelf"
+
+
 def test_patron_focus_times_out(client, app, clock: Clock, patrons) -> None:
-    post(client, "/patron", {"card": patrons[0].card})
-    assert "What the library holds" in client.get("/patron").get_data(as_text=True)
+    page, location = look_up_patron(client, patrons[0].card)
+    assert "What the library holds" in page
     assert focused_patrons(app) != [None]
     clock.advance(minutes=6)
-    assert 'id="card"' in client.get("/patron").get_data(as_text=True)
+    assert "What the library holds" not in client.get(location).get_data(as_text=True)
     assert focused_patrons(app) == [None]  # gone from the row, not only from the page
-    refused = post(client, "/patron/choice", {"choice": "desk"}, page="/patron")
+    refused = choose_pickup(client, page, location, "desk")
     assert refused.status_code == 302
-    assert "Scan the patron" in client.get("/patron").get_data(as_text=True)
+    assert "no longer in focus" in client.get("/patron").get_data(as_text=True)
 
 
 def test_clear_shelf(client, app, clock: Clock, patrons) -> None:

@@ -18,7 +18,7 @@ from holdshelf.storage.models import (
     StaffUser,
 )
 from tests.conftest import assert_no_patron_data
-from tests.helpers.web import ADMIN, csrf_token, post, sign_in
+from tests.helpers.web import ADMIN, choose_pickup, csrf_token, look_up_patron, post, sign_in
 
 EXTERNAL = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:[a-z]+:)?//""", re.I)
 PUBLIC = {
@@ -234,7 +234,7 @@ def test_card_numbers_in_no_response_and_no_log_record(app, admin, patrons, capl
             post(admin, "/checkin", {"item": f"I{n}", "card": patron.card}),
             post(admin, "/checkin", {"item": f"I{n}", "card": patron.card}),  # a conflict
             post(admin, "/patron", {"card": patron.card}),
-            post(admin, "/patron/choice", {"choice": "desk"}, page="/patron"),
+            choose_pickup(admin, *look_up_patron(admin, patron.card), "desk"),
             post(admin, "/patron", {"card": patron.card + "\x00"}),  # refused input
         ):
             bodies.append(response.get_data(as_text=True))

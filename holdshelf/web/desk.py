@@ -7,6 +7,7 @@ numbers arrive in forms and leave as pseudonyms: no page ever contains one.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 from flask import (
@@ -45,6 +46,13 @@ NUMBERS_DAYS = 30
 
 def _branch() -> str:
     return g.staff.branch
+
+
+@bp.app_template_filter("day")
+def day(date: dt.date) -> str:
+    """A pickup-by date for the desk: "Mon 30 Nov", with the year when it is not this year."""
+    this_year = desk().service.today().year
+    return date.strftime("%a %d %b" if date.year == this_year else "%a %d %b %Y")
 
 
 @bp.get("/")
@@ -200,49 +208,81 @@ def clear_post() -> Any:
 
 # -- the patron desk -----------------------------------------------------------------------------
 
+# The patron in focus is shown only on the page its card scan led to (``?focus=`` carries the
+# focus's tag): any other page, a new scan, or coming back later ends it.
+PATRON_PAGES = {"desk.patron", "desk.patron_lookup", "desk.patron_choice", "desk.patron_done"}
+KEEP_PATRON_FOCUS = PATRON_PAGES | {"static"}
+
+
+@bp.before_app_request
+def end_patron_focus_elsewhere() -> None:
+    staff = g.get("staff")
+    if staff is not None and staff.patron and request.endpoint not in KEEP_PATRON_FOCUS:
+        _end_patron_focus()
+
+
+def _end_patron_focus() -> None:
+    desk().accounts.focus_patron(session["token"], None)
+    g.staff = replace(g.staff, patron=None, focus=None)
+
+
+def _patron_page(error: str | None = None, status: int = 200) -> tuple[str, int]:
+    view = desk().service.patron_view(g.staff.patron) if g.staff.patron else None
+    return render_template(
+        "patron.html", view=view, focus=g.staff.focus, choices=CHOICES, error=error
+    ), status
+
 
 @bp.get("/patron")
 @login_required
-def patron() -> str:
-    view = desk().service.patron_view(g.staff.patron) if g.staff.patron else None
-    return render_template("patron.html", view=view, choices=CHOICES, error=None)
+def patron() -> tuple[str, int]:
+    if g.staff.patron and request.args.get("focus") != g.staff.focus:
+        _end_patron_focus()  # back on the page later, or from the menu: a new patron
+    return _patron_page()
 
 
 @bp.post("/patron")
 @login_required
 def patron_lookup() -> Any:
     try:
-        pseudonym = desk().service.pseudonym(request.form.get("card", ""))
+        pseudonym = desk().service.pseudonym(request.form.get("card", ""), _branch())
     except HoldshelfError as exc:
-        return render_template("patron.html", view=None, choices=CHOICES, error=str(exc)), 422
+        if g.staff.patron:  # a failed scan does not leave the previous patron on screen
+            _end_patron_focus()
+        return _patron_page(error=str(exc), status=422)
     desk().accounts.focus_patron(session["token"], pseudonym)
     desk().accounts.audit(g.staff, "looked up a patron")
-    return redirect(url_for("desk.patron"))
+    return _to_patron_in_focus()
+
+
+def _to_patron_in_focus() -> Response:
+    focus = desk().accounts.session(session["token"])
+    return redirect(url_for("desk.patron", focus=focus.focus if focus else None))
 
 
 @bp.post("/patron/choice")
 @login_required
 def patron_choice() -> Any:
-    if not g.staff.patron:
-        flash("Scan the patron's card first.", "error")
+    if not g.staff.patron or request.form.get("focus") != g.staff.focus:
+        flash("The patron on that page is no longer in focus: scan their card again.", "error")
         return redirect(url_for("desk.patron"))
     try:
         choice = PickupMode(request.form.get("choice", ""))
     except ValueError:
         flash("Choose open shelf or desk pickup.", "error")
-        return redirect(url_for("desk.patron"))
+        return _to_patron_in_focus()
     view = desk().service.choose(g.staff.patron, choice)
     desk().accounts.audit(g.staff, f"set pickup to {choice.value}")
     moves = sum(1 for hold in view.holds if hold.move_to_desk)
     note = f" Their holds to move from the open shelf to the desk: {moves}." if moves else ""
     flash(f"Saved: {CHOICES[choice][0]}.{note}")
-    return redirect(url_for("desk.patron"))
+    return _to_patron_in_focus()
 
 
 @bp.post("/patron/done")
 @login_required
 def patron_done() -> Any:
-    desk().accounts.focus_patron(session["token"], None)
+    _end_patron_focus()
     return redirect(url_for("desk.patron"))
 
 

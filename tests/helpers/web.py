@@ -37,3 +37,21 @@ def post(
     """POST like a form on ``page`` (default: the same path) would."""
     token = csrf_token(client, page or path)
     return client.post(path, data={**(data or {}), "csrf_token": token}, **kwargs)
+
+
+FOCUS = re.compile(r'name="focus" value="([^"]*)"')
+
+
+def look_up_patron(client: FlaskClient, card: str) -> tuple[str, str]:
+    """Scan a card at the patron desk and follow to the page it leads to: (page, its URL)."""
+    response = post(client, "/patron", {"card": card})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    location = response.headers["Location"]
+    return client.get(location).get_data(as_text=True), location
+
+
+def choose_pickup(client: FlaskClient, page: str, location: str, choice: str) -> TestResponse:
+    """Press "Switch to ..." on a patron page: the form carries the page's focus tag."""
+    match = FOCUS.search(page)
+    assert match, "the patron page has no choice form"
+    return post(client, "/patron/choice", {"choice": choice, "focus": match.group(1)}, location)
