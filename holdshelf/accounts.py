@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,7 +39,15 @@ _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
 class SignInRefused(HoldshelfError):
-    """Wrong name or password, or too many attempts. Says nothing about which."""
+    """Wrong name or password, or too many attempts. Never says whether the account exists."""
+
+
+class SignInThrottled(SignInRefused):
+    """Too many failed sign-ins lately for this account name, or from this address."""
+
+    def __init__(self, message: str, wait: dt.timedelta) -> None:
+        super().__init__(message)
+        self.wait = wait
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,22 @@ class AuditView:
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def _account_key(name: str) -> str:
+    # Any name typed is counted, existing or not, so a lockout never tells which accounts
+    # exist; case is folded so that "Alice" gets no fresh tries after "alice".
+    return _digest(f"user:{name.strip().lower()}")
+
+
+def _address_key(address: str) -> str:
+    return _digest(f"address:{address}")
+
+
+def minutes_text(wait: dt.timedelta) -> str:
+    """A wait as "7 minutes": rounded up, and at least one ("0 minutes" helps nobody)."""
+    minutes = max(1, math.ceil(wait.total_seconds() / 60))
+    return f"{minutes} minute" if minutes == 1 else f"{minutes} minutes"
 
 
 class Accounts:
@@ -138,23 +163,17 @@ class Accounts:
     # -- signing in and out -------------------------------------------------------------------
 
     def sign_in(self, name: str, password: str, address: str) -> str:
-        """A new session token for the right name and password, unless this account or this
-        address has failed too often lately."""
+        """A new session token for the right name and password, unless this account name has
+        failed too often lately, or this address far too often. The limits are apart, so a
+        colleague at the same desk signs in while a mistyped account waits."""
         now = self._now()
-        keys = [_digest(f"user:{name.strip().lower()}"), _digest(f"address:{address}")]
+        web = self.settings.web
+        account, place = _account_key(name), _address_key(address)
         with self._sessions.begin() as session:
-            window_start = now - self.settings.web.login_window
-            recent = session.scalar(
-                select(func.count())
-                .select_from(LoginFailure)
-                .where(LoginFailure.key_hash.in_(keys), LoginFailure.at > window_start)
-                .group_by(LoginFailure.key_hash)
-                .order_by(func.count().desc())
-                .limit(1)
+            self._refuse_if_locked(session, account, web.login_attempts, now, "for this account")
+            self._refuse_if_locked(
+                session, place, web.login_attempts_per_address, now, "from this address"
             )
-            if (recent or 0) >= self.settings.web.login_attempts:
-                minutes = int(self.settings.web.login_window.total_seconds() // 60)
-                raise SignInRefused(f"too many failed sign-ins: wait {minutes} minutes")
             user = session.scalar(select(StaffUser).where(StaffUser.name == name.strip()))
             if self._password_matches(user, password):
                 assert user is not None
@@ -167,13 +186,40 @@ class Accounts:
                     )
                 )
             else:
-                session.add_all(LoginFailure(key_hash=key, at=now) for key in keys)
+                session.add_all(LoginFailure(key_hash=key, at=now) for key in (account, place))
                 user = None
         if user is None:
             log.warning("failed sign-in")
             raise SignInRefused("wrong account name or password")
         log.info("staff %s signed in", user.name)
         return token
+
+    def _refuse_if_locked(
+        self, session: Session, key: str, limit: int, now: dt.datetime, whose: str
+    ) -> None:
+        until = self._locked_until(session, key, limit, now)
+        if until is not None:
+            log.warning("sign-in refused: too many failed sign-ins %s", whose)
+            raise SignInThrottled(
+                f"too many failed sign-ins {whose}: try again in {minutes_text(until - now)}",
+                until - now,
+            )
+
+    def _locked_until(
+        self, session: Session, key: str, limit: int, now: dt.datetime
+    ) -> dt.datetime | None:
+        """When ``key`` falls below ``limit`` failures in the window; None if it is below.
+        That is when the limit-th newest failure ages out: the oldest one counted, unless the
+        limit was lowered since they were recorded."""
+        window = self.settings.web.login_window
+        at = session.scalar(
+            select(LoginFailure.at)
+            .where(LoginFailure.key_hash == key, LoginFailure.at > now - window)
+            .order_by(LoginFailure.at.desc())
+            .offset(limit - 1)
+            .limit(1)
+        )
+        return None if at is None else at + window
 
     @staticmethod
     def _password_matches(user: StaffUser | None, password: str) -> bool:
