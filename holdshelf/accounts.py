@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,6 +61,16 @@ class StaffSession:
     @property
     def admin(self) -> bool:
         return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """A staff account as the admin pages list it: recent failures and any lockout."""
+
+    name: str
+    role: str
+    failures: int  # failed sign-ins within the window
+    locked_for: dt.timedelta | None  # how long it must still wait, while locked out
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,39 @@ class Accounts:
                 (user.name, user.role)
                 for user in session.scalars(select(StaffUser).order_by(StaffUser.name))
             ]
+
+    def account_views(self) -> list[AccountView]:
+        """Every account with its failed sign-ins in the window and, while locked out, the
+        wait. Only real accounts: failures under other names stay anonymous hashes."""
+        now = self._now()
+        web = self.settings.web
+        with self._sessions() as session:
+            users = [
+                (_account_key(user.name), user)
+                for user in session.scalars(select(StaffUser).order_by(StaffUser.name))
+            ]
+            failures: dict[str, int] = dict(
+                session.execute(  # .all(): a Result has keys(), so dict() would misread it
+                    select(LoginFailure.key_hash, func.count())
+                    .where(
+                        LoginFailure.key_hash.in_([key for key, _ in users]),
+                        LoginFailure.at > now - web.login_window,
+                    )
+                    .group_by(LoginFailure.key_hash)
+                ).all()
+            )
+            views = []
+            for key, user in users:
+                count = failures.get(key, 0)
+                until = (
+                    self._locked_until(session, key, web.login_attempts, now)
+                    if count >= web.login_attempts
+                    else None
+                )
+                views.append(
+                    AccountView(user.name, user.role, count, until - now if until else None)
+                )
+            return views
 
     @staticmethod
     def _check_name(name: str) -> str:
@@ -220,6 +263,17 @@ class Accounts:
             .limit(1)
         )
         return None if at is None else at + window
+
+    def unlock(self, name: str) -> int:
+        """Forget this account's failed sign-ins so it may sign in at once; how many there
+        were. Failures from an address stay: they count for every name tried there."""
+        with self._sessions.begin() as session:
+            user = self._user(session, name)
+            cleared = session.execute(
+                delete(LoginFailure).where(LoginFailure.key_hash == _account_key(user.name))
+            ).rowcount
+        log.info("staff account %s unlocked (%d failed sign-ins cleared)", user.name, cleared)
+        return cleared
 
     @staticmethod
     def _password_matches(user: StaffUser | None, password: str) -> bool:
