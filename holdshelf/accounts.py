@@ -32,6 +32,7 @@ ROLES = ("staff", "admin")
 MIN_PASSWORD_LENGTH = 10
 PATRON_FOCUS = dt.timedelta(minutes=5)  # how long the patron desk keeps a scanned patron
 LAST_SEEN_GRANULARITY = dt.timedelta(minutes=1)  # not a write per page view
+AUDIT_ACTION_LENGTH = AuditEntry.__table__.c.action.type.length
 _hasher = PasswordHasher()  # Argon2id, the library's recommended parameters
 # Verified against when the account does not exist, so a wrong name costs as long as a wrong
 # password and timing does not reveal which accounts exist.
@@ -264,14 +265,17 @@ class Accounts:
         )
         return None if at is None else at + window
 
-    def unlock(self, name: str) -> int:
+    def unlock(self, name: str, by: StaffSession | None = None) -> int:
         """Forget this account's failed sign-ins so it may sign in at once; how many there
-        were. Failures from an address stay: they count for every name tried there."""
+        were. An admin's unlock at the web app (``by``) is in the audit log, in the same
+        transaction. Failures from an address stay: they count for every name tried there."""
         with self._sessions.begin() as session:
             user = self._user(session, name)
             cleared = session.execute(
                 delete(LoginFailure).where(LoginFailure.key_hash == _account_key(user.name))
             ).rowcount
+            if by is not None:
+                session.add(self._audit_entry(by, f"unlocked {user.name}"))
         log.info("staff account %s unlocked (%d failed sign-ins cleared)", user.name, cleared)
         return cleared
 
@@ -331,9 +335,16 @@ class Accounts:
 
     def audit(self, staff: StaffSession, action: str) -> None:
         with self._sessions.begin() as session:
-            session.add(
-                AuditEntry(at=self._now(), staff=staff.name, branch=staff.branch, action=action)
-            )
+            session.add(self._audit_entry(staff, action))
+
+    def _audit_entry(self, staff: StaffSession, action: str) -> AuditEntry:
+        # The column is narrow: "unlocked " and a long account name is cut short, not refused.
+        return AuditEntry(
+            at=self._now(),
+            staff=staff.name,
+            branch=staff.branch,
+            action=action[:AUDIT_ACTION_LENGTH],
+        )
 
     def audit_entries(self, limit: int = 500) -> list[AuditView]:
         with self._sessions() as session:

@@ -9,7 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import Clock
-from tests.helpers.web import ADMIN, STAFF, sign_in
+from tests.helpers.web import ADMIN, STAFF, post, sign_in
 
 WRONG = "not the password at all"
 LOCKED_ACCOUNT = "too many failed sign-ins for this account: try again in"
@@ -32,6 +32,13 @@ def from_address(app, address: str) -> FlaskClient:
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = address
     return client
+
+
+def admin_client(app) -> FlaskClient:
+    admin = app.test_client()
+    assert sign_in(admin, ADMIN).status_code == 302
+    post(admin, "/branch", {"branch": "MAIN"})
+    return admin
 
 
 @pytest.fixture
@@ -96,3 +103,51 @@ def test_the_wait_is_named_in_minutes_and_shrinks_as_the_clock_advances(app, clo
     assert f"{LOCKED_ACCOUNT} 2 minutes" in refusal(sign_in(desk, STAFF))  # until 09:47
     clock.advance(minutes=2)
     assert sign_in(desk, STAFF).status_code == 302
+
+
+def test_an_admin_unlocks_an_account_on_the_staff_accounts_page(app) -> None:
+    desk = app.test_client()
+    fail(desk, STAFF[0], times=5)
+    admin = admin_client(app)
+    page = admin.get("/admin/accounts").get_data(as_text=True)
+    assert "<td>alice</td><td>staff</td><td>5</td>" in page
+    assert "locked out: 15 minutes to wait" in page
+    assert ">Unlock alice</button>" in page and ">Unlock ada</button>" not in page
+    unlocked = post(admin, "/admin/accounts/unlock", {"name": "alice"}, page="/admin/accounts")
+    assert unlocked.headers["Location"] == "/admin/accounts"
+    page = admin.get("/admin/accounts").get_data(as_text=True)
+    assert "alice may sign in again (5 failed sign-ins forgotten)" in page
+    assert "<td>alice</td><td>staff</td><td>0</td>\n      <td>open</td>" in page
+    assert sign_in(desk, STAFF).status_code == 302
+    audit = admin.get("/admin/audit").get_data(as_text=True)
+    assert "<td>ada</td><td>MAIN</td><td>unlocked alice</td>" in audit
+    post(admin, "/admin/accounts/unlock", {"name": "nobody"}, page="/admin/accounts")
+    assert "no staff account named &#39;nobody&#39;" in admin.get("/admin/accounts").get_data(
+        as_text=True
+    )
+    actions = [entry.action for entry in app.extensions["holdshelf"].accounts.audit_entries()]
+    assert actions == ["unlocked alice"]  # the refused unlock is not recorded
+
+
+def test_only_an_admin_may_unlock(app, client) -> None:
+    desk = app.test_client()
+    fail(desk, ADMIN[0], times=5)
+    assert client.get("/admin/accounts").status_code == 403
+    refused = post(client, "/admin/accounts/unlock", {"name": "ada"}, page="/checkin")
+    assert refused.status_code == 403
+    assert LOCKED_ACCOUNT in refusal(sign_in(desk, ADMIN))  # still locked
+    accounts = app.extensions["holdshelf"].accounts
+    assert accounts.audit_entries() == []
+
+
+def test_a_long_account_name_is_unlocked_and_audited_cut_short(app) -> None:
+    accounts = app.extensions["holdshelf"].accounts
+    name = "reference-desk-evening-relief-" + "x" * 30
+    accounts.add_user(name, "a long enough password", "staff")
+    desk = app.test_client()
+    fail(desk, name, times=5)
+    admin = admin_client(app)
+    post(admin, "/admin/accounts/unlock", {"name": name}, page="/admin/accounts")
+    assert sign_in(desk, (name, "a long enough password")).status_code == 302
+    [entry] = accounts.audit_entries()
+    assert entry.action == f"unlocked {name}"[:32]

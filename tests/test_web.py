@@ -205,7 +205,7 @@ def test_admin_printers_and_audit(app, patrons) -> None:
 
 
 def test_staff_cannot_reach_admin_pages(client) -> None:
-    for path in ("/admin/printers", "/admin/audit"):
+    for path in ("/admin/printers", "/admin/accounts", "/admin/audit"):
         response = client.get(path)
         assert response.status_code == 403
         assert "This page is for administrators" in response.get_data(as_text=True)
