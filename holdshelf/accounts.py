@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ ROLES = ("staff", "admin")
 MIN_PASSWORD_LENGTH = 10
 PATRON_FOCUS = dt.timedelta(minutes=5)  # how long the patron desk keeps a scanned patron
 LAST_SEEN_GRANULARITY = dt.timedelta(minutes=1)  # not a write per page view
+AUDIT_ACTION_LENGTH = AuditEntry.__table__.c.action.type.length
 _hasher = PasswordHasher()  # Argon2id, the library's recommended parameters
 # Verified against when the account does not exist, so a wrong name costs as long as a wrong
 # password and timing does not reveal which accounts exist.
@@ -38,7 +40,15 @@ _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
 class SignInRefused(HoldshelfError):
-    """Wrong name or password, or too many attempts. Says nothing about which."""
+    """Wrong name or password, or too many attempts. Never says whether the account exists."""
+
+
+class SignInThrottled(SignInRefused):
+    """Too many failed sign-ins lately for this account name, or from this address."""
+
+    def __init__(self, message: str, wait: dt.timedelta) -> None:
+        super().__init__(message)
+        self.wait = wait
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,16 @@ class StaffSession:
 
 
 @dataclass(frozen=True)
+class AccountView:
+    """A staff account as the admin pages list it: recent failures and any lockout."""
+
+    name: str
+    role: str
+    failures: int  # failed sign-ins within the window
+    locked_for: dt.timedelta | None  # how long it must still wait, while locked out
+
+
+@dataclass(frozen=True)
 class AuditView:
     at: dt.datetime
     staff: str
@@ -67,6 +87,22 @@ class AuditView:
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def _account_key(name: str) -> str:
+    # Any name typed is counted, existing or not, so a lockout never tells which accounts
+    # exist; case is folded so that "Alice" gets no fresh tries after "alice".
+    return _digest(f"user:{name.strip().lower()}")
+
+
+def _address_key(address: str) -> str:
+    return _digest(f"address:{address}")
+
+
+def minutes_text(wait: dt.timedelta) -> str:
+    """A wait as "7 minutes": rounded up, and at least one ("0 minutes" helps nobody)."""
+    minutes = max(1, math.ceil(wait.total_seconds() / 60))
+    return f"{minutes} minute" if minutes == 1 else f"{minutes} minutes"
 
 
 class Accounts:
@@ -118,6 +154,39 @@ class Accounts:
                 for user in session.scalars(select(StaffUser).order_by(StaffUser.name))
             ]
 
+    def account_views(self) -> list[AccountView]:
+        """Every account with its failed sign-ins in the window and, while locked out, the
+        wait. Only real accounts: failures under other names stay anonymous hashes."""
+        now = self._now()
+        web = self.settings.web
+        with self._sessions() as session:
+            users = [
+                (_account_key(user.name), user)
+                for user in session.scalars(select(StaffUser).order_by(StaffUser.name))
+            ]
+            failures: dict[str, int] = dict(
+                session.execute(  # .all(): a Result has keys(), so dict() would misread it
+                    select(LoginFailure.key_hash, func.count())
+                    .where(
+                        LoginFailure.key_hash.in_([key for key, _ in users]),
+                        LoginFailure.at > now - web.login_window,
+                    )
+                    .group_by(LoginFailure.key_hash)
+                ).all()
+            )
+            views = []
+            for key, user in users:
+                count = failures.get(key, 0)
+                until = (
+                    self._locked_until(session, key, web.login_attempts, now)
+                    if count >= web.login_attempts
+                    else None
+                )
+                views.append(
+                    AccountView(user.name, user.role, count, until - now if until else None)
+                )
+            return views
+
     @staticmethod
     def _check_name(name: str) -> str:
         name = clean_barcode(name, "account name")
@@ -141,23 +210,17 @@ class Accounts:
     # -- signing in and out -------------------------------------------------------------------
 
     def sign_in(self, name: str, password: str, address: str) -> str:
-        """A new session token for the right name and password, unless this account or this
-        address has failed too often lately."""
+        """A new session token for the right name and password, unless this account name has
+        failed too often lately, or this address far too often. The limits are apart, so a
+        colleague at the same desk signs in while a mistyped account waits."""
         now = self._now()
-        keys = [_digest(f"user:{name.strip().lower()}"), _digest(f"address:{address}")]
+        web = self.settings.web
+        account, place = _account_key(name), _address_key(address)
         with self._sessions.begin() as session:
-            window_start = now - self.settings.web.login_window
-            recent = session.scalar(
-                select(func.count())
-                .select_from(LoginFailure)
-                .where(LoginFailure.key_hash.in_(keys), LoginFailure.at > window_start)
-                .group_by(LoginFailure.key_hash)
-                .order_by(func.count().desc())
-                .limit(1)
+            self._refuse_if_locked(session, account, web.login_attempts, now, "for this account")
+            self._refuse_if_locked(
+                session, place, web.login_attempts_per_address, now, "from this address"
             )
-            if (recent or 0) >= self.settings.web.login_attempts:
-                minutes = int(self.settings.web.login_window.total_seconds() // 60)
-                raise SignInRefused(f"too many failed sign-ins: wait {minutes} minutes")
             user = session.scalar(select(StaffUser).where(StaffUser.name == name.strip()))
             if self._password_matches(user, password):
                 assert user is not None
@@ -170,13 +233,54 @@ class Accounts:
                     )
                 )
             else:
-                session.add_all(LoginFailure(key_hash=key, at=now) for key in keys)
+                session.add_all(LoginFailure(key_hash=key, at=now) for key in (account, place))
                 user = None
         if user is None:
             log.warning("failed sign-in")
             raise SignInRefused("wrong account name or password")
         log.info("staff %s signed in", user.name)
         return token
+
+    def _refuse_if_locked(
+        self, session: Session, key: str, limit: int, now: dt.datetime, whose: str
+    ) -> None:
+        until = self._locked_until(session, key, limit, now)
+        if until is not None:
+            log.warning("sign-in refused: too many failed sign-ins %s", whose)
+            raise SignInThrottled(
+                f"too many failed sign-ins {whose}: try again in {minutes_text(until - now)}",
+                until - now,
+            )
+
+    def _locked_until(
+        self, session: Session, key: str, limit: int, now: dt.datetime
+    ) -> dt.datetime | None:
+        """When ``key`` falls below ``limit`` failures in the window; None if it is below.
+        That is when the limit-th newest failure ages out: the oldest one counted, unless the
+        limit was lowered since they were recorded."""
+        window = self.settings.web.login_window
+        at = session.scalar(
+            select(LoginFailure.at)
+            .where(LoginFailure.key_hash == key, LoginFailure.at > now - window)
+            .order_by(LoginFailure.at.desc())
+            .offset(limit - 1)
+            .limit(1)
+        )
+        return None if at is None else at + window
+
+    def unlock(self, name: str, by: StaffSession | None = None) -> int:
+        """Forget this account's failed sign-ins so it may sign in at once; how many there
+        were. An admin's unlock at the web app (``by``) is in the audit log, in the same
+        transaction. Failures from an address stay: they count for every name tried there."""
+        with self._sessions.begin() as session:
+            user = self._user(session, name)
+            cleared = session.execute(
+                delete(LoginFailure).where(LoginFailure.key_hash == _account_key(user.name))
+            ).rowcount
+            if by is not None:
+                session.add(self._audit_entry(by, f"unlocked {user.name}"))
+        log.info("staff account %s unlocked (%d failed sign-ins cleared)", user.name, cleared)
+        return cleared
 
     @staticmethod
     def _password_matches(user: StaffUser | None, password: str) -> bool:
@@ -238,9 +342,16 @@ class Accounts:
 
     def audit(self, staff: StaffSession, action: str) -> None:
         with self._sessions.begin() as session:
-            session.add(
-                AuditEntry(at=self._now(), staff=staff.name, branch=staff.branch, action=action)
-            )
+            session.add(self._audit_entry(staff, action))
+
+    def _audit_entry(self, staff: StaffSession, action: str) -> AuditEntry:
+        # The column is narrow: "unlocked " and a long account name is cut short, not refused.
+        return AuditEntry(
+            at=self._now(),
+            staff=staff.name,
+            branch=staff.branch,
+            action=action[:AUDIT_ACTION_LENGTH],
+        )
 
     def audit_entries(self, limit: int = 500) -> list[AuditView]:
         with self._sessions() as session:

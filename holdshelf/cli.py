@@ -22,7 +22,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from holdshelf import __version__
-from holdshelf.accounts import Accounts
+from holdshelf.accounts import Accounts, minutes_text
 from holdshelf.domain.holds import PickupMode, ShelfEntry
 from holdshelf.domain.inputs import parse_date
 from holdshelf.errors import HoldshelfError, InvalidInput
@@ -548,12 +548,22 @@ def user_remove(ctx: Context, name: str) -> None:
     click.echo(f"removed {name}")
 
 
+@user.command("unlock")
+@click.argument("name")
+@pass_context
+def user_unlock(ctx: Context, name: str) -> None:
+    """Let an account locked out by failed sign-ins sign in again now."""
+    cleared = ctx.accounts.unlock(name)
+    click.echo(f"unlocked {name} ({cleared} failed sign-ins forgotten)")
+
+
 @user.command("list")
 @pass_context
 def user_list(ctx: Context) -> None:
-    """List staff accounts."""
-    for name, role in ctx.accounts.users():
-        click.echo(f"{name} ({role})")
+    """List staff accounts, and how long any locked-out account must still wait."""
+    for view in ctx.accounts.account_views():
+        locked = f", locked out for {minutes_text(view.locked_for)}" if view.locked_for else ""
+        click.echo(f"{view.name} ({view.role}{locked})")
 
 
 DEMO_ACCOUNT = "demo"

@@ -118,7 +118,8 @@ class WebSettings:
     behind_proxy: bool
     session_idle: dt.timedelta
     session_max: dt.timedelta
-    login_attempts: int
+    login_attempts: int  # failed sign-ins per account name
+    login_attempts_per_address: int  # failed sign-ins from one address, over all names
     login_window: dt.timedelta
 
 
@@ -403,6 +404,10 @@ def _web(table: Mapping[str, Any]) -> WebSettings:
         raise ConfigError(
             f"web.public_url must be an http(s) address of at most {MAX_PUBLIC_URL} characters"
         )
+    login_attempts = number("login_attempts", 1, 100)
+    per_address = number("login_attempts_per_address", 1, 10_000)
+    if per_address < login_attempts:  # or one clerk's typos would lock out the whole desk
+        raise ConfigError("web.login_attempts_per_address must be at least web.login_attempts")
     return WebSettings(
         host=host,
         port=port,
@@ -410,7 +415,8 @@ def _web(table: Mapping[str, Any]) -> WebSettings:
         behind_proxy=table["behind_proxy"],
         session_idle=dt.timedelta(minutes=number("session_idle_minutes", 5, 24 * 60)),
         session_max=dt.timedelta(hours=number("session_max_hours", 1, 7 * 24)),
-        login_attempts=number("login_attempts", 1, 100),
+        login_attempts=login_attempts,
+        login_attempts_per_address=per_address,
         login_window=dt.timedelta(minutes=number("login_window_minutes", 1, 24 * 60)),
     )
 

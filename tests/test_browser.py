@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from holdshelf.accounts import SignInRefused
 from tests.conftest import Clock, assert_no_patron_data
-from tests.helpers.web import ADMIN
+from tests.helpers.web import ADMIN, STAFF
 
 ROOT = Path(__file__).resolve().parents[1]
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
@@ -223,6 +224,13 @@ def test_a_morning_at_the_desk(browser_page, server, app, clock: Clock, patrons)
     desk.check("10-numbers")
     desk.go("/admin/printers")
     desk.check("11-printers")
+    with pytest.raises(SignInRefused):  # a colleague mistypes a password at another desk
+        app.extensions["holdshelf"].accounts.sign_in(STAFF[0], "not it", "192.0.2.9")
+    desk.go("/admin/accounts")
+    desk.check("11b-staff-accounts")
+    with page.expect_navigation():
+        page.get_by_role("button", name=f"Unlock {STAFF[0]}").click()
+    assert f"{STAFF[0]} may sign in again" in page.locator("main").inner_text()
     desk.go("/admin/audit")
     assert "looked up a patron" in page.locator("main").inner_text()
     desk.check("12-audit")
@@ -251,5 +259,5 @@ def test_a_morning_at_the_desk(browser_page, server, app, clock: Clock, patrons)
     desk.check("16-privacy-es")
 
     assert all(url.startswith(server) for url in page.requests), "only our own origin"
-    assert len(desk.checked) == 16
+    assert len(desk.checked) == 17
     assert_no_patron_data(page.content(), patrons)

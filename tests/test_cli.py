@@ -320,6 +320,31 @@ def test_staff_accounts(cli: Cli) -> None:
     assert cli.ok("user", "list").out.splitlines() == ["ada (admin)"]
 
 
+def test_user_unlock_lets_a_locked_out_account_in(cli: Cli) -> None:
+    from holdshelf.accounts import Accounts, SignInRefused, SignInThrottled
+    from holdshelf.service import HoldService
+    from holdshelf.settings import load_settings
+
+    cli.ok("user", "add", "bob", "--password-stdin", stdin="another long one\n")
+    settings = load_settings(cli.instance, environ={})
+    service = HoldService.open(settings)
+    accounts = Accounts(settings, service.sessions)
+    try:
+        for _ in range(5):
+            with pytest.raises(SignInRefused, match="wrong account name or password"):
+                accounts.sign_in("bob", "not his password", "192.0.2.1")
+        with pytest.raises(SignInThrottled):
+            accounts.sign_in("bob", "another long one", "192.0.2.1")
+        assert cli.ok("user", "list").out == "bob (staff, locked out for 15 minutes)\n"
+        unlocked = cli.ok("user", "unlock", "bob").out
+        assert unlocked == "unlocked bob (5 failed sign-ins forgotten)\n"
+        assert accounts.sign_in("bob", "another long one", "192.0.2.1")
+        assert cli.ok("user", "list").out == "bob (staff)\n"
+        cli.fails("user", "unlock", "nobody", message="no staff account named 'nobody'")
+    finally:
+        service.engine.dispose()
+
+
 def test_serve_demo_refuses_a_production_instance(tmp_path: Path, capsys, monkeypatch) -> None:
     production = Cli(tmp_path / "prod", capsys, monkeypatch)
     production.ok("init")

@@ -116,6 +116,16 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert settings.default_pickup is PickupMode.DESK
 
 
+def test_sign_in_limits_per_account_and_per_address_are_separate(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    web = load_settings(tmp_path, environ={}).web
+    assert (web.login_attempts, web.login_attempts_per_address) == (5, 50)
+    changed = load_settings(
+        tmp_path, environ={"HOLDSHELF_WEB__LOGIN_ATTEMPTS_PER_ADDRESS": "200"}
+    ).web
+    assert (changed.login_attempts, changed.login_attempts_per_address) == (5, 200)
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
@@ -134,6 +144,17 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ({"HOLDSHELF_BRANCHES__MAIN": "x"}, "HOLDSHELF_BRANCHES__MAIN names a table"),
         ({"HOLDSHELF_PSEUDONYM_KEY": "short"}, "pseudonym_key is shorter than 16 bytes"),
         ({"HOLDSHELF_MAIL__CA_FILE": "relay-ca.pem"}, "mail.ca_file: no such file .*relay-ca"),
+        (
+            {"HOLDSHELF_WEB__LOGIN_ATTEMPTS_PER_ADDRESS": "0"},
+            "web.login_attempts_per_address must be a whole number from 1 to 10000",
+        ),
+        (
+            {
+                "HOLDSHELF_WEB__LOGIN_ATTEMPTS": "10",
+                "HOLDSHELF_WEB__LOGIN_ATTEMPTS_PER_ADDRESS": "9",
+            },
+            "web.login_attempts_per_address must be at least web.login_attempts",
+        ),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, environ: dict, message: str | None) -> None:

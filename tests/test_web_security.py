@@ -102,6 +102,7 @@ def test_the_app_has_the_routes_we_check(app) -> None:
         "desk.patron_choice",
         "desk.clear_post",
         "admin.print_test",
+        "admin.unlock",
     }
     assert len(routes(app, "GET")) >= 12
 

@@ -220,7 +220,8 @@ class LoginFailure(Base):
 
 
 class AuditEntry(Base):
-    """Who looked at or changed a patron's record at the desk, when: never which patron."""
+    """Who looked at or changed a patron's record at the desk, or unlocked a staff account,
+    when: never which patron."""
 
     __tablename__ = "audit_log"
 

@@ -1,4 +1,5 @@
-"""Administrator pages: printers with their queue, test prints and reprints; the audit log."""
+"""Administrator pages: printers with their queue, test prints and reprints; staff accounts
+and their sign-in lockouts; the audit log."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 
+from holdshelf.accounts import minutes_text
 from holdshelf.errors import HoldshelfError
 from holdshelf.print_worker import send_test_slip
 from holdshelf.web.auth import admin_required, desk
@@ -54,6 +56,31 @@ def reprint() -> Any:
         desk().wake_worker()
         flash(f"The slip of {entry.code.display} is queued again.")
     return redirect(url_for("admin.printers"))
+
+
+@bp.get("/accounts")
+@admin_required
+def accounts() -> str:
+    rows = [
+        {"account": view, "wait": minutes_text(view.locked_for) if view.locked_for else None}
+        for view in desk().accounts.account_views()
+    ]
+    web = desk().settings.web
+    window = int(web.login_window.total_seconds() // 60)
+    return render_template("accounts.html", rows=rows, web=web, window=window)
+
+
+@bp.post("/accounts/unlock")
+@admin_required
+def unlock() -> Any:
+    name = request.form.get("name", "")
+    try:
+        cleared = desk().accounts.unlock(name, by=g.staff)
+    except HoldshelfError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"{name} may sign in again ({cleared} failed sign-ins forgotten).")
+    return redirect(url_for("admin.accounts"))
 
 
 @bp.get("/audit")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -21,7 +22,7 @@ from flask import (
     url_for,
 )
 
-from holdshelf.accounts import SignInRefused
+from holdshelf.accounts import SignInRefused, SignInThrottled
 from holdshelf.web import Desk
 
 bp = Blueprint("auth", __name__)
@@ -97,7 +98,7 @@ def _safe_next(target: str | None) -> str | None:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
-    error, status = None, 200
+    error, status, headers = None, 200, {}
     if request.method == "POST":
         try:
             token = desk().accounts.sign_in(
@@ -105,14 +106,16 @@ def login() -> Any:
                 request.form.get("password", ""),
                 request.remote_addr or "unknown",
             )
+        except SignInThrottled as exc:
+            error, status = str(exc), 429
+            headers["Retry-After"] = str(math.ceil(exc.wait.total_seconds()))
         except SignInRefused as exc:
-            error = str(exc)
-            status = 429 if "too many" in error else 401
+            error, status = str(exc), 401
         else:
             session.clear()  # a fresh session (and CSRF token) for the signed-in desk
             session["token"] = token
             return redirect(_safe_next(request.args.get("next")) or url_for("desk.checkin"))
-    return render_template("login.html", error=error), status
+    return render_template("login.html", error=error), status, headers
 
 
 @bp.post("/logout")
