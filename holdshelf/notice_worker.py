@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, update
 
 from holdshelf.domain.codes import ShelfCode
 from holdshelf.domain.contacts import clean_email, clean_phone
@@ -31,6 +31,7 @@ from holdshelf.notifiers import DeliveryError, send_mail, send_sms_over_http
 from holdshelf.outbox import DELIVERED, OutboxWorker, Outcome
 from holdshelf.sealing import Sealer
 from holdshelf.settings import Settings
+from holdshelf.storage.database import stored_time
 from holdshelf.storage.models import Hold, Notice
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,14 @@ class NoticeView:
     status: str
     attempts: int
     last_error: str | None
+
+    @property
+    def state(self) -> str:
+        """For the desk: waiting, retrying (failed for now, contact still held), sent, failed
+        (for good: the contact is erased), dropped (the hold ended first)."""
+        if self.status == "queued":
+            return "retrying" if self.last_error else "waiting"
+        return self.status
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -160,14 +169,47 @@ class NoticeWorker(OutboxWorker):
     def finished(self, row: Notice, outcome: Outcome) -> None:
         row.sealed = None  # accepted, failed for good, or no longer wanted: forget the contact
 
+    def of_branch(self, branch_id: str) -> dict[str, list[NoticeView]]:
+        """The notices still kept for a branch's holds, by compact code (sent and failed ones
+        are kept a day)."""
+        found: dict[str, list[NoticeView]] = {}
+        with self._sessions() as session:
+            query = select(Notice).where(Notice.branch == branch_id).order_by(Notice.id)
+            for notice in session.scalars(query):
+                found.setdefault(notice.code, []).append(_view(notice))
+        return found
+
+    def resend(self, branch_id: str, code: ShelfCode) -> int:
+        """Try a hold's failing notices again now instead of at their next retry; only
+        notices still queued hold their contact. Returns how many."""
+        now = stored_time(self._clock())
+        with self._sessions.begin() as session:
+            return session.execute(
+                update(Notice)
+                .where(
+                    Notice.branch == branch_id,
+                    Notice.code == code.compact,
+                    Notice.status == "queued",
+                    Notice.sealed.is_not(None),
+                )
+                .values(next_attempt_at=now)
+            ).rowcount
+
     def notices(self, *, include_finished: bool = False) -> list[NoticeView]:
         query = select(Notice).order_by(Notice.id)
         if not include_finished:
             query = query.where(Notice.status == "queued")
         with self._sessions() as session:
-            return [
-                NoticeView(
-                    n.id, n.branch, ShelfCode(n.code), n.channel, n.status, n.attempts, n.last_error
-                )
-                for n in session.scalars(query)
-            ]
+            return [_view(n) for n in session.scalars(query)]
+
+
+def _view(notice: Notice) -> NoticeView:
+    return NoticeView(
+        notice.id,
+        notice.branch,
+        ShelfCode(notice.code),
+        notice.channel,
+        notice.status,
+        notice.attempts,
+        notice.last_error,
+    )

@@ -12,13 +12,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 
 from holdshelf.domain.codes import ShelfCode
 from holdshelf.domain.slips import Slip
 from holdshelf.errors import ConfigError, HoldshelfError
 from holdshelf.outbox import DELIVERED, OutboxWorker, Outcome
 from holdshelf.settings import Settings
+from holdshelf.storage.database import stored_time
 from holdshelf.storage.models import PrintJob
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,20 @@ class JobView:
         }
 
 
+# A slip that waited longer than this has a printer or worker problem staff should hear about.
+STALE_SLIP = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class PrinterTrouble:
+    """Why a branch's slips are not printing: how many wait, and the printer's last error
+    (None when no attempt failed: the slips were never tried, so no worker is running)."""
+
+    printer: str
+    waiting: int
+    error: str | None
+
+
 class PrintWorker(OutboxWorker):
     """Sends queued slips to the branch printers."""
 
@@ -83,6 +98,29 @@ class PrintWorker(OutboxWorker):
             return Outcome(str(exc))  # printers come back: retried, never given up
         log.info("print job %s sent to %s", row.id, printer.name)
         return DELIVERED
+
+    def trouble(self, branch_id: str) -> PrinterTrouble | None:
+        """The branch's printing trouble, if its printer failed a slip or a slip has waited
+        more than a minute: what the desk's banner says."""
+        now = stored_time(self._clock())
+        queued = (PrintJob.branch == branch_id, PrintJob.status == "queued")
+        with self._sessions() as session:
+            waiting = session.scalar(
+                select(func.count()).where(
+                    *queued,
+                    PrintJob.last_error.is_not(None) | (PrintJob.created_at <= now - STALE_SLIP),
+                )
+            )
+            if not waiting:
+                return None
+            error = session.scalar(
+                select(PrintJob.last_error)
+                .where(*queued, PrintJob.last_error.is_not(None))
+                .order_by(PrintJob.id.desc())
+                .limit(1)
+            )
+        branch = self.settings.branches.get(branch_id)
+        return PrinterTrouble(branch.printer if branch else branch_id, waiting, error)
 
     def jobs(self, *, include_finished: bool = False) -> list[JobView]:
         """What staff see of the queue."""

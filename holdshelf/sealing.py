@@ -20,11 +20,12 @@ class Sealer:
     def seal(self, data: dict[str, Any]) -> str:
         return self._fernet.encrypt(json.dumps(data).encode("utf-8")).decode("ascii")
 
-    def unseal(self, token: str) -> dict[str, Any]:
-        """The sealed data; ConfigError when the data key has changed since it was sealed."""
+    def unseal(self, token: str, ttl: int | None = None) -> dict[str, Any]:
+        """The sealed data; ConfigError when the data key has changed since it was sealed, or
+        the token is older than ``ttl`` seconds."""
         try:
-            return json.loads(self._fernet.decrypt(token.encode("ascii")))
-        except InvalidToken:
+            return json.loads(self._fernet.decrypt(token.encode("ascii"), ttl=ttl))
+        except (InvalidToken, UnicodeEncodeError):
             raise ConfigError("a stored contact cannot be read: was data_key changed?") from None
 
     def __repr__(self) -> str:

@@ -7,6 +7,7 @@ no patron data.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -14,12 +15,14 @@ import secrets
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, Row, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from holdshelf.domain.barcodes import BarcodeRules
 from holdshelf.domain.codes import ALPHABET, CHECK_MODULUS, ShelfCode, ShelfCodec
 from holdshelf.domain.contacts import clean_email, clean_phone
 from holdshelf.domain.holds import (
@@ -111,6 +114,28 @@ class PatronView:
             "chosen": self.chosen,
             "holds": [entry.as_dict() for entry in self.holds],
         }
+
+
+class SlipState(StrEnum):
+    NONE = "none"
+    QUEUED = "queued"  # not tried yet
+    RETRYING = "retrying"  # the printer failed; tried again with backoff
+    PRINTED = "printed"
+    DROPPED = "dropped"  # the hold ended before it printed
+
+
+@dataclass(frozen=True)
+class SlipStatus:
+    """How the newest slip of a hold is doing; the desk and the API put it in their words."""
+
+    state: SlipState
+    attempts: int = 0
+    error: str | None = None  # the printer's last error, for staff (never patron data)
+
+    @property
+    def settled(self) -> bool:
+        """Nothing will change by itself any more (worth no further polling)."""
+        return self.state in (SlipState.PRINTED, SlipState.DROPPED, SlipState.NONE)
 
 
 @dataclass(frozen=True)
@@ -426,18 +451,40 @@ class HoldService:
                 return hold.branch, newest
             return hold.branch, self._slip_for(self._entry(hold), hold.item_barcode, None)
 
-    def reprint(self, code: str, branch_id: str | None = None) -> ShelfEntry:
-        """Queue the slip of an active hold again. No notice goes to the patron."""
+    def reprint(
+        self, code: str | None = None, branch_id: str | None = None, *, scan: str | None = None
+    ) -> ShelfEntry:
+        """Queue the slip of an active hold again, found by its code or by a desk ``scan`` (the
+        slip's code or the item). No notice goes to the patron."""
+        now = self._clock()
+        with self._sessions.begin() as session:
+            if scan is not None:
+                hold = self._find_scanned(session, scan, branch_id)
+            else:
+                hold = self._find_by_code(session, code or "", branch_id)
+            entry = self._requeue_slip(session, hold, now)
+        log.info("hold %s slip queued again", hold.id)
+        return entry
+
+    def _requeue_slip(self, session: Session, hold: Hold, now: dt.datetime) -> ShelfEntry:
+        """A new slip for ``hold`` as it is now (moved to the desk, a new date), with the title
+        the hold arrived with while its print job is kept: a title is stored nowhere else."""
+        entry = self._entry(hold)
+        newest = self._newest_slip(session, hold)
+        title = newest.title if newest is not None else None
+        self._queue_slip(session, entry, "reprint", now, item=hold.item_barcode, title=title)
+        return entry
+
+    def change_pickup_by(self, code: str, pickup_by: dt.date, branch_id: str) -> ShelfEntry:
+        """Give a hold a new pickup-by date (a patron asked for longer); its slip is reprinted
+        with the date. No notice goes to the patron."""
         now = self._clock()
         with self._sessions.begin() as session:
             hold = self._find_by_code(session, code, branch_id)
-            entry = self._entry(hold)
-            # Built afresh (the hold may have moved to the desk since), with the title the
-            # hold arrived with while its print job is kept: a title is stored nowhere else.
-            newest = self._newest_slip(session, hold)
-            title = newest.title if newest is not None else None
-            self._queue_slip(session, entry, "reprint", now, item=hold.item_barcode, title=title)
-        log.info("hold %s slip queued again", hold.id)
+            policy = self.settings.branch(hold.branch).policy
+            hold.pickup_by = policy.check_requested(pickup_by, now.date())
+            entry = self._requeue_slip(session, hold, now)
+        log.info("hold %s pickup-by date changed", hold.id)
         return entry
 
     def _slip_for(self, entry: ShelfEntry, item: str | None, title: str | None) -> Slip:
@@ -698,14 +745,55 @@ class HoldService:
         branch_id: str | None,
         within: Collection[str] | None = None,
     ) -> Hold:
-        """The active hold a desk scan names: a slip's code (or QR), else an item barcode."""
+        """The active hold a desk scan names: a slip's code (or QR), else an item barcode.
+        A miss says what the scan was: a hold at another branch, a card, an item without a
+        hold, or a code without one."""
         try:
             return self._find_by_code(session, scan, branch_id, within)
         except (InvalidShelfCode, NotFound) as not_a_code:
+            item = clean_barcode(scan)
             try:
-                return self._find_by_item(session, clean_barcode(scan), branch_id, within)
+                return self._find_by_item(session, item, branch_id, within)
             except NotFound:
+                pass
+            elsewhere = self._active_elsewhere(session, scan, item, branch_id)
+            if elsewhere is not None:
+                name = self._entry(elsewhere).branch_name
+                raise Conflict(
+                    f"{ShelfCode(elsewhere.code).display} is a hold at {name} "
+                    f"({elsewhere.branch}), not here: send the item there"
+                ) from None
+            if not isinstance(not_a_code, InvalidShelfCode):
                 raise not_a_code from None
+            if self._is_a_card(session, item, branch_id):
+                raise InvalidInput("this is a patron's card, not a slip or an item") from None
+            if self._rules(branch_id).is_item(item):
+                raise NotFound(f"no hold on the shelf for item {item}") from None
+            # Without an item rule the scan might be a card: said without repeating it.
+            raise NotFound("no hold on the shelf for the item scanned (nor a shelf code)") from None
+
+    def _active_elsewhere(
+        self, session: Session, scan: str, item: str, branch_id: str | None
+    ) -> Hold | None:
+        """The active hold a scan names at a branch other than ``branch_id``."""
+        if branch_id is None:
+            return None
+        here = self.settings.branch(branch_id).id
+        others = [b.id for b in self.settings.branches.values() if b.id != here]
+        if not others:
+            return None
+        with contextlib.suppress(InvalidShelfCode, NotFound):
+            return self._find_by_code(session, scan, None, others)
+        with contextlib.suppress(NotFound):
+            return self._find_by_item(session, item, None, others)
+        return None
+
+    def _is_a_card(self, session: Session, scan: str, branch_id: str | None) -> bool:
+        """Whether a scan is a patron's card: by the card rule, or as a known patron's."""
+        if self._rules(branch_id).is_card(scan):
+            return True
+        card = _as_card(scan)
+        return card is not None and self._known_patron(session, self._pseudonym(card))
 
     def _find_by_item(
         self,
@@ -769,8 +857,8 @@ class HoldService:
             ).all()
         return [self._entry(row) for row in rows]
 
-    def print_status(self, code: ShelfCode, branch_id: str) -> str:
-        """How the newest slip of a hold is doing, in words for the desk."""
+    def print_status(self, code: ShelfCode, branch_id: str) -> SlipStatus:
+        """How the newest slip of a hold is doing."""
         with self._sessions() as session:
             job = session.scalar(
                 select(PrintJob)
@@ -779,14 +867,14 @@ class HoldService:
                 .limit(1)
             )
         if job is None:
-            return "no slip"
+            return SlipStatus(SlipState.NONE)
         if job.status == "sent":
-            return "printed"
+            return SlipStatus(SlipState.PRINTED, job.attempts)
         if job.status == "dropped":
-            return "not printed (hold ended)"
+            return SlipStatus(SlipState.DROPPED, job.attempts)
         if job.last_error:
-            return f"waiting to print (attempt {job.attempts}: {job.last_error})"
-        return "queued for the printer"
+            return SlipStatus(SlipState.RETRYING, job.attempts, job.last_error)
+        return SlipStatus(SlipState.QUEUED, job.attempts)
 
     def shelf(
         self, branch_id: str | None = None, within: Collection[str] | None = None
@@ -807,8 +895,11 @@ class HoldService:
     def pseudonym(self, card: str, branch_id: str | None = None) -> str:
         """The patron's pseudonym: how the web desk remembers a patron without the card. The
         card must pass the branch's card rule (the library's, without a branch)."""
-        rules = self.settings.branch(branch_id).barcodes if branch_id else self.settings.barcodes
-        return self._pseudonym(checked("patron_card", rules.card, card))
+        return self._pseudonym(checked("patron_card", self._rules(branch_id).card, card))
+
+    def _rules(self, branch_id: str | None) -> BarcodeRules:
+        """The branch's barcode rules; the library's without a branch."""
+        return self.settings.branch(branch_id).barcodes if branch_id else self.settings.barcodes
 
     def patron(self, card: str) -> PatronView:
         return self.patron_view(self.pseudonym(card))
@@ -874,7 +965,7 @@ class HoldService:
                 raise Conflict(f"the hold {ShelfCode(hold.code).display} is already at the desk")
             hold.mode, hold.move_to_desk = PickupMode.DESK.value, False
             bump(session, now.date(), hold.branch, MOVED_TO_DESK, PickupMode.DESK.value)
-            entry = self._entry(hold)
+            entry = self._requeue_slip(session, hold, now)  # its slip gets the desk band
         log.info("hold %s moved to the desk", hold.id)
         return entry
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Patron, assert_no_patron_data, codabar, make_instance
 from tests.helpers.cli import Cli
 

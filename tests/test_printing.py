@@ -23,8 +23,8 @@ from sqlalchemy import select, update
 
 from holdshelf.domain.holds import PickupMode
 from holdshelf.outbox import retry_delay
-from holdshelf.print_worker import PrintWorker
-from holdshelf.service import HoldService
+from holdshelf.print_worker import PrinterTrouble, PrintWorker
+from holdshelf.service import HoldService, SlipState, SlipStatus
 from holdshelf.storage.models import PrintJob
 from tests.conftest import Clock, Patron, assert_no_patron_data
 from tests.helpers.escpos_parser import parse, raster_modules, strip_status_requests
@@ -360,16 +360,25 @@ def test_preview_printer_writes_png_and_bin(service, worker, printer, patrons, m
     assert bins[-1].with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_print_status_for_the_desk(service, worker, printer, clock, patrons) -> None:
+def test_print_status_and_trouble_for_the_desk(service, worker, printer, clock, patrons) -> None:
     entry = service.ready("MAIN", "I1", patrons[0].card)
-    assert service.print_status(entry.code, "MAIN") == "queued for the printer"
+    assert service.print_status(entry.code, "MAIN") == SlipStatus(SlipState.QUEUED)
+    assert worker.trouble("MAIN") is None  # queued a moment ago: no trouble yet
+    clock.advance(seconds=61)  # and nobody tried it: the worker is not running
+    assert worker.trouble("MAIN") == PrinterTrouble("front-desk", 1, None)
     printer.stop()
     worker.run_once()
-    assert service.print_status(entry.code, "MAIN").startswith("waiting to print (attempt 1")
+    status = service.print_status(entry.code, "MAIN")
+    assert (status.state, status.attempts, status.settled) == (SlipState.RETRYING, 1, False)
+    assert "127.0.0.1" in (status.error or "")
+    trouble = worker.trouble("MAIN")
+    assert trouble is not None and trouble.waiting == 1 and trouble.error == status.error
+    assert worker.trouble("EAST") is None
     back = FakePrinter(port=printer.port).start()
     try:
         worker.run_once(ignore_backoff=True)
-        assert service.print_status(entry.code, "MAIN") == "printed"
+        assert service.print_status(entry.code, "MAIN").state is SlipState.PRINTED
+        assert worker.trouble("MAIN") is None
     finally:
         back.stop()
 

@@ -8,7 +8,7 @@ import re
 from tests.conftest import Clock, assert_no_patron_data
 from tests.helpers.web import ADMIN, STAFF, choose_pickup, look_up_patron, post, sign_in
 
-CODE = re.compile(r'class="code">([0-9A-Z]{3}-[0-9A-Z]{3})<')
+CODE = re.compile(r'class="code"(?: href="[^"]*")?>([0-9A-Z]{3}-[0-9A-Z]{3})<')
 
 
 def check_in(client, item: str, card: str, **extra: str):
@@ -39,7 +39,7 @@ def test_check_in_shows_code_section_status_and_preview(client, patrons) -> None
     assert f'<span class="code">{code}</span>' in page
     assert f'<dd class="big">{code[0]}</dd>' in page
     assert "On the open shelf" in page
-    assert "queued for the printer" in page
+    assert "waiting for the printer" in page
     assert "autofocus" in page.split('id="item"')[1].split(">")[0]  # ready for the next scan
     preview = client.get(f"/slips/{code}.png")
     assert preview.status_code == 200
@@ -78,7 +78,7 @@ def test_pickup_by_code_qr_or_item(client, patrons) -> None:
     assert again.status_code == 422
     assert "has already ended" in again.get_data(as_text=True)
     nothing = post(client, "/pickup", {"scan": "NOT-A-THING"})
-    assert "not a valid shelf code" in nothing.get_data(as_text=True)
+    assert "no hold on the shelf for the item scanned" in nothing.get_data(as_text=True)
 
 
 def test_shelf_lists_in_order_with_desk_apart(client, app, patrons) -> None:
@@ -193,7 +193,7 @@ def test_clear_shelf(client, app, clock: Clock, patrons) -> None:
     assert CODE.findall(page) == [codes[2]]
     post(client, "/clear", {"scan": patrons[5].card})  # a card, scanned by mistake
     page = client.get("/clear").get_data(as_text=True)
-    assert "not a valid shelf code" in page
+    assert "no hold on the shelf for the item scanned" in page
     assert_no_patron_data(page, patrons)  # the scan is not echoed
     assert app.extensions["holdshelf"].service.shelf("MAIN")[0].code.display == codes[2]
     post(client, "/clear", {"scan": "I2"})  # the item's barcode instead of its slip
@@ -221,10 +221,13 @@ def test_admin_printers_and_audit(app, patrons) -> None:
     assert "Test slip sent to preview" in admin.get("/admin/printers").get_data(as_text=True)
     app.extensions["holdshelf"].worker.run_once()
     assert "Every slip has been printed" in admin.get("/admin/printers").get_data(as_text=True)
-    post(admin, "/admin/printers/reprint", {"code": code}, page="/admin/printers")
+    reprinted = post(admin, "/reprint", {"scan": code, "back": "printers"}, "/admin/printers")
+    assert reprinted.headers["Location"] == "/admin/printers"
     assert f"{code} (reprint)" in admin.get("/admin/printers").get_data(as_text=True)
-    post(admin, "/admin/printers/reprint", {"code": "NOPE"}, page="/admin/printers")
-    assert "not a valid shelf code" in admin.get("/admin/printers").get_data(as_text=True)
+    post(admin, "/reprint", {"scan": "NOPE", "back": "printers"}, page="/admin/printers")
+    assert "no hold on the shelf for the item scanned" in admin.get("/admin/printers").get_data(
+        as_text=True
+    )
     post(admin, "/patron", {"card": patrons[0].card})
     audit = admin.get("/admin/audit").get_data(as_text=True)
     assert "<td>ada</td><td>MAIN</td><td>looked up a patron</td>" in audit

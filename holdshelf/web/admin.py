@@ -45,19 +45,6 @@ def print_test() -> Any:
     return redirect(url_for("admin.printers"))
 
 
-@bp.post("/printers/reprint")
-@admin_required
-def reprint() -> Any:
-    try:
-        entry = desk().service.reprint(request.form.get("code", ""), g.staff.branch)
-    except HoldshelfError as exc:
-        flash(str(exc), "error")
-    else:
-        desk().wake_worker()
-        flash(f"The slip of {entry.code.display} is queued again.")
-    return redirect(url_for("admin.printers"))
-
-
 @bp.get("/accounts")
 @admin_required
 def accounts() -> str:

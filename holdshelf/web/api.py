@@ -27,6 +27,7 @@ from holdshelf.errors import (
 )
 from holdshelf.integrations import ApiClient, Integrations, KeyInUse, KeyReused
 from holdshelf.resources import PACKAGE_DIR
+from holdshelf.service import SlipState, SlipStatus
 from holdshelf.web.auth import desk
 from holdshelf.web.patron import RateLimiter
 
@@ -186,8 +187,21 @@ def _within() -> frozenset[str] | None:
     return _client().branches or None
 
 
+# The API's words for a slip's state: a contract of its own, kept apart from the desk's.
+def _slip_words(slip: SlipStatus) -> str:
+    if slip.state is SlipState.RETRYING:
+        return f"waiting to print (attempt {slip.attempts}: {slip.error})"
+    return {
+        SlipState.NONE: "no slip",
+        SlipState.QUEUED: "queued for the printer",
+        SlipState.PRINTED: "printed",
+        SlipState.DROPPED: "not printed (hold ended)",
+    }[slip.state]
+
+
 def _hold(entry: ShelfEntry) -> dict[str, Any]:
-    return entry.as_dict() | {"print_status": desk().service.print_status(entry.code, entry.branch)}
+    slip = desk().service.print_status(entry.code, entry.branch)
+    return entry.as_dict() | {"print_status": _slip_words(slip)}
 
 
 # -- holds ---------------------------------------------------------------------------------------

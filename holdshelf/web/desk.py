@@ -15,6 +15,7 @@ from flask import (
     Response,
     flash,
     g,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -23,7 +24,10 @@ from flask import (
 )
 
 from holdshelf.domain.holds import PickupMode
-from holdshelf.errors import HoldshelfError
+from holdshelf.domain.inputs import parse_date
+from holdshelf.errors import HoldshelfError, InvalidInput
+from holdshelf.sealing import Sealer
+from holdshelf.service import SlipState, SlipStatus
 from holdshelf.web.auth import desk, login_required
 
 bp = Blueprint("desk", __name__)
@@ -49,7 +53,7 @@ def _branch() -> str:
 
 
 @bp.app_template_filter("day")
-def day(date: dt.date) -> str:
+def day_with_year(date: dt.date) -> str:
     """A pickup-by date for the desk: "Mon 30 Nov", with the year when it is not this year."""
     this_year = desk().service.today().year
     return date.strftime("%a %d %b" if date.year == this_year else "%a %d %b %Y")
@@ -71,7 +75,11 @@ def checkin() -> str:
 
 
 def _checkin_page(
-    last: str | None = None, error: str | None = None, focus: str = "item", item: str = ""
+    last: str | None = None,
+    error: str | None = None,
+    focus: str = "item",
+    item: str = "",
+    card_kept: str = "",
 ) -> str:
     service = desk().service
     result = status = None
@@ -88,34 +96,216 @@ def _checkin_page(
         error=error,
         focus=focus,
         item=item,
+        card_kept=card_kept,
         show_title=desk().settings.slip_options.show_title,
         email=desk().settings.mail.enabled,
         sms=desk().settings.sms.enabled,
     )
 
 
+# A card kept across a refused contact is sealed (encrypted, expiring) in the form, never put
+# into the page in clear.
+CARD_KEPT_SECONDS = 300
+
+
+def _scanned_card() -> str:
+    card = request.form.get("card", "")
+    kept = request.form.get("card_kept", "")
+    if card.strip() or not kept:
+        return card
+    try:
+        return str(Sealer(desk().settings.data_key).unseal(kept, CARD_KEPT_SECONDS)["card"])
+    except (HoldshelfError, KeyError):
+        raise InvalidInput("scan the patron's card again", field="patron_card") from None
+
+
 @bp.post("/checkin")
 @login_required
 def checkin_post() -> Any:
-    item = request.form.get("item", "")
-    card = request.form.get("card", "")
-    title = request.form.get("title") or None
+    item, card = request.form.get("item", ""), ""
     try:
+        card = _scanned_card()
         entry = desk().service.ready(
             _branch(),
             item,
             card,
-            title=title,
+            title=request.form.get("title") or None,
             email=request.form.get("email"),
             sms=request.form.get("sms"),
         )
     except HoldshelfError as exc:
-        # The cursor goes where the fault is; contacts are never put back into the page.
-        focus = "card" if getattr(exc, "field", None) == "patron_card" else "item"
-        keep = item.strip() if focus == "card" else ""
-        return _checkin_page(error=str(exc), focus=focus, item=keep), 422
+        return _refused_checkin(exc, item, card), 422
     desk().wake_worker()
     return redirect(url_for("desk.checkin", code=entry.code.display))
+
+
+def _refused_checkin(exc: HoldshelfError, item: str, card: str) -> str:
+    """The page again with the cursor where the fault is. A refused contact keeps the item and
+    the card (sealed); contacts themselves are never put back into the page."""
+    field = getattr(exc, "field", None)
+    if field in ("email", "sms"):
+        kept = Sealer(desk().settings.data_key).seal({"card": card}) if card.strip() else ""
+        return _checkin_page(error=str(exc), focus=field, item=item.strip(), card_kept=kept)
+    if field == "patron_card":
+        return _checkin_page(error=str(exc), focus="card", item=item.strip())
+    return _checkin_page(error=str(exc), focus="item")
+
+
+@bp.get("/status")
+@login_required
+def status() -> Response:
+    """For the check-in page's script: the newest slip of a hold, and the printer banner."""
+    slip = None
+    code = request.args.get("code")
+    if code:
+        try:
+            found = desk().service.find(code, _branch())
+        except HoldshelfError:
+            pass
+        else:
+            state = desk().service.print_status(found.code, _branch())
+            slip = {"state": state.state.value, "text": slip_words(state), "settled": state.settled}
+    trouble = desk().worker.prints.trouble(_branch())
+    return jsonify(slip=slip, banner=render_template("banner.html", trouble=trouble).strip())
+
+
+@bp.app_template_filter("slip_words")
+def slip_words(slip: SlipStatus) -> str:
+    """A slip's state in the desk's words."""
+    if slip.state is SlipState.RETRYING:
+        return (
+            f"not printed yet: {slip.error} (attempt {slip.attempts}). "
+            "It prints by itself once the printer answers."
+        )
+    return {
+        SlipState.NONE: "no slip",
+        SlipState.QUEUED: "waiting for the printer",
+        SlipState.PRINTED: "printed",
+        SlipState.DROPPED: "not printed (the hold ended)",
+    }[slip.state]
+
+
+@bp.app_context_processor
+def printer_banner() -> dict[str, Any]:
+    """Every staff page says when the branch's slips are not printing."""
+    staff = g.get("staff")
+    if staff is None or not staff.branch or request.endpoint == "desk.status":
+        return {}
+    return {"printer_trouble": desk().worker.prints.trouble(staff.branch)}
+
+
+# -- one hold: reprint, new date, cancel, notices ----------------------------------------------
+
+# Where a reprint or an action sends the clerk back to (never a URL from the form).
+RETURN_TO = {
+    "checkin": "desk.checkin",
+    "shelf": "desk.shelf",
+    "pickup": "desk.pickup",
+    "printers": "admin.printers",
+}
+
+
+def _back(default: str = "desk.shelf", **values: Any) -> Response:
+    endpoint = RETURN_TO.get(request.form.get("back", ""), default)
+    return redirect(url_for(endpoint, **values))
+
+
+@bp.post("/reprint")
+@login_required
+def reprint() -> Response:
+    """Staff reprint a slip (torn, lost, wet): by its code, or by scanning the slip or item."""
+    code, scan = request.form.get("code"), request.form.get("scan")
+    try:
+        entry = desk().service.reprint(code, _branch(), scan=None if code else (scan or ""))
+    except HoldshelfError as exc:
+        flash(str(exc), "error")
+        return _back()
+    desk().wake_worker()
+    flash(f"The slip of {entry.code.display} is printing again (no message to the patron).")
+    if request.form.get("back") == "checkin":
+        return redirect(url_for("desk.checkin", code=entry.code.display))
+    return _back()
+
+
+@bp.get("/holds/<code>")
+@login_required
+def hold(code: str) -> Any:
+    try:
+        entry = desk().service.find(code, _branch())
+    except HoldshelfError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("desk.shelf"))
+    return render_template(
+        "hold.html",
+        hold=entry,
+        slip=desk().service.print_status(entry.code, _branch()),
+        notices=desk().worker.notices.of_branch(_branch()).get(entry.code.compact, []),
+        overdue=entry.pickup_by < desk().service.today(),
+        today=desk().service.today(),
+    )
+
+
+@bp.post("/holds/<code>/pickup-by")
+@login_required
+def change_pickup_by(code: str) -> Response:
+    try:
+        day = parse_date(request.form.get("pickup_by", ""), "pickup-by date")
+        entry = desk().service.change_pickup_by(code, day, _branch())
+    except HoldshelfError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("desk.hold", code=code))
+    desk().wake_worker()
+    flash(
+        f"{entry.code.display} can be picked up until {day_with_year(entry.pickup_by)}; "
+        "its new slip is printing."
+    )
+    return redirect(url_for("desk.hold", code=entry.code.display))
+
+
+@bp.get("/holds/<code>/cancel")
+@login_required
+def cancel_confirm(code: str) -> Any:
+    try:
+        entry = desk().service.find(code, _branch())
+    except HoldshelfError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("desk.shelf"))
+    return render_template("cancel.html", hold=entry)
+
+
+@bp.post("/holds/<code>/cancel")
+@login_required
+def cancel(code: str) -> Response:
+    try:
+        entry = desk().service.cancel(code, branch_id=_branch())
+    except HoldshelfError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("desk.shelf"))
+    flash(
+        f"{entry.code.display} is cancelled: take the item off the shelf. "
+        "Its link to the patron is deleted."
+    )
+    return redirect(url_for("desk.shelf"))
+
+
+@bp.post("/holds/<code>/notice")
+@login_required
+def resend_notice(code: str) -> Response:
+    try:
+        entry = desk().service.find(code, _branch())
+    except HoldshelfError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("desk.shelf"))
+    if desk().worker.notices.resend(_branch(), entry.code):
+        desk().wake_worker()
+        flash(f"The notice for {entry.code.display} is being sent again.")
+    else:
+        flash(
+            f"No notice of {entry.code.display} can be resent: its contact is no longer held "
+            "(sent, failed for good, or never given). Ask the patron at the desk.",
+            "error",
+        )
+    return redirect(url_for("desk.hold", code=entry.code.display))
 
 
 @bp.get("/slips/<code>.png")
@@ -160,11 +350,15 @@ def pickup_post() -> Any:
 @login_required
 def shelf() -> str:
     entries = desk().service.shelf(_branch())
+    today = desk().service.today()
     return render_template(
         "shelf.html",
         on_shelf=[e for e in entries if e.mode is PickupMode.SHELF],
         at_desk=[e for e in entries if e.mode is PickupMode.DESK],
         to_move=[e for e in entries if e.move_to_desk],
+        overdue=sum(1 for e in entries if e.pickup_by < today),
+        notices=desk().worker.notices.of_branch(_branch()),
+        today=today,
     )
 
 
@@ -176,7 +370,11 @@ def moved_to_desk() -> Any:
     except HoldshelfError as exc:
         flash(str(exc), "error")
     else:
-        flash(f"{entry.code.display} is now a desk hold.")
+        desk().wake_worker()
+        flash(
+            f"{entry.code.display} is now a desk hold: its new slip with the desk band is "
+            "printing. Wrap it round the item and shelve it behind the desk."
+        )
     return redirect(url_for("desk.shelf"))
 
 
@@ -185,6 +383,15 @@ def moved_to_desk() -> Any:
 def clear() -> str:
     overdue = desk().service.overdue(_branch())
     return render_template("clear.html", overdue=overdue)
+
+
+@bp.get("/clear/list")
+@login_required
+def pull_list() -> str:
+    """The holds to pull as a printable list, in shelving order (open shelf first)."""
+    overdue = desk().service.overdue(_branch())
+    ordered = sorted(overdue, key=lambda e: (e.mode is PickupMode.DESK, e.code.compact))
+    return render_template("pull_list.html", overdue=ordered, today=desk().service.today())
 
 
 @bp.post("/clear")
@@ -211,7 +418,7 @@ def clear_post() -> Any:
 # The patron in focus is shown only on the page its card scan led to (``?focus=`` carries the
 # focus's tag): any other page, a new scan, or coming back later ends it.
 PATRON_PAGES = {"desk.patron", "desk.patron_lookup", "desk.patron_choice", "desk.patron_done"}
-KEEP_PATRON_FOCUS = PATRON_PAGES | {"static"}
+KEEP_PATRON_FOCUS = PATRON_PAGES | {"static", "desk.status"}
 
 
 @bp.before_app_request

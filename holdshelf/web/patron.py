@@ -78,7 +78,16 @@ def find() -> Any:
     if not limiter.allow(request.remote_addr or "unknown"):
         return render_template("public/find.html", asked=True, entries=[], limited=True), 429
     entries = desk().service.lookup(code)
-    return render_template("public/find.html", asked=True, entries=entries, limited=False)
+    branches = {entry.branch_name for entry in entries}
+    return render_template(
+        "public/find.html",
+        asked=True,
+        entries=entries,
+        limited=False,
+        today=desk().service.today(),
+        # the page's heading names the hold's library, not the first one configured
+        **({"library": branches.pop()} if len(branches) == 1 else {}),
+    )
 
 
 @bp.get("/privacy")
