@@ -28,6 +28,8 @@ def test_sign_in_and_choose_branch(app) -> None:
     assert client.get("/checkin").headers["Location"] == "/branch"  # two branches: choose
     page = client.get("/branch").get_data(as_text=True)
     assert "Central Library (MAIN)" in page and "Eastside Branch (EAST)" in page
+    radios = re.findall(r'<input type="radio"[^>]*>', page)
+    assert ["autofocus" in radio for radio in radios] == [True, False]  # the first, ready
     post(client, "/branch", {"branch": "EAST"})
     assert "Eastside Branch" in client.get("/checkin").get_data(as_text=True)
 
