@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -367,25 +368,36 @@ def test_serve_demo_refuses_a_production_instance(tmp_path: Path, capsys, monkey
 # -- stopping `serve` -----------------------------------------------------------------------
 
 
+SCRIPT = Path(sys.executable).with_name("holdshelf")  # this venv's console script
+
+
+def child_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("HOLDSHELF_")}
+
+
 class Serving:
     """`holdshelf serve` as systemd or a container runs it: the console script, its own
     process, a free port, stopped by a signal."""
 
-    def __init__(self, instance: Path) -> None:
-        script = Path(sys.executable).with_name("holdshelf")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HOLDSHELF_")}
+    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+        """``args``: the arguments up to `serve` and its options (a free port is added)."""
         self.port = free_port()
         self.process = subprocess.Popen(
-            [str(script), "--instance", str(instance), "serve", "--port", str(self.port)],
-            env=env,
+            [str(SCRIPT), *args, "--port", str(self.port)],
+            env=child_environment(),
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         self._watchdog = threading.Timer(90, self.process.kill)  # a hung server fails the test
         self._watchdog.start()
-        first = self.line()
-        assert first.startswith("Holdshelf is serving at"), first + self.process.stderr.read()
+        self.said: list[str] = []  # what it printed before serving (the demo's sign-in)
+        while not (line := self.line()).startswith("Holdshelf is serving at"):
+            if not line:  # it exited
+                self._watchdog.cancel()
+                raise AssertionError("".join(self.said) + self.process.communicate()[1])
+            self.said.append(line)
 
     def line(self) -> str:
         assert self.process.stdout is not None
@@ -418,7 +430,7 @@ class Serving:
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_serve_stops_cleanly_on_a_signal(cli: Cli, signum: int) -> None:
-    serving = Serving(cli.instance)
+    serving = Serving("--instance", str(cli.instance), "serve")
     assert serving.listening()
     stopped = serving.stop(signum)
     assert (stopped.code, stopped.out, stopped.err) == (0, "stopping\nstopped\n", "")
@@ -438,7 +450,7 @@ def test_serve_finishes_the_slip_it_is_sending_on_sigterm(cli: Cli, patrons) -> 
         cli.ok("ready", "--branch", "MAIN", "--item", f"I{n}", "--patron", p.card, "--json").json
         for n, p in enumerate(patrons[:2])
     )
-    serving = Serving(cli.instance)
+    serving = Serving("--instance", str(cli.instance), "serve")
     assert printer.printing.wait(30), "the worker started on the first slip"
     serving.process.send_signal(signal.SIGTERM)
     assert serving.line() == "stopping: finishing the slip being sent\n"
@@ -470,3 +482,49 @@ def test_a_slip_that_does_not_finish_in_time_is_said(capsys) -> None:
         "stopped; the slip being sent did not finish within 0.1 s: it stays queued and is sent "
         "again\n"
     )
+
+
+# -- the README's commands ------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_command(marker: str) -> str:
+    """The shell command between <!-- marker --> and <!-- /marker --> (as .ci/run reads it)."""
+    block = README.read_text().split(f"<!-- {marker} -->")[1].split(f"<!-- /{marker} -->")[0]
+    return " ".join(line for line in block.splitlines() if line and not line.startswith("```"))
+
+
+def readme_line(command: str) -> list[str]:
+    """The README's example line of a holdshelf command, without its comment, as argv."""
+    (line,) = [
+        line.split("#")[0]
+        for line in README.read_text().splitlines()
+        if line.startswith("holdshelf ") and f" {command} " in line
+    ]
+    return shlex.split(line)
+
+
+def test_readme_print_test_works_on_the_instance_the_readme_builds(tmp_path: Path) -> None:
+    """The main command's `holdshelf ... serve --demo` builds the instance; the README's
+    print-test line, run where the README's reader stands, prints on it."""
+    serve = shlex.split(readme_command("main-command").split("&&")[-1])
+    assert serve[0] == ".venv/bin/holdshelf" and serve[-2:] == ["serve", "--demo"]
+    serving = Serving(*serve[1:], cwd=tmp_path)
+    assert "Demo sign-in: account demo, password " in "".join(serving.said)
+    assert serving.stop().code == 0
+
+    argv = readme_line("print-test")
+    assert argv[0] == "holdshelf"
+    printed = subprocess.run(
+        [str(SCRIPT), *argv[1:]],
+        cwd=tmp_path,
+        env=child_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith("test slip sent to ")
+    assert list((tmp_path / "demo-instance" / "slips").glob("*.png")), "the preview printed"
