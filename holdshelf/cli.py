@@ -596,15 +596,49 @@ def serve(ctx: Context, host: str | None, port: int | None, demo: bool) -> None:
         server = waitress.create_server(app, host=host, port=port, threads=8, ident="holdshelf")
     except OSError as exc:
         raise HoldshelfError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    click.echo(f"Holdshelf is serving at http://{host}:{port}/ (Ctrl-C to stop)")
     try:
-        server.run()
+        signal.signal(signal.SIGTERM, _interrupt)
+        click.echo(f"Holdshelf is serving at http://{host}:{port}/ (Ctrl-C to stop)")
+        server.run()  # returns on Ctrl-C or SIGTERM: waitress ends its loop on KeyboardInterrupt
     except KeyboardInterrupt:
-        click.echo("stopped")
+        pass  # one that came just before or after the loop
     finally:
-        stop.set()
-        desk.worker.wake()
-        worker_thread.join(timeout=5)
+        server.close()  # the port is free for a successor while the last slip finishes
+        _stop_worker(desk.worker, worker_thread, stop)
+
+
+STOP_WAIT_SECONDS = 60.0  # a slip's longest send (connect, status, data timeouts), with room
+
+
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    """SIGTERM (systemd, containers) stops `serve` as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def _stop_worker(
+    worker: Worker,
+    thread: threading.Thread,
+    stop: threading.Event,
+    wait: float = STOP_WAIT_SECONDS,
+) -> None:
+    """Let the worker finish what it is sending and record it, then stop it. A second Ctrl-C
+    or SIGTERM stops at once: a slip cut off mid-send is sent again when its lease runs out."""
+    sending = worker.sending()
+    click.echo(f"stopping: finishing the {sending} being sent" if sending else "stopping")
+    stop.set()
+    worker.wake()
+    thread.join(timeout=wait)
+    if not thread.is_alive():
+        click.echo("stopped")
+        return
+    late = worker.sending()
+    click.echo(
+        f"stopped; the {late} being sent did not finish within {wait:g} s: it stays queued and "
+        "is sent again"
+        if late
+        else f"stopped; the worker did not stop within {wait:g} s",
+        err=True,
+    )
 
 
 def _prepare_demo(ctx: Context) -> None:

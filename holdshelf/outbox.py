@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class OutboxWorker(ABC):
         self.settings = settings
         self._sessions = sessions
         self._clock = clock or settings.now
+        self.delivering: int | None = None  # the row being sent now, if any
 
     @abstractmethod
     def route(self, row: Any) -> str:
@@ -93,20 +95,30 @@ class OutboxWorker(ABC):
     def finished(self, row: Any, outcome: Outcome) -> None:  # noqa: B027 (an optional hook)
         """Called in the transaction that records a final outcome (to erase secrets)."""
 
-    def run_once(self, *, ignore_backoff: bool = False) -> PassReport:
+    def run_once(
+        self, *, ignore_backoff: bool = False, stop: threading.Event | None = None
+    ) -> PassReport:
         """Deliver every due row once; ``ignore_backoff`` also tries rows still waiting for
-        their retry time (an operator's `worker --once`)."""
+        their retry time (an operator's `worker --once`). Once ``stop`` is set, the row being
+        sent is finished and recorded, and no other is taken."""
         report = PassReport()
         tried: set[int] = set()
-        while (row := self._claim(ignore_backoff, report, tried)) is not None:
+        while (
+            not (stop and stop.is_set())
+            and (row := self._claim(ignore_backoff, report, tried)) is not None
+        ):
             tried.add(row.id)
+            self.delivering = row.id
             try:
                 outcome = self.deliver(row)
             except Exception as exc:  # a bug must not stop the queue; the row is kept
                 # The type and the place only: an exception's message may quote an address.
                 log.error("%s %s: delivery failed: %s", self.noun, row.id, unexpected(exc))
                 outcome = Outcome(f"internal error ({type(exc).__name__})")
-            self._record(row.id, outcome)
+            try:
+                self._record(row.id, outcome)
+            finally:
+                self.delivering = None
             if outcome.delivered:
                 report.sent += 1
             elif outcome.permanent:

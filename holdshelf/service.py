@@ -73,6 +73,9 @@ BULK_TABLES = ("holds", "shelf_codes", "print_jobs", "notices")  # what an impor
 REFRESH_AFTER_ROWS = 200  # a batch this big may leave the planner's statistics behind
 BATCH_SIZE = 500  # rows per transaction when importing (each row in its own savepoint)
 FINISHED_KEPT = dt.timedelta(days=1)  # printed slips and sent notices stay listed this long
+# Past this share of its code space a branch should raise code_length while room is left: each
+# new code takes more draws, and what is left runs out the faster the busier the branch.
+CROWDED_SHARE = 0.7
 ENTRY_COLUMNS = (Hold.code, Hold.branch, Hold.pickup_by, Hold.mode, Hold.move_to_desk)
 
 
@@ -160,6 +163,15 @@ class BranchUsage:
     active_holds: int
     codes_in_use: int  # active plus resting (ended less than 30 days ago)
     code_capacity: int  # about how many codes the branch's code length offers
+
+    @property
+    def share(self) -> float:
+        """How full the code space is, 0..1 (more only if code_length was lowered)."""
+        return self.codes_in_use / self.code_capacity if self.code_capacity else 1.0
+
+    @property
+    def crowded(self) -> bool:
+        return self.share > CROWDED_SHARE
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -70,11 +71,22 @@ class Worker:
         self._next_housekeeping: dt.datetime | None = None
         self._wake = threading.Event()
 
-    def run_once(self, *, ignore_backoff: bool = False) -> WorkReport:
+    def run_once(
+        self, *, ignore_backoff: bool = False, stop: threading.Event | None = None
+    ) -> WorkReport:
+        """One pass over both queues; once ``stop`` is set it ends after the row being sent."""
         return WorkReport(
-            prints=self.prints.run_once(ignore_backoff=ignore_backoff),
-            notices=self.notices.run_once(ignore_backoff=ignore_backoff),
+            prints=self.prints.run_once(ignore_backoff=ignore_backoff, stop=stop),
+            notices=self.notices.run_once(ignore_backoff=ignore_backoff, stop=stop),
         )
+
+    def sending(self) -> str | None:
+        """What a pass is sending right now ("slip", "notice"), if anything."""
+        if self.prints.delivering is not None:
+            return "slip"
+        if self.notices.delivering is not None:
+            return "notice"
+        return None
 
     def housekeep_if_due(self) -> HousekeepingReport | None:
         """Purge at the first pass and then every HOUSEKEEPING_EVERY; after a failure (the
@@ -92,11 +104,18 @@ class Worker:
         self._wake.set()
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
-        """Passes until ``stop`` is set; rows queued by other processes are found within
+        """Passes until ``stop`` is set (then the row being sent is finished, and nothing else
+        is started: set it, then `wake`); rows queued by other processes are found within
         ``poll_seconds``."""
+        tasks = (
+            (partial(self.run_once, stop=stop), "worker pass"),
+            (self.housekeep_if_due, "purge"),
+        )
         while not stop.is_set():
             # Each on its own: a printer queue that keeps failing must not stop retention.
-            for task, name in ((self.run_once, "worker pass"), (self.housekeep_if_due, "purge")):
+            for task, name in tasks:
+                if stop.is_set():
+                    break
                 try:
                     task()
                 except Exception as exc:  # a database hiccup must not end the worker

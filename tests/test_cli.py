@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from sqlalchemy import select
 
+from holdshelf.cli import _stop_worker
+from holdshelf.service import HoldService
+from holdshelf.settings import load_settings
+from holdshelf.storage.models import PrintJob
 from tests.conftest import Patron, assert_no_patron_data, codabar, make_instance
-from tests.helpers.cli import Cli
+from tests.helpers.cli import Cli, Result
+from tests.helpers.fake_printer import FakePrinter
+from tests.helpers.servers import free_port
 
 
 def test_the_whole_workflow(cli: Cli, patrons: list[Patron]) -> None:
@@ -351,3 +363,168 @@ def test_serve_demo_refuses_a_production_instance(tmp_path: Path, capsys, monkey
     production = Cli(tmp_path / "prod", capsys, monkeypatch)
     production.ok("init")
     production.fails("serve", "--demo", message="is a production instance: --demo only runs")
+
+
+# -- stopping `serve` -----------------------------------------------------------------------
+
+
+SCRIPT = Path(sys.executable).with_name("holdshelf")  # this venv's console script
+
+
+def child_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("HOLDSHELF_")}
+
+
+class Serving:
+    """`holdshelf serve` as systemd or a container runs it: the console script, its own
+    process, a free port, stopped by a signal."""
+
+    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+        """``args``: the arguments up to `serve` and its options (a free port is added)."""
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [str(SCRIPT), *args, "--port", str(self.port)],
+            env=child_environment(),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._watchdog = threading.Timer(90, self.process.kill)  # a hung server fails the test
+        self._watchdog.start()
+        self.said: list[str] = []  # what it printed before serving (the demo's sign-in)
+        while not (line := self.line()).startswith("Holdshelf is serving at"):
+            if not line:  # it exited
+                self._watchdog.cancel()
+                raise AssertionError("".join(self.said) + self.process.communicate()[1])
+            self.said.append(line)
+
+    def line(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline()
+
+    def stop(self, signum: int | None = signal.SIGTERM) -> Result:
+        """Send ``signum`` (None: it was sent already), then wait for the exit."""
+        if signum is not None:
+            self.process.send_signal(signum)
+        out, err = self.process.communicate(timeout=80)
+        self._watchdog.cancel()
+        return Result(self.process.returncode, out, err)
+
+    def listening(self) -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def port_is_free(self) -> bool:
+        """A successor can listen on the port (as waitress does, with SO_REUSEADDR)."""
+        with socket.socket() as successor:
+            successor.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                successor.bind(("127.0.0.1", self.port))
+                successor.listen()
+            except OSError:
+                return False
+            return True
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_serve_stops_cleanly_on_a_signal(cli: Cli, signum: int) -> None:
+    serving = Serving("--instance", str(cli.instance), "serve")
+    assert serving.listening()
+    stopped = serving.stop(signum)
+    assert (stopped.code, stopped.out, stopped.err) == (0, "stopping\nstopped\n", "")
+    assert not serving.listening()
+    assert serving.port_is_free()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_serve_finishes_the_slip_it_is_sending_on_sigterm(cli: Cli, patrons) -> None:
+    printer = FakePrinter(answer_delay=0.4).start()  # about 2.5 s a slip, status asked around it
+    config = cli.instance / "holdshelf.toml"
+    config.write_text(
+        config.read_text().replace("[branches.MAIN]\n", '[branches.MAIN]\nprinter = "desk"\n')
+        + f'\n[printers.desk]\ntype = "network"\nhost = "127.0.0.1"\nport = {printer.port}\n'
+    )
+    first, second = (
+        cli.ok("ready", "--branch", "MAIN", "--item", f"I{n}", "--patron", p.card, "--json").json
+        for n, p in enumerate(patrons[:2])
+    )
+    serving = Serving("--instance", str(cli.instance), "serve")
+    assert printer.printing.wait(30), "the worker started on the first slip"
+    serving.process.send_signal(signal.SIGTERM)
+    assert serving.line() == "stopping: finishing the slip being sent\n"
+    assert not serving.listening(), "the port is closed while the slip finishes"
+    stopped = serving.stop(None)
+    assert (stopped.code, stopped.out, stopped.err) == (0, "stopped\n", "")
+    assert serving.port_is_free()
+    assert len(printer.jobs) == 1, "the whole slip, and no other started"
+    jobs = {job["code"]: job for job in cli.ok("print-queue", "--all", "--json").json}
+    assert (jobs[first["code"]]["status"], jobs[first["code"]]["attempts"]) == ("sent", 1)
+    assert (jobs[second["code"]]["status"], jobs[second["code"]]["attempts"]) == ("queued", 0)
+    settings = load_settings(cli.instance)
+    with HoldService.open(settings).sessions() as session:
+        assert session.scalars(select(PrintJob.leased_until)).all() == [None, None]
+    printer.stop()
+
+
+def test_a_slip_that_does_not_finish_in_time_is_said(capsys) -> None:
+    release, stop = threading.Event(), threading.Event()
+    stuck = threading.Thread(target=release.wait, daemon=True)  # a send that hangs
+    stuck.start()
+    worker = SimpleNamespace(sending=lambda: "slip", wake=lambda: None)
+    _stop_worker(worker, stuck, stop, wait=0.1)  # type: ignore[arg-type]
+    release.set()
+    captured = capsys.readouterr()
+    assert stop.is_set()
+    assert captured.out == "stopping: finishing the slip being sent\n"
+    assert captured.err == (
+        "stopped; the slip being sent did not finish within 0.1 s: it stays queued and is sent "
+        "again\n"
+    )
+
+
+# -- the README's commands ------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_command(marker: str) -> str:
+    """The shell command between <!-- marker --> and <!-- /marker --> (as .ci/run reads it)."""
+    block = README.read_text().split(f"<!-- {marker} -->")[1].split(f"<!-- /{marker} -->")[0]
+    return " ".join(line for line in block.splitlines() if line and not line.startswith("```"))
+
+
+def readme_line(command: str) -> list[str]:
+    """The README's example line of a holdshelf command, without its comment, as argv."""
+    (line,) = [
+        line.split("#")[0]
+        for line in README.read_text().splitlines()
+        if line.startswith("holdshelf ") and f" {command} " in line
+    ]
+    return shlex.split(line)
+
+
+def test_readme_print_test_works_on_the_instance_the_readme_builds(tmp_path: Path) -> None:
+    """The main command's `holdshelf ... serve --demo` builds the instance; the README's
+    print-test line, run where the README's reader stands, prints on it."""
+    serve = shlex.split(readme_command("main-command").split("&&")[-1])
+    assert serve[0] == ".venv/bin/holdshelf" and serve[-2:] == ["serve", "--demo"]
+    serving = Serving(*serve[1:], cwd=tmp_path)
+    assert "Demo sign-in: account demo, password " in "".join(serving.said)
+    assert serving.stop().code == 0
+
+    argv = readme_line("print-test")
+    assert argv[0] == "holdshelf"
+    printed = subprocess.run(
+        [str(SCRIPT), *argv[1:]],
+        cwd=tmp_path,
+        env=child_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith("test slip sent to ")
+    assert list((tmp_path / "demo-instance" / "slips").glob("*.png")), "the preview printed"

@@ -4,6 +4,9 @@ templates): check-in, pickup, shelf, clear shelf, patron desk, numbers, printers
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
+
+import pytest
 
 from tests.conftest import Clock, assert_no_patron_data
 from tests.helpers.web import ADMIN, STAFF, choose_pickup, look_up_patron, post, sign_in
@@ -28,6 +31,8 @@ def test_sign_in_and_choose_branch(app) -> None:
     assert client.get("/checkin").headers["Location"] == "/branch"  # two branches: choose
     page = client.get("/branch").get_data(as_text=True)
     assert "Central Library (MAIN)" in page and "Eastside Branch (EAST)" in page
+    radios = re.findall(r'<input type="radio"[^>]*>', page)
+    assert ["autofocus" in radio for radio in radios] == [True, False]  # the first, ready
     post(client, "/branch", {"branch": "EAST"})
     assert "Eastside Branch" in client.get("/checkin").get_data(as_text=True)
 
@@ -207,6 +212,52 @@ def test_numbers_are_aggregates(client, patrons) -> None:
     page = client.get("/numbers").get_data(as_text=True)
     assert "<td>2026-11-23</td><td>MAIN</td>\n      <td>4</td>" in page
     assert_no_patron_data(page, patrons)
+
+
+def svgs(page: str) -> list[ET.Element]:
+    return [ET.fromstring(svg) for svg in re.findall(r"<svg .*?</svg>", page, re.DOTALL)]
+
+
+def test_numbers_draws_the_days_and_the_code_space(client, app, clock: Clock, patrons) -> None:
+    service = app.extensions["holdshelf"].service
+    clock.advance(days=-2)
+    for n, patron in enumerate(patrons[:3]):  # two days ago: 3 ready, 1 picked up
+        entry = service.ready("MAIN", f"I{n}", patron.card)
+    service.pickup(entry.code.display)
+    clock.advance(days=2)
+    service.ready("MAIN", "I9", patrons[9].card)  # today: 1 ready
+    page = client.get("/numbers").get_data(as_text=True)
+    assert " style=" not in page, "the CSP allows no style attributes"
+    charts = svgs(page)
+    assert [c.get("class") for c in charts] == ["bars"] * 4 + ["meter"] * 2  # EAST: no bars
+    ready, picked_up = charts[0], charts[1]
+    assert ready.findtext("title") == (
+        "Ready per day at Central Library (MAIN), 24 Oct to 23 Nov: 4 in all, at most 3 a day"
+    )
+    heights = [float(bar.get("height")) for bar in ready.findall("rect")]
+    assert len(heights) == 31  # the last 30 days and today
+    assert heights[-3:] == pytest.approx([100, 0, 100 / 3], abs=0.01)  # 3, 0, 1 of at most 3
+    assert sum(heights[:-3]) == 0
+    assert [float(bar.get("height")) for bar in picked_up.findall("rect")][-3] == pytest.approx(
+        100 / 3, abs=0.01
+    )
+    assert "Ready: 4, at most 3 a day" in page and "Expired: none" in page
+    assert "No holds since 24 Oct." in page  # EAST: no charts of nothing
+    assert "Shelf codes at Central Library (MAIN): 4 of about 35,075 codes in use" in page
+    assert "raise its code_length" not in page
+    assert not any("http" in ET.tostring(chart, encoding="unicode") for chart in charts)
+    assert_no_patron_data(page, patrons)
+
+
+def test_numbers_warns_of_a_crowded_code_space(client, app, monkeypatch) -> None:
+    from holdshelf.service import BranchUsage
+
+    crowded = [BranchUsage("MAIN", 20000, 30000, 35075), BranchUsage("EAST", 1, 10, 35075)]
+    monkeypatch.setattr(app.extensions["holdshelf"].service, "usage", lambda: crowded)
+    page = client.get("/numbers").get_data(as_text=True)
+    assert '<p class="problem">MAIN has used more than 70% of its shelf codes' in page
+    assert "EAST has used" not in page
+    assert [r.get("class") for r in svgs(page)[-2].findall("rect")][1] == "fill crowded"
 
 
 def test_admin_printers_and_audit(app, patrons) -> None:

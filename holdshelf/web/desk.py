@@ -28,6 +28,7 @@ from holdshelf.domain.inputs import parse_date
 from holdshelf.errors import HoldshelfError, InvalidInput
 from holdshelf.sealing import Sealer
 from holdshelf.service import SlipState, SlipStatus
+from holdshelf.web import charts
 from holdshelf.web.auth import desk, login_required
 
 bp = Blueprint("desk", __name__)
@@ -500,7 +501,16 @@ def patron_done() -> Any:
 @login_required
 def numbers() -> str:
     service = desk().service
-    since = service.today() - dt.timedelta(days=NUMBERS_DAYS)
+    today = service.today()
+    since = today - dt.timedelta(days=NUMBERS_DAYS)
+    days = service.stats(since)
+    names = {b.id: b.name for b in desk().settings.branches.values()}
     return render_template(
-        "numbers.html", days=service.stats(since), usage=service.usage(), since=since
+        "numbers.html",
+        days=days,
+        usage=service.usage(),
+        since=since,
+        names=names,
+        daily=charts.branch_charts(days, names, since, today),
+        draw=charts,
     )

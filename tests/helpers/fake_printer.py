@@ -2,7 +2,8 @@
 
 It keeps the bytes of every connection and answers DLE EOT status requests like an Epson TM
 printer. Faults on demand: stopped (connections refused), paper out, silent (never answers a
-status request: a print server whose printer is off), or closing mid-job.
+status request: a print server whose printer is off), slow (each status answer comes late, as
+from a printer busy printing), or closing mid-job.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class FakePrinter:
     silent: bool = False
     close_after: int | None = None  # bytes of a job after which the connection is dropped
     reset_on_status: bool = False  # a status request resets the connection (a rebooting printer)
+    answer_delay: float = 0.0  # seconds before each status answer
+    printing: threading.Event = field(default_factory=threading.Event)  # a slip's data arrived
     connections: list[bytes] = field(default_factory=list)
     last_byte_at: list[float] = field(default_factory=list)  # perf_counter() per connection
     _server: socket.socket | None = None
@@ -73,6 +76,8 @@ class FakePrinter:
                 before = len(received)
                 received += chunk
                 last = time.perf_counter()
+                if b"\x1b@" in received:  # ESC @ starts every slip
+                    self.printing.set()
                 if self.close_after is not None and len(received) > self.close_after:
                     del received[self.close_after :]
                     client.shutdown(socket.SHUT_RDWR)
@@ -102,6 +107,7 @@ class FakePrinter:
             }
             answer = answers.get(received[index + 2])
             if answer is not None and index + 2 >= before:  # not answered with an earlier chunk
+                time.sleep(self.answer_delay)
                 client.sendall(bytes([answer]))
             start = index + 3
 
