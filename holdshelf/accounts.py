@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from holdshelf.domain.inputs import clean_barcode
 from holdshelf.errors import Conflict, HoldshelfError, InvalidInput, NotFound
 from holdshelf.settings import Settings
-from holdshelf.storage.database import stored_time
+from holdshelf.storage.database import serialise_on, stored_time
 from holdshelf.storage.models import AuditEntry, LoginFailure, StaffUser, WebSession
 
 log = logging.getLogger(__name__)
@@ -217,6 +217,9 @@ class Accounts:
         web = self.settings.web
         account, place = _account_key(name), _address_key(address)
         with self._sessions.begin() as session:
+            # Count, verify and record as one step: parallel guesses (threads, app servers)
+            # wait here instead of all passing the count before any failure is recorded.
+            serialise_on(session, account, place)
             self._refuse_if_locked(session, account, web.login_attempts, now, "for this account")
             self._refuse_if_locked(
                 session, place, web.login_attempts_per_address, now, "from this address"

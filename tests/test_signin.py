@@ -151,3 +151,43 @@ def test_a_long_account_name_is_unlocked_and_audited_cut_short(app) -> None:
     assert sign_in(desk, (name, "a long enough password")).status_code == 302
     [entry] = accounts.audit_entries()
     assert entry.action == f"unlocked {name}"[:32]
+
+
+def test_parallel_guesses_over_two_servers_are_counted_one_by_one(service, clock) -> None:
+    """40 wrong passwords for one account at once, through two app servers' own connection
+    pools: exactly the limit's worth are checked, every other one is refused unchecked."""
+    import threading
+
+    from holdshelf.accounts import Accounts, SignInRefused, SignInThrottled
+    from holdshelf.storage import database
+    from holdshelf.storage.models import LoginFailure
+
+    settings = service.settings
+    engines = [database.make_engine(settings.database_url) for _ in range(2)]
+    servers = [Accounts(settings, database.session_factory(e), clock) for e in engines]
+    servers[0].add_user("bob", "bobs long password", "staff")
+    outcomes: list[str] = []
+    start = threading.Barrier(40)
+
+    def guess(n: int) -> None:
+        start.wait()
+        try:
+            servers[n % 2].sign_in("bob", WRONG, f"192.0.2.{n}")
+        except SignInThrottled:
+            outcomes.append("throttled")
+        except SignInRefused:
+            outcomes.append("checked")
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with service.sessions() as session:
+        recorded = session.query(LoginFailure).count()
+    for engine in engines:
+        engine.dispose()
+    limit = settings.web.login_attempts
+    assert outcomes.count("checked") == limit, outcomes
+    assert outcomes.count("throttled") == 40 - limit
+    assert recorded == 2 * limit  # one row for the account, one for each address

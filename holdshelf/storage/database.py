@@ -102,6 +102,18 @@ def dialect_insert(session: Session, model: type[Any]) -> Any:
     return (sqlite.insert if dialect == "sqlite" else postgresql.insert)(model)
 
 
+def serialise_on(session: Session, *keys: str) -> None:
+    """Make transactions about the same ``keys`` (hex digests) run one after another, across
+    threads and app servers, until this transaction ends: on PostgreSQL with advisory locks,
+    taken in one order so two transactions never wait on each other. SQLite needs nothing:
+    every transaction there already begins with the write lock (BEGIN IMMEDIATE)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for key in sorted(set(keys)):
+        lock_id = int.from_bytes(bytes.fromhex(key[:16]), "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+
+
 def checkpoint(engine: Engine) -> None:
     """Fold SQLite's write-ahead log into the database and truncate it, so page images of
     deleted rows do not linger in the WAL file. Nothing to do on PostgreSQL."""
