@@ -150,6 +150,12 @@ def test_body_must_be_a_json_object(api) -> None:
         api.post("/holds", data="not json", content_type="application/json"), 400, "invalid-input"
     )
     problem(api.post("/holds", [1, 2]), 400, "invalid-input")
+    for deep in ("[" * 1000 + "]" * 1000, '{"item_barcode": ' + "[" * 3000 + "]" * 3000 + "}"):
+        nested = api.post("/holds", data=deep, content_type="application/json")
+        problem(nested, 400, "invalid-input")  # not a RecursionError and a 500
+    problem(
+        api.post("/holds", data=b"\xff\xfe", content_type="application/json"), 400, "invalid-input"
+    )
     problem(
         api.post("/holds", data="item_barcode=1", content_type="text/plain"),
         415,
