@@ -8,15 +8,17 @@ skipped, so the same report can be imported every few minutes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
+import itertools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from holdshelf.domain.holds import ShelfEntry
 from holdshelf.domain.inputs import parse_date
@@ -96,17 +98,22 @@ class ImportReport:
         return not self.dry_run and not (self.all_or_nothing and self.bad)
 
 
-def read_rows(text: str, fmt: str) -> Iterator[tuple[int, dict[str, str] | str]]:
-    """(line number, mapped fields or what is wrong with the row) for every data row."""
+SAMPLE_CHARS = 4096  # what the separator is guessed from
+
+
+def read_rows(lines: str | Iterable[str], fmt: str) -> Iterator[tuple[int, dict[str, str] | str]]:
+    """(line number, mapped fields or what is wrong with the row) for every data row of a
+    report given whole or as lines (a file read as it goes)."""
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    sample = text[:4096]
+    stream = iter(io.StringIO(lines) if isinstance(lines, str) else lines)
+    first = _first_lines(stream)
     try:
-        dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+        dialect: Any = csv.Sniffer().sniff("".join(first), delimiters=",;\t|")
     except csv.Error:
         dialect = csv.excel
-    reader = csv.reader(io.StringIO(text), dialect)
-    header = next(reader, None)
+    reader = csv.reader(itertools.chain(first, stream), dialect)
+    header = next(_rows(reader), None)
     if not header:
         raise InvalidInput("the file is empty")
     positions = _columns([column_key(name) for name in header], FORMATS[fmt])
@@ -128,6 +135,13 @@ def read_rows(text: str, fmt: str) -> Iterator[tuple[int, dict[str, str] | str]]
         )
 
 
+def _first_lines(stream: Iterator[str]) -> list[str]:
+    first: list[str] = []
+    while sum(map(len, first)) < SAMPLE_CHARS and (line := next(stream, None)) is not None:
+        first.append(line)
+    return first
+
+
 def _rows(reader: Any) -> Iterator[list[str]]:
     try:
         yield from reader
@@ -138,6 +152,12 @@ def _rows(reader: Any) -> Iterator[list[str]]:
 def _columns(header: list[str], mapping: dict[str, tuple[str, ...]]) -> dict[str, int]:
     positions = {}
     for name, aliases in mapping.items():
+        named = [column for column in header if column in aliases]
+        if len(named) > 1:  # which one holds the card? Never guessed.
+            raise InvalidInput(
+                f"the header has more than one column for the {FIELD_NAMES.get(name, name)} "
+                f"({', '.join(named)}): keep one"
+            )
         index = next((header.index(a) for a in aliases if a in header), None)
         if index is not None:
             positions[name] = index
@@ -158,18 +178,12 @@ def import_holds(
     all_or_nothing: bool = False,
     encoding: str = "utf-8-sig",
 ) -> ImportReport:
-    try:
-        text = path.read_text(encoding=encoding)
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
-    except LookupError:
-        raise InvalidInput(f"unknown encoding {encoding!r} (try utf-8 or cp1252)") from None
-    except UnicodeError:
-        raise InvalidInput(f"{path} is not {encoding} text (try --encoding cp1252)") from None
     branch = service.settings.branch(branch).id
     report = ImportReport(dry_run=dry_run, all_or_nothing=all_or_nothing)
     requests: list[tuple[int, HoldRequest]] = []
-    for line, fields in read_rows(text, fmt):
+    with _open_report(path, encoding, service.settings.import_max_bytes) as lines:
+        rows = list(_decoded(read_rows(lines, fmt), path, encoding))
+    for line, fields in rows:
         report.rows += 1
         if isinstance(fields, str):
             report.bad.append((line, fields))
@@ -194,6 +208,57 @@ def import_holds(
         report.imported = []  # rolled back, every one
     report.bad.sort()
     return report
+
+
+class _Limited(io.RawIOBase):
+    """A file read as it goes, refused once it passes ``limit`` bytes: /dev/zero or an
+    endless pipe ends with an error, never with the whole of it in memory."""
+
+    def __init__(self, raw: BinaryIO, path: Path, limit: int) -> None:
+        self._raw, self._path, self._limit, self._read = raw, path, limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        self._read += count or 0
+        if self._read > self._limit:
+            megabytes = self._limit // 1_000_000
+            raise InvalidInput(
+                f"{self._path} is larger than {megabytes} MB: not a holds report? "
+                "([imports] max_file_mb)"
+            )
+        return count or 0
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+@contextlib.contextmanager
+def _open_report(path: Path, encoding: str, limit: int) -> Iterator[io.TextIOWrapper]:
+    try:
+        raw = path.open("rb", buffering=0)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        text = io.TextIOWrapper(io.BufferedReader(_Limited(raw, path, limit)), encoding, newline="")
+    except LookupError:
+        raw.close()
+        raise InvalidInput(f"unknown encoding {encoding!r} (try utf-8 or cp1252)") from None
+    with text:
+        yield text
+
+
+def _decoded(rows: Iterator[Any], path: Path, encoding: str) -> Iterator[Any]:
+    """The rows, with a decoding failure anywhere in the file reported in one line."""
+    try:
+        yield from rows
+    except UnicodeError:
+        raise InvalidInput(f"{path} is not {encoding} text (try --encoding cp1252)") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _request(service: HoldService, branch: str, fields: dict[str, str]) -> HoldRequest:
@@ -235,9 +300,20 @@ def export_stats(days: list[DayCounts], fmt: str) -> str:
     return _csv(["day", "branch", "event", "mode", "count"], rows)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): such a
+# cell (a branch name set to "=HYPERLINK(...)") is exported with a leading apostrophe.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv(columns: list[str], rows: Any) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
-    writer.writerows(rows)
+    writer.writerows([spreadsheet_safe(value) for value in row] for row in rows)
     return buffer.getvalue()

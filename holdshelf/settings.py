@@ -134,6 +134,7 @@ class Settings:
     audit_days: int
     web: WebSettings
     api_requests_per_minute: int
+    import_max_bytes: int
     mail: MailSettings
     sms: SmsSettings
     notices: NoticeSettings
@@ -308,6 +309,8 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
         audit_days=audit_days,
         web=_web(config["web"]),
         api_requests_per_minute=_api_rate(config["api"]),
+        import_max_bytes=_number(config["imports"], "max_file_mb", "imports.", 1, 10_000)
+        * 1_000_000,
         mail=mail,
         sms=_sms(config["sms"], mail),
         notices=_notices(config, branches),

@@ -252,3 +252,26 @@ def test_an_import_reports_the_swapped_row(service, patrons, tmp_path) -> None:
     assert "looks like a patron card" in result.bad[0][1]
     assert written(service)[0] == 1
     assert_no_patron_data(raw_database_bytes(service), patrons[1:])
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "2101\u00a00009",  # NBSP
+        "21010009\u0301",  # a combining acute accent
+        "2101\u20280009",  # line separator
+        "\u00a021010009",  # NBSP in front
+        "21010009\U0001f4da",  # an emoji
+        "2101\u200b0009",  # zero-width space
+        "2101\x000009",  # NUL
+    ],
+)
+def test_characters_no_barcode_has_are_refused(odd: str) -> None:
+    for check in (CODABAR.item, CODABAR.card, BarcodeRules().item, BarcodeRules().card):
+        with pytest.raises(InvalidInput, match="contains characters no barcode has"):
+            check(odd)
+
+
+def test_a_scanners_enter_and_a_fullwidth_space_are_fine() -> None:
+    assert BarcodeRules().item("39010001\r\n") == "39010001"
+    assert BarcodeRules().card("2101\u30000009") == "21010009"  # NFKC: a plain space, dropped

@@ -126,7 +126,7 @@ def test_errors_are_one_line_with_exit_status_1(cli: Cli, patrons) -> None:
         "I\x07",
         "--patron",
         card,
-        message="control characters",
+        message="characters no barcode has",
     )
     cli.fails(
         "ready", "--branch", "MAIN", "--item", "I" * 200, "--patron", card, message="longer than 64"

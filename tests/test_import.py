@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import dataclasses
+import io
 import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from holdshelf.errors import InvalidInput
-from holdshelf.importer import import_holds
+from holdshelf.importer import import_holds, spreadsheet_safe
+from holdshelf.service import HoldService
 from tests.conftest import Patron, assert_no_patron_data, raw_database_bytes
 
 
@@ -228,3 +235,68 @@ def test_import_and_export_commands(service, tmp_path, patrons, capsys) -> None:
     assert code == 1 and err.startswith("error: cannot write") and err.count("\n") == 1
     for text in (out, err, target.read_text()):
         assert_no_patron_data(text, patrons)
+
+
+def small_limit(service, megabytes: int = 1) -> HoldService:
+    settings = dataclasses.replace(service.settings, import_max_bytes=megabytes * 1_000_000)
+    return HoldService(settings, service.sessions, service.clock)
+
+
+def test_an_endless_file_ends_with_one_line_at_the_size_limit(service, tmp_path) -> None:
+    limited = small_limit(service)
+    with pytest.raises(InvalidInput, match=r"/dev/zero is larger than 1 MB"):
+        import_holds(limited, Path("/dev/zero"), "MAIN")
+    fifo = tmp_path / "report.fifo"
+    os.mkfifo(fifo)
+
+    def endless() -> None:  # an ILS job gone wrong: a pipe that never stops
+        with contextlib.suppress(BrokenPipeError), fifo.open("w") as pipe:
+            pipe.write("item_barcode,patron_card\n")
+            for n in range(10**7):
+                pipe.write(f"I{n},2101000{n}\n")
+
+    writer = threading.Thread(target=endless, daemon=True)
+    writer.start()
+    with pytest.raises(InvalidInput, match="is larger than 1 MB"):
+        import_holds(limited, fifo, "MAIN")
+    writer.join(timeout=10)
+    assert service.shelf() == []
+
+
+def test_a_file_bad_past_its_first_lines_is_reported_in_one_line(service, tmp_path) -> None:
+    body = "item_barcode,patron_card\n" + "".join(f"I{n},2101{n}\n" for n in range(2000))
+    report = tmp_path / "late.csv"
+    report.write_bytes(body.encode() + b"I9,\xff\xfe\n")  # not UTF-8, 30 KB in
+    with pytest.raises(InvalidInput, match="is not utf-8-sig text"):
+        import_holds(service, report, "MAIN")
+    assert service.shelf() == []
+
+
+@pytest.mark.parametrize(
+    ("fmt", "header", "named"),
+    [
+        ("generic", "item_barcode,patron_card,patron_card", "patron_card, patron_card"),
+        ("koha", "barcode,cardnumber,borrowers.cardnumber", "cardnumber, borrowers_cardnumber"),
+        ("generic", "item_barcode,Item Barcode,patron_card", "item_barcode, item_barcode"),
+    ],
+)
+def test_a_column_named_twice_is_refused_by_name(service, tmp_path, fmt, header, named) -> None:
+    report = write(tmp_path / "twice.csv", [header, "39010001,21010001,21010002"])
+    with pytest.raises(InvalidInput, match=f"more than one column .*\\({named}\\)"):
+        import_holds(service, report, "MAIN", fmt)
+    assert service.shelf() == []
+
+
+def test_csv_exports_never_carry_a_formula(service) -> None:
+    from holdshelf.importer import export_holds
+
+    settings = service.settings
+    branch = dataclasses.replace(settings.branches["MAIN"], name='=HYPERLINK("http://x","y")')
+    hostile = dataclasses.replace(settings, branches={**settings.branches, "MAIN": branch})
+    entries = HoldService(hostile, service.sessions, service.clock)
+    entries.ready("MAIN", "I1", "21010001")
+    rows = list(csv.reader(io.StringIO(export_holds(entries.shelf(), "csv"))))
+    assert rows[1][3] == '\'=HYPERLINK("http://x","y")'
+    for cell in ("+1", "-1", "@SUM(A1)", "\tx", "\rx"):
+        assert spreadsheet_safe(cell) == "'" + cell
+    assert spreadsheet_safe("K7Q-4MX") == "K7Q-4MX" and spreadsheet_safe(3) == 3

@@ -175,7 +175,7 @@ def test_a_failed_purge_is_tried_again_soon_and_apart_from_the_queues(
 
     # A queue pass that keeps failing does not stop the purge in the running worker.
     monkeypatch.setattr(worker_module, "housekeep", lambda *_: purges.append("ran"))
-    monkeypatch.setattr(worker, "run_once", lambda: 1 / 0)
+    monkeypatch.setattr(worker, "run_once", lambda **_: 1 / 0)
     clock.advance(hours=2)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run_forever, args=(stop, 0.01))

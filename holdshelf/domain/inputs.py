@@ -11,6 +11,7 @@ from typing import TypeVar
 from holdshelf.errors import InvalidInput
 
 MAX_BARCODE_LENGTH = 64
+ASCII_WHITESPACE = " \t\r\n\x0b\x0c"
 T = TypeVar("T")
 # Scanners and keyboards put spaces or hyphens inside card numbers; the ILS does not.
 _CARD_SEPARATORS = re.compile(r"[\s\-]+")
@@ -26,21 +27,37 @@ def checked(field: str, check: Callable[[str], T], value: str) -> T:
         raise
 
 
+# A scanner sends letters, digits, punctuation and plain spaces. Anything else in a barcode is
+# a paste or a keyboard slip that would make one card two patrons: control and format
+# characters (C*), combining marks (M*), line and paragraph separators and every space but the
+# plain one (Z*: NBSP too, which NFKC would quietly turn into a space), emoji and other symbols.
+_REFUSED_CATEGORIES = ("C", "M", "Z", "So")
+_PLAIN_SPACES = {" ", "\u3000"}  # the ideographic space of a fullwidth keyboard: NFKC's " "
+
+
 def _has_control_characters(text: str) -> bool:
-    return any(unicodedata.category(ch).startswith("C") for ch in text)
+    return any(
+        ch not in _PLAIN_SPACES and unicodedata.category(ch).startswith(_REFUSED_CATEGORIES)
+        for ch in text
+    )
 
 
 def clean_barcode(raw: str | None, what: str = "item barcode") -> str:
     """A barcode in Unicode NFKC (a fullwidth "２１０" is the same card as "210") stripped of
     surrounding whitespace; empty, oversized or control-character barcodes are refused. The
     message never repeats the value (it might be a card number)."""
-    value = unicodedata.normalize("NFKC", raw or "").strip()
+    raw = (raw or "").strip(ASCII_WHITESPACE)  # a scanner's Enter or Tab; NBSP is refused
+    if len(raw) > MAX_BARCODE_LENGTH * 4:  # not worth normalising
+        raise InvalidInput(f"the {what} is longer than {MAX_BARCODE_LENGTH} characters")
+    if _has_control_characters(raw):
+        raise InvalidInput(f"the {what} contains characters no barcode has")
+    value = unicodedata.normalize("NFKC", raw).strip(ASCII_WHITESPACE)
     if not value:
         raise InvalidInput(f"the {what} is empty")
     if len(value) > MAX_BARCODE_LENGTH:
         raise InvalidInput(f"the {what} is longer than {MAX_BARCODE_LENGTH} characters")
     if _has_control_characters(value):
-        raise InvalidInput(f"the {what} contains control characters")
+        raise InvalidInput(f"the {what} contains characters no barcode has")
     return value
 
 
