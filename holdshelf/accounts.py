@@ -285,6 +285,19 @@ class Accounts:
         log.info("staff account %s unlocked (%d failed sign-ins cleared)", user.name, cleared)
         return cleared
 
+    def unlock_address(self, address: str, by: StaffSession | None = None) -> int:
+        """Forget the failed sign-ins from one address (a desk PC, or a proxy's address before
+        `behind_proxy` was set); how many there were. Audited like an account's unlock."""
+        address = clean_barcode(address, "address")
+        with self._sessions.begin() as session:
+            cleared = session.execute(
+                delete(LoginFailure).where(LoginFailure.key_hash == _address_key(address))
+            ).rowcount
+            if by is not None:
+                session.add(self._audit_entry(by, "unlocked an address"))
+        log.info("an address unlocked (%d failed sign-ins cleared)", cleared)
+        return cleared
+
     @staticmethod
     def _password_matches(user: StaffUser | None, password: str) -> bool:
         try:

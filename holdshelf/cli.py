@@ -549,10 +549,19 @@ def user_remove(ctx: Context, name: str) -> None:
 
 
 @user.command("unlock")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--address", help="Unlock this address (a desk PC) instead of an account.")
 @pass_context
-def user_unlock(ctx: Context, name: str) -> None:
-    """Let an account locked out by failed sign-ins sign in again now."""
+def user_unlock(ctx: Context, name: str | None, address: str | None) -> None:
+    """Let an account (or, with --address, an address) locked out by failed sign-ins sign in
+    again now."""
+    if (name is None) == (address is None):
+        raise InvalidInput("name an account, or give --address ADDRESS")
+    if address is not None:
+        cleared = ctx.accounts.unlock_address(address)
+        click.echo(f"unlocked {address} ({cleared} failed sign-ins forgotten)")
+        return
+    assert name is not None
     cleared = ctx.accounts.unlock(name)
     click.echo(f"unlocked {name} ({cleared} failed sign-ins forgotten)")
 

@@ -29,6 +29,7 @@ from holdshelf.domain.holds import (
     HoldStatus,
     PickupMode,
     ShelfEntry,
+    desk_day,
     end_transition,
     mode_for,
     reuse_cutoff,
@@ -72,7 +73,8 @@ MOVED_TO_DESK = "moved_to_desk"
 BULK_TABLES = ("holds", "shelf_codes", "print_jobs", "notices")  # what an import grows
 REFRESH_AFTER_ROWS = 200  # a batch this big may leave the planner's statistics behind
 BATCH_SIZE = 500  # rows per transaction when importing (each row in its own savepoint)
-FINISHED_KEPT = dt.timedelta(days=1)  # printed slips and sent notices stay listed this long
+# Printed slips stay listed this long; sent or failed notices too, or while their hold waits.
+FINISHED_KEPT = dt.timedelta(days=1)
 # Past this share of its code space a branch should raise code_length while room is left: each
 # new code takes more draws, and what is left runs out the faster the busier the branch.
 CROWDED_SHARE = 0.7
@@ -89,9 +91,10 @@ class HoldRequest:
     due: dt.date
     contacts: dict[str, str]
     title: str | None = None
-    # The pseudonym the item barcode would have as a card: a known patron's means a card was
-    # scanned as the item. Used for that check only, never stored.
-    item_as_patron: str | None = None
+    # (field, pseudonym the field's value would have as a card) for the item barcode and a
+    # mobile number: a known patron's means a card was scanned into the wrong field. Used for
+    # that check only, never stored.
+    misplaced: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,10 @@ class BranchUsage:
         }
 
 
-PATRON_CARD_AS_ITEM = "this is a patron's card, not an item barcode: scan the item"
+CARD_IN_THE_WRONG_FIELD = {
+    "item_barcode": "this is a patron's card, not an item barcode: scan the item",
+    "sms": "this is a patron's card, not a mobile number",
+}
 
 
 def _as_card(item: str) -> str | None:
@@ -264,17 +270,24 @@ class HoldService:
         policy = branch.policy
         item = checked("item_barcode", branch.barcodes.item, item)
         card = checked("patron_card", branch.barcodes.card, card)
-        item_card = _as_card(item)
-        if item_card == card:
-            raise InvalidInput(PATRON_CARD_AS_ITEM, field="item_barcode")
+        contacts = self._contacts(email, sms)
+        scanned = {"item_barcode": item, "sms": contacts.get("sms")}
+        misplaced = []
+        for field_name, value in scanned.items():
+            as_card = _as_card(value) if value else None
+            if as_card is None:
+                continue
+            if as_card == card or branch.barcodes.is_card(value or ""):
+                raise InvalidInput(CARD_IN_THE_WRONG_FIELD[field_name], field=field_name)
+            misplaced.append((field_name, self._pseudonym(as_card)))
         return HoldRequest(
             branch=branch,
             item=item,
             patron=self._pseudonym(card),
             due=policy.check_requested(pickup_by, today) if pickup_by else policy.pickup_by(today),
-            contacts=self._contacts(email, sms),
+            contacts=contacts,
             title=title,
-            item_as_patron=self._pseudonym(item_card) if item_card else None,
+            misplaced=tuple(misplaced),
         )
 
     def ready(
@@ -357,8 +370,9 @@ class HoldService:
         """The hold, its code, slip and notices; the caller counts it (see ready_many), and
         may have ``checked`` already that the item has no active hold."""
         branch = request.branch
-        if request.item_as_patron and self._known_patron(session, request.item_as_patron):
-            raise InvalidInput(PATRON_CARD_AS_ITEM, field="item_barcode")
+        for field_name, pseudonym in request.misplaced:
+            if self._known_patron(session, pseudonym):
+                raise InvalidInput(CARD_IN_THE_WRONG_FIELD[field_name], field=field_name)
         active = None if checked else self._active_hold_of(session, request.item)
         if active is not None:
             raise already_active(active)
@@ -520,6 +534,19 @@ class HoldService:
         return None if payload is None else Slip.from_payload(json.loads(payload))
 
     @staticmethod
+    def _hold_waits(outbox: type[Notice] | type[PrintJob]) -> Any:
+        """An EXISTS for "the row's hold is still active"."""
+        return (
+            select(Hold.id)
+            .where(
+                Hold.branch == outbox.branch,
+                Hold.code == outbox.code,
+                Hold.status == HoldStatus.READY.value,
+            )
+            .exists()
+        )
+
+    @staticmethod
     def _known_patron(session: Session, pseudonym: str) -> bool:
         """Whether Holdshelf knows this patron: an active hold's or a stored choice's."""
         holds = select(Hold.id).where(
@@ -611,7 +638,8 @@ class HoldService:
         return pulled
 
     def overdue(self, branch_id: str, on: dt.date | None = None) -> list[ShelfEntry]:
-        """Holds of a branch past their pickup-by date, in shelving order: what to pull."""
+        """Holds of a branch past their pickup-by date, in shelving order: what to pull (the
+        open shelf's first, then the desk's)."""
         on = on or self._clock().date()
         with self._sessions() as session:
             holds = session.scalars(
@@ -621,7 +649,7 @@ class HoldService:
                     Hold.status == HoldStatus.READY.value,
                     Hold.pickup_by < on,
                 )
-                .order_by(Hold.code)
+                .order_by(Hold.mode.desc(), Hold.code)  # "shelf" before "desk"
             ).all()
             return [self._entry(hold) for hold in holds]
 
@@ -634,7 +662,7 @@ class HoldService:
             if hold.pickup_by >= now.date():
                 raise Conflict(
                     f"{ShelfCode(hold.code).display} can still be picked up until "
-                    f"{hold.pickup_by:%a %d %b}: leave it on the shelf"
+                    f"{desk_day(hold.pickup_by, now.date())}: leave it on the shelf"
                 )
             entry = self._end(session, hold, HoldStatus.EXPIRED, now)
         log.info("hold %s expired (pulled)", hold.id)
@@ -773,15 +801,17 @@ class HoldService:
                 name = self._entry(elsewhere).branch_name
                 raise Conflict(
                     f"{ShelfCode(elsewhere.code).display} is a hold at {name} "
-                    f"({elsewhere.branch}), not here: send the item there"
+                    f"({elsewhere.branch}), not at this branch"
                 ) from None
             if not isinstance(not_a_code, InvalidShelfCode):
                 raise not_a_code from None
             if self._is_a_card(session, item, branch_id):
                 raise InvalidInput("this is a patron's card, not a slip or an item") from None
-            if self._rules(branch_id).is_item(item):
+            rules = self._rules(branch_id)
+            if rules.item_pattern and rules.card_pattern and rules.is_item(item):
                 raise NotFound(f"no hold on the shelf for item {item}") from None
-            # Without an item rule the scan might be a card: said without repeating it.
+            # Unless the rules tell items from cards, the scan might be a card: said without
+            # repeating it.
             raise NotFound("no hold on the shelf for the item scanned (nor a shelf code)") from None
 
     def _active_elsewhere(
@@ -799,6 +829,16 @@ class HoldService:
         with contextlib.suppress(NotFound):
             return self._find_by_item(session, item, None, others)
         return None
+
+    def is_a_card(self, scan: str, branch_id: str | None = None) -> bool:
+        """Whether a scan is a patron's card, by the rules or as a known patron's: the desk
+        never puts such a value back into a page."""
+        try:
+            value = clean_barcode(scan)
+        except InvalidInput:
+            return False
+        with self._sessions() as session:
+            return self._is_a_card(session, value, branch_id)
 
     def _is_a_card(self, session: Session, scan: str, branch_id: str | None) -> bool:
         """Whether a scan is a patron's card: by the card rule, or as a known patron's."""
@@ -998,11 +1038,10 @@ class HoldService:
                 delete(ShelfCodeClaim).where(ShelfCodeClaim.released_at <= reuse_cutoff(now))
             ).rowcount
             for outbox in (PrintJob, Notice):
-                session.execute(
-                    delete(outbox).where(
-                        outbox.status != "queued", outbox.finished_at <= now - FINISHED_KEPT
-                    )
-                )
+                finished = (outbox.status != "queued", outbox.finished_at <= now - FINISHED_KEPT)
+                if outbox is Notice:  # the desk shows a notice's state while its hold waits
+                    finished += (~self._hold_waits(outbox),)
+                session.execute(delete(outbox).where(*finished))
         database.checkpoint(self.engine)
         log.info("purge: %d links deleted, %d codes freed", unlinked, freed)
         return PurgeReport(unlinked_holds=unlinked, freed_codes=freed)

@@ -17,8 +17,8 @@ document.addEventListener("keydown", (event) => {
     return; // an empty required field: let the browser say it is required
   }
   event.preventDefault();
-  if (field.type === "email" && field.value.trim() !== "" && !field.value.includes("@")) {
-    // No address has no "@": this was the card, scanned while the cursor was here.
+  if (field.type === "email" && /^[0-9][0-9 -]{4,}$/.test(field.value.trim())) {
+    // Digits are no address: this was the card, scanned while the cursor was here.
     const card = document.getElementById("card");
     if (card) {
       card.value = field.value.trim();
@@ -52,11 +52,16 @@ if (slipStatus) {
       });
       if (response.ok) {
         const status = await response.json();
-        if (status.slip) {
+        // Changed only when it changed: a screen reader announces every change.
+        if (status.slip && slipStatus.textContent !== status.slip.text) {
           slipStatus.textContent = status.slip.text;
           slipStatus.className = `slip-${status.slip.state}`;
         }
-        document.getElementById("printer-banner").innerHTML = status.banner;
+        const banner = document.getElementById("printer-banner");
+        if (banner.dataset.shown !== status.banner) {
+          banner.innerHTML = status.banner;
+          banner.dataset.shown = status.banner;
+        }
         if (status.slip && status.slip.settled) {
           return;
         }

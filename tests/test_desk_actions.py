@@ -222,7 +222,8 @@ def test_misses_say_what_was_scanned(app, client, patrons) -> None:
     for path in ("/pickup", "/clear"):
         assert f"no hold on the shelf for item {other_item}" in answer(path, other_item), path
         elsewhere = answer(path, east.code.display)
-        assert f"{east.code.display} is a hold at Eastside Branch (EAST), not here" in elsewhere
+        at_east = f"{east.code.display} is a hold at Eastside Branch (EAST), not at this branch"
+        assert at_east in elsewhere, path
         card = answer(path, patrons[1].card)
         assert "this is a patron's card, not a slip or an item" in card, path
         assert_no_patron_data(card, patrons)
@@ -271,3 +272,80 @@ def test_a_forged_kept_card_is_asked_for_again(client) -> None:
         again = post(client, "/checkin", {"item": "I1", "card": "", "card_kept": token})
         assert again.status_code == 422
         assert "scan the patron's card again" in html.unescape(again.get_data(as_text=True))
+
+
+# -- found by review ---------------------------------------------------------------------------
+
+
+def test_a_swapped_scan_is_not_put_back_when_the_email_is_refused(app, client, patrons) -> None:
+    service = app.extensions["holdshelf"].service
+    service.ready("MAIN", "I1", patrons[0].card)  # Anna is known: she has a hold
+    for fields in (
+        {"item": patrons[0].card, "card": "21010002", "email": "nope@@x"},
+        {"item": patrons[0].card, "card": "2101\x000002"},
+    ):
+        refused = post(client, "/checkin", fields)
+        assert refused.status_code == 422
+        assert_no_patron_data(refused.get_data(as_text=True), patrons)
+
+
+def test_a_kept_card_works_for_its_own_desk_only(app, client) -> None:
+    from tests.helpers.web import STAFF
+
+    refused = post(client, "/checkin", {"item": "I1", "card": "21010001", "email": "x@@y"})
+    kept = re.search(r'name="card_kept" value="([^"]+)"', refused.get_data(as_text=True)).group(1)
+    other = app.test_client()
+    sign_in(other, STAFF)
+    post(other, "/branch", {"branch": "MAIN"})
+    replayed = post(other, "/checkin", {"item": "I1", "card": "", "card_kept": kept})
+    assert "scan the patron's card again" in html.unescape(replayed.get_data(as_text=True))
+    assert ready_code(post(client, "/checkin", {"item": "I1", "card": "", "card_kept": kept}))
+
+
+def test_a_missing_favicon_does_not_end_the_patron_focus(client, app, patrons) -> None:
+    from tests.helpers.web import look_up_patron
+    from tests.test_web import focused_patrons
+
+    _, location = look_up_patron(client, patrons[0].card)
+    assert client.get("/favicon.ico").status_code == 404
+    assert "What the library holds" in page(client, location)
+    assert focused_patrons(app) != [None]
+
+
+def test_staff_are_not_sent_back_to_an_admin_page(client) -> None:
+    code = ready_code(check_in(client, "I1", "21010001"))
+    back = post(client, "/reprint", {"scan": code, "back": "printers"}, "/shelf")
+    assert back.headers["Location"] == "/shelf"
+
+
+def test_a_notice_state_stays_while_its_hold_waits(app, client, mailbox, clock) -> None:
+    mailbox.start()
+    service = app.extensions["holdshelf"].service
+    code = ready_code(check_in(client, "I1", "21010001", email="anna@example.org"))
+    app.extensions["holdshelf"].worker.run_once()
+    clock.advance(days=3)
+    service.purge()
+    assert [
+        n.state
+        for n in app.extensions["holdshelf"].worker.notices.of_branch("MAIN")[code.replace("-", "")]
+    ] == ["sent"]
+    service.pickup(code)
+    clock.advance(days=2)
+    service.purge()
+    assert app.extensions["holdshelf"].worker.notices.of_branch("MAIN") == {}
+
+
+def test_the_pull_list_and_the_clear_page_share_one_order(app, client, clock) -> None:
+    service = app.extensions["holdshelf"].service
+    service.opt_out("21010001")
+    desk_code = service.ready("MAIN", "I1", "21010001").code.display
+    shelf_codes = sorted(service.ready("MAIN", f"I{n}", f"2101000{n}").code.display for n in (2, 3))
+    clock.advance(days=8)
+    assert [e.code.display for e in service.overdue("MAIN")] == [*shelf_codes, desk_code]
+
+
+def test_too_early_to_pull_names_the_year_when_it_is_not_this_year(app, clock) -> None:
+    service = app.extensions["holdshelf"].service
+    entry = service.ready("MAIN", "I1", "21010001", dt.date(2027, 1, 4))
+    with pytest.raises(Exception, match="can still be picked up until Mon 04 Jan 2027"):
+        service.expire_hold(entry.code.display, "MAIN")

@@ -494,3 +494,17 @@ def test_web_check_in_with_an_email(client, service, worker, mailbox, patrons) -
     assert mailbox.messages[0][0] == [patrons[0].email]
     page = client.get(done.headers["Location"]).get_data(as_text=True)
     assert_no_patron_data(page, patrons)
+
+
+def test_a_card_scanned_into_the_mobile_number_field_is_refused(service, patrons) -> None:
+    from holdshelf.errors import InvalidInput
+
+    anna, ben = patrons[0], patrons[1]
+    with pytest.raises(InvalidInput, match="this is a patron's card, not a mobile number") as bad:
+        service.ready("MAIN", "I1", anna.card, sms=anna.card)  # the card twice
+    assert bad.value.field == "sms"
+    service.opt_out(ben.card)  # Ben is known
+    with pytest.raises(InvalidInput, match="not a mobile number"):
+        service.ready("MAIN", "I1", anna.card, sms=ben.card)
+    assert notices(service) == []
+    assert_no_patron_data(raw_database_bytes(service), patrons)

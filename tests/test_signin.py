@@ -191,3 +191,34 @@ def test_parallel_guesses_over_two_servers_are_counted_one_by_one(service, clock
     assert outcomes.count("checked") == limit, outcomes
     assert outcomes.count("throttled") == 40 - limit
     assert recorded == 2 * limit  # one row for the account, one for each address
+
+
+def test_an_admin_unlocks_a_whole_desks_address(spray_app) -> None:
+    desk_pc = from_address(spray_app, "192.0.2.50")
+    for n in range(8):
+        fail(desk_pc, f"name{n}")
+    assert LOCKED_ADDRESS in refusal(sign_in(desk_pc, STAFF))
+    admin = admin_client(spray_app)
+    unlocked = post(admin, "/admin/accounts/unlock-address", {"address": "192.0.2.50"},
+                    "/admin/accounts")  # fmt: skip
+    assert "are open again (8 failures forgotten)" in admin.get(
+        unlocked.headers["Location"]
+    ).get_data(as_text=True)
+    assert sign_in(desk_pc, STAFF).status_code == 302
+    actions = [e.action for e in spray_app.extensions["holdshelf"].accounts.audit_entries()]
+    assert "unlocked an address" in actions
+
+
+def test_user_unlock_takes_an_address_too(cli) -> None:
+    from holdshelf.accounts import Accounts, SignInRefused
+    from holdshelf.service import HoldService
+    from holdshelf.settings import load_settings
+
+    settings = load_settings(cli.instance, environ={})
+    accounts = Accounts(settings, HoldService.open(settings).sessions)
+    with pytest.raises(SignInRefused):
+        accounts.sign_in("nobody", WRONG, "192.0.2.60")
+    assert cli.ok("user", "unlock", "--address", "192.0.2.60").out == (
+        "unlocked 192.0.2.60 (1 failed sign-ins forgotten)\n"
+    )
+    cli.fails("user", "unlock", message="name an account, or give --address ADDRESS")

@@ -56,8 +56,11 @@ class BarcodeRules:
     def __post_init__(self) -> None:
         if self.check_digit not in CHECK_DIGITS:
             raise ValueError(f"check_digit must be one of {', '.join(CHECK_DIGITS)}")
-        for pattern in (self.card_pattern, self.item_pattern):
-            re.compile(pattern)  # re.error, for the settings to report
+        for key in ("card_pattern", "item_pattern"):
+            try:
+                re.compile(getattr(self, key))
+            except re.error as exc:
+                raise ValueError(f"{key} is not a regular expression: {exc}") from None
 
     def _fault(self, value: str, pattern: str) -> str | None:
         """What is wrong with ``value`` under ``pattern`` and the check digit, if anything."""

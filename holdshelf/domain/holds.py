@@ -97,6 +97,11 @@ class PickupPolicy:
         return requested
 
 
+def desk_day(day: dt.date, today: dt.date) -> str:
+    """A date as the desk reads it: "Mon 30 Nov", with the year when it is not this year."""
+    return day.strftime("%a %d %b" if day.year == today.year else "%a %d %b %Y")
+
+
 def unlink_cutoff(now: dt.datetime, retention_days: int) -> dt.datetime:
     """Holds that ended at or before this moment must have lost their link to the patron."""
     if not 0 <= retention_days <= MAX_RETENTION_DAYS:

@@ -70,6 +70,19 @@ def unlock() -> Any:
     return redirect(url_for("admin.accounts"))
 
 
+@bp.post("/accounts/unlock-address")
+@admin_required
+def unlock_address() -> Any:
+    address = request.form.get("address", "")
+    try:
+        cleared = desk().accounts.unlock_address(address, by=g.staff)
+    except HoldshelfError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"Sign-ins from {address.strip()} are open again ({cleared} failures forgotten).")
+    return redirect(url_for("admin.accounts"))
+
+
 @bp.get("/audit")
 @admin_required
 def audit() -> str:

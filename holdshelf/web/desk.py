@@ -7,6 +7,7 @@ numbers arrive in forms and leave as pseudonyms: no page ever contains one.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import replace
 from typing import Any
 
@@ -23,7 +24,7 @@ from flask import (
     url_for,
 )
 
-from holdshelf.domain.holds import PickupMode
+from holdshelf.domain.holds import PickupMode, desk_day
 from holdshelf.domain.inputs import parse_date
 from holdshelf.errors import HoldshelfError, InvalidInput
 from holdshelf.sealing import Sealer
@@ -55,9 +56,7 @@ def _branch() -> str:
 
 @bp.app_template_filter("day")
 def day_with_year(date: dt.date) -> str:
-    """A pickup-by date for the desk: "Mon 30 Nov", with the year when it is not this year."""
-    this_year = desk().service.today().year
-    return date.strftime("%a %d %b" if date.year == this_year else "%a %d %b %Y")
+    return desk_day(date, desk().service.today())
 
 
 @bp.get("/")
@@ -115,9 +114,16 @@ def _scanned_card() -> str:
     if card.strip() or not kept:
         return card
     try:
-        return str(Sealer(desk().settings.data_key).unseal(kept, CARD_KEPT_SECONDS)["card"])
-    except (HoldshelfError, KeyError):
+        sealed = Sealer(desk().settings.data_key).unseal(kept, CARD_KEPT_SECONDS)
+        if sealed["desk"] != _desk_tag():  # kept for this signed-in desk only
+            raise KeyError("desk")
+        return str(sealed["card"])
+    except (HoldshelfError, KeyError, TypeError):
         raise InvalidInput("scan the patron's card again", field="patron_card") from None
+
+
+def _desk_tag() -> str:
+    return hashlib.sha256(session["token"].encode("utf-8")).hexdigest()[:16]
 
 
 @bp.post("/checkin")
@@ -144,12 +150,16 @@ def _refused_checkin(exc: HoldshelfError, item: str, card: str) -> str:
     """The page again with the cursor where the fault is. A refused contact keeps the item and
     the card (sealed); contacts themselves are never put back into the page."""
     field = getattr(exc, "field", None)
-    if field in ("email", "sms"):
-        kept = Sealer(desk().settings.data_key).seal({"card": card}) if card.strip() else ""
-        return _checkin_page(error=str(exc), focus=field, item=item.strip(), card_kept=kept)
+    if field not in ("email", "sms", "patron_card"):
+        return _checkin_page(error=str(exc), focus="item")
+    # An item field holding a patron's card (a swapped scan) is never put back into the page.
+    item = "" if desk().service.is_a_card(item, _branch()) else item.strip()
     if field == "patron_card":
-        return _checkin_page(error=str(exc), focus="card", item=item.strip())
-    return _checkin_page(error=str(exc), focus="item")
+        return _checkin_page(error=str(exc), focus="card", item=item)
+    kept = ""
+    if card.strip():
+        kept = Sealer(desk().settings.data_key).seal({"card": card, "desk": _desk_tag()})
+    return _checkin_page(error=str(exc), focus=field, item=item, card_kept=kept)
 
 
 @bp.get("/status")
@@ -208,6 +218,8 @@ RETURN_TO = {
 
 def _back(default: str = "desk.shelf", **values: Any) -> Response:
     endpoint = RETURN_TO.get(request.form.get("back", ""), default)
+    if endpoint.startswith("admin.") and not g.staff.admin:
+        endpoint = default
     return redirect(url_for(endpoint, **values))
 
 
@@ -425,8 +437,11 @@ KEEP_PATRON_FOCUS = PATRON_PAGES | {"static", "desk.status"}
 @bp.before_app_request
 def end_patron_focus_elsewhere() -> None:
     staff = g.get("staff")
-    if staff is not None and staff.patron and request.endpoint not in KEEP_PATRON_FOCUS:
-        _end_patron_focus()
+    if staff is None or not staff.patron or request.endpoint in KEEP_PATRON_FOCUS:
+        return
+    if request.endpoint is None:  # a 404 (a browser's /favicon.ico) is not leaving the page
+        return
+    _end_patron_focus()
 
 
 def _end_patron_focus() -> None:
