@@ -78,6 +78,7 @@ FINISHED_KEPT = dt.timedelta(days=1)
 # Past this share of its code space a branch should raise code_length while room is left: each
 # new code takes more draws, and what is left runs out the faster the busier the branch.
 CROWDED_SHARE = 0.7
+ERASE_CHECKPOINT_WAIT_MS = 250  # a desk request's longest wait for readers, folding an erasure
 ENTRY_COLUMNS = (Hold.code, Hold.branch, Hold.pickup_by, Hold.mode, Hold.move_to_desk)
 
 
@@ -634,6 +635,8 @@ class HoldService:
                 .with_for_update()
             ).all()
             pulled = [self._end(session, hold, HoldStatus.EXPIRED, now) for hold in due]
+        if pulled:
+            self._fold_erased()
         log.info("expired %d holds", len(pulled))
         return pulled
 
@@ -665,6 +668,7 @@ class HoldService:
                     f"{desk_day(hold.pickup_by, now.date())}: leave it on the shelf"
                 )
             entry = self._end(session, hold, HoldStatus.EXPIRED, now)
+        self._fold_erased()
         log.info("hold %s expired (pulled)", hold.id)
         return entry
 
@@ -688,8 +692,16 @@ class HoldService:
             else:
                 hold = self._find_by_item(session, clean_barcode(item), branch_id, within)
             entry = self._end(session, hold, outcome, now)
+        self._fold_erased()
         log.info("hold %s %s", hold.id, outcome.label)
         return entry
+
+    def _fold_erased(self) -> None:
+        """After a transaction that erased a link or a contact: fold SQLite's WAL now, so the
+        old page images go at once, not at the next hourly purge. A desk request waits for
+        readers only briefly; what they hold back, the worker's next pass folds."""
+        if not database.checkpoint(self.engine, wait_ms=ERASE_CHECKPOINT_WAIT_MS):
+            log.info("checkpoint after an erasure deferred: readers busy")
 
     def _end(
         self, session: Session, hold: Hold, outcome: HoldStatus, now: dt.datetime

@@ -23,6 +23,7 @@ from holdshelf.outbox import PassReport
 from holdshelf.print_worker import PrintWorker
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
+from holdshelf.storage import database
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,22 @@ class Worker:
         self._clock = clock or settings.now
         self._next_housekeeping: dt.datetime | None = None
         self._wake = threading.Event()
+        self._engine = sessions.kw["bind"]
 
     def run_once(
         self, *, ignore_backoff: bool = False, stop: threading.Event | None = None
     ) -> WorkReport:
-        """One pass over both queues; once ``stop`` is set it ends after the row being sent."""
-        return WorkReport(
+        """One pass over both queues; once ``stop`` is set it ends after the row being sent.
+        Then SQLite's WAL is folded, so contacts erased in this pass (and links erased by desk
+        requests that could not wait for readers) leave no page image behind: waiting for
+        readers after an erasure here, trying without waiting otherwise."""
+        report = WorkReport(
             prints=self.prints.run_once(ignore_backoff=ignore_backoff, stop=stop),
             notices=self.notices.run_once(ignore_backoff=ignore_backoff, stop=stop),
         )
+        erased = report.notices.sent + report.notices.given_up + report.notices.dropped
+        database.checkpoint(self._engine, **({} if erased else {"wait_ms": 0}))
+        return report
 
     def sending(self) -> str | None:
         """What a pass is sending right now ("slip", "notice"), if anything."""

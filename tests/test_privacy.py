@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from holdshelf.domain.pseudonyms import Pseudonymizer
+from holdshelf.errors import ConfigError
+from holdshelf.sealing import Sealer
 from holdshelf.service import HoldService
+from holdshelf.settings import load_settings
+from holdshelf.storage import database
 from holdshelf.storage.models import Hold, PatronPreference
+from holdshelf.worker import Worker
 from tests.conftest import (
     Clock,
     Patron,
@@ -216,9 +222,74 @@ def test_unexpected_errors_are_logged_without_their_message(service: HoldService
 def test_the_checkpoint_waits_briefly_and_leaves_the_usual_busy_timeout(service: HoldService):
     """The hourly checkpoint waits at most 2 s for readers (desk writes queue behind it);
     the pooled connection it used goes back to the usual 30 s for everything else."""
-    from holdshelf.storage import database
 
     database.checkpoint(service.engine)
     with service.engine.connect() as connection:
         timeout = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
     assert timeout == database.SQLITE_BUSY_TIMEOUT_MS
+
+
+# -- erased at once: nothing recoverable from the files right after the erasure -----------------
+
+FERNET_TOKEN = re.compile(rb"gAAAAA[A-Za-z0-9_\-]{40,}={0,2}")
+
+
+def decryptable_addresses(service: HoldService) -> list[str]:
+    """Every Fernet token anywhere in the raw database files (free pages, the WAL) that the
+    instance's data key still opens: the contacts an attacker with the disk could read."""
+    sealer = Sealer(service.settings.data_key)
+    found = set()
+    for run in set(FERNET_TOKEN.findall(raw_database_bytes(service))):
+        # A token may run straight into the next cell's bytes: try every length it could be.
+        for length in range(len(run), 99, -1):
+            try:
+                found.add(sealer.unseal(run[:length].decode("ascii"))["to"])
+                break
+            except (ConfigError, KeyError, ValueError):
+                continue
+    return sorted(found)
+
+
+def test_a_delivered_contact_cannot_be_decrypted_from_the_files(
+    instance_dir: Path, clock: Clock, patrons: list[Patron]
+) -> None:
+    from tests.helpers.servers import Mailbox
+    from tests.test_notices import SENDER, configure
+
+    box = Mailbox().start()
+    configure(
+        instance_dir,
+        f'[mail]\nhost = "127.0.0.1"\nport = {box.port}\nsecurity = "none"\nsender = "{SENDER}"\n',
+    )
+    instance = instance_dir
+    settings = load_settings(instance, environ={})
+    service = HoldService.open(settings, clock)
+    worker = Worker(settings, service.sessions, clock)
+    try:
+        for n, patron in enumerate(patrons[:20]):
+            service.ready("MAIN", f"I{n}", patron.card, email=patron.email)
+        assert len(decryptable_addresses(service)) == 20  # queued: sealed, as they must be
+        assert worker.run_once().notices.sent == 20
+        assert decryptable_addresses(service) == []
+        assert_no_patron_data(raw_database_bytes(service), patrons)
+    finally:
+        box.stop()
+        service.engine.dispose()
+
+
+def test_an_ended_holds_link_is_gone_from_the_files_at_once(
+    service: HoldService, patrons: list[Patron]
+) -> None:
+    pseudonym = Pseudonymizer(service.settings.pseudonym_key.encode())
+    for n, patron in enumerate(patrons[:10]):
+        service.ready("MAIN", f"I{n}", patron.card)
+    raw = raw_database_bytes(service)
+    assert all(pseudonym(p.card).encode() in raw for p in patrons[:10])
+    for n in range(5):
+        service.pickup(item=f"I{n}")
+    service.cancel(item="I5")
+    raw = raw_database_bytes(service)  # no purge, no worker: right after the desk's scans
+    for patron in patrons[:6]:
+        assert pseudonym(patron.card).encode() not in raw
+    for patron in patrons[6:10]:  # still waiting: still linked
+        assert pseudonym(patron.card).encode() in raw

@@ -114,21 +114,24 @@ def serialise_on(session: Session, *keys: str) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
 
 
-def checkpoint(engine: Engine) -> None:
+def checkpoint(engine: Engine, wait_ms: int = CHECKPOINT_WAIT_MS) -> bool:
     """Fold SQLite's write-ahead log into the database and truncate it, so page images of
-    deleted rows do not linger in the WAL file. Nothing to do on PostgreSQL."""
+    deleted rows do not linger in the WAL file (``secure_delete`` has zeroed them in the
+    database itself). False if readers kept it from finishing within ``wait_ms``: the next
+    one folds the rest. Nothing to do on PostgreSQL."""
     if engine.dialect.name != "sqlite":
-        return
+        return True
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
         # TRUNCATE holds the write lock while it waits for readers: wait briefly (desk
         # check-ins queue behind it), and leave the rest to the next purge if readers linger.
-        cursor.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
-        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor.execute(f"PRAGMA busy_timeout = {wait_ms}")
+        busy, _, _ = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
     finally:
         raw.close()
+    return not busy
 
 
 def refresh_statistics(engine: Engine, tables: tuple[str, ...]) -> None:
