@@ -288,6 +288,7 @@ def test_stats(api, main_api, patrons) -> None:
     assert [u["branch"] for u in main_api.get("/stats").get_json()["branches"]] == ["MAIN"]
     assert api.get("/stats?since=2030-01-01").get_json()["days"] == []
     problem(api.get("/stats?since=yesterday"), 400, "invalid-input")
+    assert problem(api.get("/stats?since="), 400, "invalid-input")["field"] == "since"
 
 
 def test_no_html_and_no_traceback_under_api(api, app, monkeypatch) -> None:
@@ -397,3 +398,22 @@ def fuzz(operation, token: str, failures: list[str]) -> None:
             failures.append(f"{operation.label}: {str(exc).splitlines()[0]}")
 
     run()
+
+
+def test_a_method_not_allowed_says_which_are(api) -> None:
+    refused = api.client.put("/api/v1/holds", headers=api.headers())
+    problem(refused, 405, "method-not-allowed")
+    assert set(refused.headers["Allow"].split(", ")) >= {"GET", "POST"}
+
+
+def test_the_schema_refuses_what_the_api_refuses(app) -> None:
+    """Barcodes the API refuses for their characters are outside the documented schema too."""
+    import jsonschema
+
+    document = json.loads(OPENAPI_FILE.read_text())
+    barcode = document["components"]["schemas"]["HoldRequest"]["properties"]["item_barcode"]
+    for refused in ("3901\x07", "   ", "\t"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(refused, barcode)
+    jsonschema.validate("39010001234560", barcode)
+    jsonschema.validate("K 7", barcode)

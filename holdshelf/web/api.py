@@ -84,9 +84,13 @@ def problem_for(error: Exception) -> Response:
     if isinstance(error, Problem):
         return error.response()
     if isinstance(error, HTTPException) and error.code in HTTP_KINDS:
-        return Problem(
+        response = Problem(
             error.code, HTTP_KINDS[error.code], TITLES[HTTP_KINDS[error.code]]
         ).response()
+        allowed = getattr(error, "valid_methods", None)  # 405 names what is allowed (RFC 9110)
+        if allowed:
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
     if isinstance(error, HTTPException) and error.code and error.code < 500:
         return Problem(error.code, "invalid-input", error.description or "bad request").response()
     return Problem(500, "internal", TITLES["internal"]).response()
@@ -311,9 +315,9 @@ def pickup_by_item() -> Any:
 def stats() -> Any:
     service = desk().service
     since_text = request.args.get("since")
-    since = (
+    since = (  # given but empty is a mistake, not "the default"
         checked("since", parse_date, since_text)
-        if since_text
+        if since_text is not None
         else service.today() - dt.timedelta(days=30)
     )
     branch = _branch(request.args.get("branch"), required=False)
