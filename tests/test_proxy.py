@@ -14,6 +14,8 @@ from werkzeug.wrappers import Response
 from holdshelf.settings import LOOPBACK_PROXIES
 from holdshelf.web.patron import FIND_LIMIT
 from holdshelf.web.proxy import TrustedProxy
+from holdshelf.web.security import STRICT_TRANSPORT_SECURITY
+from tests.helpers.web import CSRF, STAFF
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 FORGED = {"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https"}
@@ -96,3 +98,33 @@ def test_a_direct_client_cannot_dodge_the_limit_with_forged_addresses(service, c
     client = behind_proxy(service, clock).test_client()
     answers = [find(client, f"198.51.100.{n}", peer="192.0.2.50") for n in range(FIND_LIMIT + 1)]
     assert answers[-2:] == [200, 429]
+
+
+VIA_PROXY = {"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https"}
+
+
+@SQLITE
+def test_https_through_the_proxy_is_seen_and_pinned(service, clock) -> None:
+    client = behind_proxy(service, clock).test_client()
+    pinned = client.get("/find", headers=VIA_PROXY).headers
+    assert pinned["Strict-Transport-Security"] == STRICT_TRANSPORT_SECURITY == "max-age=31536000"
+    assert "Strict-Transport-Security" not in client.get("/find").headers  # plain http
+    forged = client.get("/find", headers=VIA_PROXY, environ_base={"REMOTE_ADDR": "192.0.2.50"})
+    assert "Strict-Transport-Security" not in forged.headers
+
+
+@SQLITE
+def test_a_form_over_https_needs_the_referer_the_policy_lets_through(app, service, clock) -> None:
+    """Over HTTPS Flask-WTF refuses a form without a same-site Referer: a Referrer-Policy of
+    no-referrer would fail every sign-in behind the proxy."""
+    client = behind_proxy(service, clock).test_client()
+    page = client.get("/login", headers=VIA_PROXY)
+    assert page.headers["Referrer-Policy"] == "same-origin"
+    token = CSRF.search(page.get_data(as_text=True)).group(1)
+    form = {"name": STAFF[0], "password": STAFF[1], "csrf_token": token}
+    without = client.post("/login", data=form, headers=VIA_PROXY)
+    assert without.status_code == 400 and "This form has expired" in without.get_data(as_text=True)
+    referred = VIA_PROXY | {"Referer": "https://localhost/login"}
+    signed_in = client.post("/login", data=form, headers=referred)
+    assert signed_in.status_code == 302
+    assert signed_in.headers["Location"] == "/checkin"  # relative: it stays on https

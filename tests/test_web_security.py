@@ -175,7 +175,7 @@ def test_security_headers_on_every_response(app, admin, busy) -> None:
         assert "default-src 'self'" in headers["Content-Security-Policy"], endpoint
         assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], endpoint
         assert headers["X-Content-Type-Options"] == "nosniff", endpoint
-        assert headers["Referrer-Policy"] == "no-referrer", endpoint
+        assert headers["Referrer-Policy"] == "same-origin", endpoint
         if endpoint != "static":
             assert headers["Cache-Control"] == "no-store", endpoint
 
