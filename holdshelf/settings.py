@@ -50,6 +50,7 @@ MAX_PUBLIC_URL = 60  # the opt-out link must leave room in a 160-character text 
 # Tables whose keys are names the library chooses; each entry is merged onto its defaults.
 OPEN_TABLES = {"branches": "branch_defaults", "printers": "printer_defaults"}
 BARCODE_KEYS = ("card_pattern", "item_pattern", "check_digit")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # A reverse proxy on this machine: what `behind_proxy = true` trusts unless trusted_proxy says.
 LOOPBACK_PROXIES = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
 # What each connection type needs installed, and the extra that installs it.
@@ -120,7 +121,7 @@ class WebSettings:
     public_url: str
     behind_proxy: bool
     # Peers whose X-Forwarded-For / -Proto are believed; empty when not behind a proxy.
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    trusted_proxies: tuple[IPNetwork, ...]
     session_idle: dt.timedelta
     session_max: dt.timedelta
     login_attempts: int  # failed sign-ins per account name
@@ -425,9 +426,7 @@ def _web(table: Mapping[str, Any]) -> WebSettings:
     )
 
 
-def _trusted_proxies(
-    table: Mapping[str, Any],
-) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def _trusted_proxies(table: Mapping[str, Any]) -> tuple[IPNetwork, ...]:
     """The proxy (an address, or a network of them) whose forwarded headers are believed:
     loopback unless ``trusted_proxy`` names another; none unless ``behind_proxy``."""
     if not isinstance(table["behind_proxy"], bool):
@@ -442,7 +441,7 @@ def _trusted_proxies(
     return (_proxy_network(named),)
 
 
-def _proxy_network(named: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def _proxy_network(named: str) -> IPNetwork:
     try:
         return ipaddress.ip_network(named)
     except ValueError:

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from holdshelf.settings import IPNetwork
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Every forwarding header a proxy may add: from an untrusted peer none reaches the app.
 FORWARDED_HEADERS = (
     "HTTP_FORWARDED",
