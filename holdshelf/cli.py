@@ -602,7 +602,17 @@ def serve(ctx: Context, host: str | None, port: int | None, demo: bool) -> None:
     worker_thread.start()
     host, port = host or settings.web.host, port or settings.web.port
     try:
-        server = waitress.create_server(app, host=host, port=port, threads=8, ident="holdshelf")
+        server = waitress.create_server(
+            app,
+            host=host,
+            port=port,
+            threads=8,
+            ident="holdshelf",
+            # waitress would drop X-Forwarded-* from all but its one trusted_proxy; the app
+            # believes them from [web] trusted_proxy only (holdshelf.web.proxy), so that exactly
+            # one layer reads them and a network of proxies can be named.
+            clear_untrusted_proxy_headers=False,
+        )
     except OSError as exc:
         raise HoldshelfError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     try:

@@ -11,6 +11,7 @@ import binascii
 import copy
 import datetime as dt
 import importlib.util
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -48,6 +49,9 @@ MAX_PUBLIC_URL = 60  # the opt-out link must leave room in a 160-character text 
 # Tables whose keys are names the library chooses; each entry is merged onto its defaults.
 OPEN_TABLES = {"branches": "branch_defaults", "printers": "printer_defaults"}
 BARCODE_KEYS = ("card_pattern", "item_pattern", "check_digit")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A reverse proxy on this machine: what `behind_proxy = true` trusts unless trusted_proxy says.
+LOOPBACK_PROXIES = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
 # What each connection type needs installed, and the extra that installs it.
 PRINTER_EXTRAS = {"usb": ("usb", "usb"), "serial": ("serial", "serial"), "cups": ("cups", "cups")}
 
@@ -115,6 +119,8 @@ class WebSettings:
     port: int
     public_url: str
     behind_proxy: bool
+    # Peers whose X-Forwarded-For / -Proto are believed; empty when not behind a proxy.
+    trusted_proxies: tuple[IPNetwork, ...]
     session_idle: dt.timedelta
     session_max: dt.timedelta
     login_attempts: int  # failed sign-ins per account name
@@ -398,8 +404,6 @@ def _web(table: Mapping[str, Any]) -> WebSettings:
     def number(key: str, low: int, high: int) -> int:
         return _number(table, key, "web.", low, high)
 
-    if not isinstance(table["behind_proxy"], bool):
-        raise ConfigError("web.behind_proxy must be true or false")
     host, port = _string(table, "host", "web.") or "127.0.0.1", number("port", 1, 65535)
     public_url = _string(table, "public_url", "web.").rstrip("/") or f"http://{host}:{port}"
     if not public_url.startswith(("https://", "http://")) or len(public_url) > MAX_PUBLIC_URL:
@@ -415,12 +419,44 @@ def _web(table: Mapping[str, Any]) -> WebSettings:
         port=port,
         public_url=public_url,
         behind_proxy=table["behind_proxy"],
+        trusted_proxies=_trusted_proxies(table),
         session_idle=dt.timedelta(minutes=number("session_idle_minutes", 5, 24 * 60)),
         session_max=dt.timedelta(hours=number("session_max_hours", 1, 7 * 24)),
         login_attempts=login_attempts,
         login_attempts_per_address=per_address,
         login_window=dt.timedelta(minutes=number("login_window_minutes", 1, 24 * 60)),
     )
+
+
+def _trusted_proxies(table: Mapping[str, Any]) -> tuple[IPNetwork, ...]:
+    """The proxy (an address, or a network of them) whose forwarded headers are believed:
+    loopback unless ``trusted_proxy`` names another; none unless ``behind_proxy``."""
+    if not isinstance(table["behind_proxy"], bool):
+        raise ConfigError("web.behind_proxy must be true or false")
+    named = _string(table, "trusted_proxy", "web.")
+    if not table["behind_proxy"]:
+        if named:  # silently ignoring it would leave every patron behind one address
+            raise ConfigError("web.trusted_proxy is set but web.behind_proxy is not true")
+        return ()
+    if not named:
+        return LOOPBACK_PROXIES
+    return (_proxy_network(named),)
+
+
+def _proxy_network(named: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(named)
+    except ValueError:
+        pass
+    try:  # "10.0.0.5/24": say which network was meant rather than guess
+        network = ipaddress.ip_network(named, strict=False)
+    except ValueError:
+        hint = ": name the proxy, or any client could claim any address" if named == "*" else ""
+        raise ConfigError(
+            f"web.trusted_proxy must be an IP address or network such as 10.0.0.0/24, "
+            f"not {named!r}{hint}"
+        ) from None
+    raise ConfigError(f"web.trusted_proxy {named} has host bits set: did you mean {network}?")
 
 
 def _api_rate(table: Mapping[str, Any]) -> int:

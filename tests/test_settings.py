@@ -126,6 +126,53 @@ def test_sign_in_limits_per_account_and_per_address_are_separate(tmp_path: Path)
     assert (changed.login_attempts, changed.login_attempts_per_address) == (5, 200)
 
 
+def test_behind_proxy_trusts_loopback_unless_trusted_proxy_names_another(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    assert load_settings(tmp_path, environ={}).web.trusted_proxies == ()
+    behind = {"HOLDSHELF_WEB__BEHIND_PROXY": "true"}
+    loopback = load_settings(tmp_path, environ=behind).web.trusted_proxies
+    assert [str(network) for network in loopback] == ["127.0.0.1/32", "::1/128"]
+    for named, network in [
+        ("10.0.0.5", "10.0.0.5/32"),
+        (" 10.1.0.0/16 ", "10.1.0.0/16"),
+        ("fd00::/64", "fd00::/64"),
+        ("::ffff:10.0.0.5", "::ffff:a00:5/128"),
+    ]:
+        environ = behind | {"HOLDSHELF_WEB__TRUSTED_PROXY": named}
+        assert [str(n) for n in load_settings(tmp_path, environ=environ).web.trusted_proxies] == [
+            network
+        ]
+
+
+@pytest.mark.parametrize(
+    ("named", "message"),
+    [
+        ("10.0.0.5/24", "trusted_proxy 10.0.0.5/24 has host bits set: did you mean 10.0.0.0/24"),
+        ("proxy.library.example", "must be an IP address or network such as 10.0.0.0/24, not 'p"),
+        ("10.0.0.0/33", "must be an IP address or network"),
+        ("*", "not '\\*': name the proxy, or any client could claim any address"),
+    ],
+)
+def test_trusted_proxy_must_be_an_address_or_network(
+    tmp_path: Path, named: str, message: str
+) -> None:
+    write_config(tmp_path)
+    environ = {"HOLDSHELF_WEB__BEHIND_PROXY": "true", "HOLDSHELF_WEB__TRUSTED_PROXY": named}
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tmp_path, environ=environ)
+
+
+def test_trusted_proxy_without_behind_proxy_is_refused(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    config = config_of(tmp_path)
+    config.write_text(config.read_text() + '\n[web]\ntrusted_proxy = "10.0.0.5"\n')
+    with pytest.raises(ConfigError, match=r"is set but web\.behind_proxy is not true"):
+        load_settings(tmp_path, environ={})
+    config.write_text(config.read_text().replace("[web]", '[web]\nbehind_proxy = "yes"'))
+    with pytest.raises(ConfigError, match=r"web\.behind_proxy must be true or false"):
+        load_settings(tmp_path, environ={})
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from holdshelf.accounts import Accounts
 from holdshelf.resources import resource_dir
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
+from holdshelf.web.proxy import TrustedProxy
 from holdshelf.worker import Worker
 
 MAX_FORM_BYTES = 64 * 1024
@@ -76,6 +76,7 @@ def create_app(
     api.init_app(app, csrf)
     for blueprint in (auth.bp, desk.bp, admin.bp, patron.bp, api.bp):
         app.register_blueprint(blueprint)
-    if settings.web.behind_proxy:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
+    # Always in place: without a trusted proxy it drops forwarded headers from everyone.
+    proxied = TrustedProxy(app.wsgi_app, settings.web.trusted_proxies)
+    app.wsgi_app = proxied  # type: ignore[method-assign]
     return app

@@ -21,11 +21,16 @@ CONTENT_SECURITY_POLICY = (
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Nothing tells another site which page linked to it; a staff form still says it came
+    # from this site, as the CSRF check demands over HTTPS (no Referer: the form fails).
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
+# A year of HTTPS only, once a browser has seen it over HTTPS. Not includeSubDomains: the
+# library's other hosts are not this app's to pin.
+STRICT_TRANSPORT_SECURITY = "max-age=31536000"
 FRIENDLY = {
     400: "The request could not be understood. Go back and try again.",
     403: "This page is for administrators.",
@@ -46,6 +51,10 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def add_headers(response: Response) -> Response:
         response.headers.update(SECURITY_HEADERS)
+        if request.blueprint == "public":  # patrons' URLs carry codes and link tokens, and
+            response.headers["Referrer-Policy"] = "no-referrer"  # their forms need no Referer
+        if request.is_secure:  # as the app sees it: https, or forwarded as https by the proxy
+            response.headers["Strict-Transport-Security"] = STRICT_TRANSPORT_SECURITY
         if request.endpoint != "static":  # pages about holds must not linger in caches
             response.headers["Cache-Control"] = "no-store"
         return response
