@@ -17,6 +17,13 @@ class InvalidInput(HoldshelfError):
         self.field = field
 
 
+class UnknownBranch(InvalidInput):
+    """A branch id that names no configured branch (typed by staff, sent by an ILS)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="branch")
+
+
 class InvalidShelfCode(InvalidInput):
     def __init__(self) -> None:
         super().__init__("not a valid shelf code")

@@ -30,7 +30,7 @@ from holdshelf.domain.holds import (
 )
 from holdshelf.domain.pseudonyms import MIN_KEY_BYTES
 from holdshelf.domain.slips import SlipOptions
-from holdshelf.errors import ConfigError
+from holdshelf.errors import ConfigError, UnknownBranch
 from holdshelf.printers.config import PrinterSettings, printer_from_table
 from holdshelf.resources import resource_dir
 
@@ -161,7 +161,7 @@ class Settings:
         found = self.branches.get(branch_id.strip().upper())
         if found is None:
             known = ", ".join(self.branches) or "none configured"
-            raise ConfigError(f"unknown branch {branch_id.strip()!r} (known: {known})")
+            raise UnknownBranch(f"unknown branch {branch_id.strip()!r} (known: {known})")
         return found
 
     def printer_of(self, branch_id: str) -> PrinterSettings:

@@ -417,3 +417,17 @@ def test_the_schema_refuses_what_the_api_refuses(app) -> None:
             jsonschema.validate(refused, barcode)
     jsonschema.validate("39010001234560", barcode)
     jsonschema.validate("K 7", barcode)
+
+
+def test_problems_follow_the_errors_type(api, app, monkeypatch, patrons) -> None:
+    from holdshelf.errors import ConfigError
+
+    unknown = problem(api.post("/holds", hold(patrons[0], branch="NOPE")), 400, "invalid-input")
+    assert unknown["field"] == "branch" and "unknown branch 'NOPE'" in unknown["detail"]
+
+    def misconfigured(*_args, **_kwargs):
+        raise ConfigError("printer front-desk: no such printer")
+
+    monkeypatch.setattr(app.extensions["holdshelf"].service, "hold_request", misconfigured)
+    # The server's own configuration is not the client's bad request.
+    problem(api.post("/holds", hold(patrons[0], branch="MAIN")), 503, "misconfigured")

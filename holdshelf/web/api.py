@@ -13,99 +13,26 @@ import json
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
-from werkzeug.exceptions import HTTPException
 
 from holdshelf.domain.holds import ShelfEntry
 from holdshelf.domain.inputs import checked, clean_barcode, parse_date
 from holdshelf.errors import (
-    CodesExhausted,
-    ConfigError,
     Conflict,
     HoldshelfError,
     InvalidInput,
-    NotFound,
 )
 from holdshelf.integrations import ApiClient, Integrations, KeyInUse, KeyReused
 from holdshelf.resources import PACKAGE_DIR
 from holdshelf.service import SlipState, SlipStatus
 from holdshelf.web.auth import desk
-from holdshelf.web.patron import RateLimiter
+from holdshelf.web.limits import RateLimiter
+from holdshelf.web.problems import API_WINDOW, Problem, problem_from
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
-PROBLEM_JSON = "application/problem+json"
 OPENAPI_FILE = PACKAGE_DIR / "web" / "openapi.json"
-API_WINDOW = 60.0  # api.requests_per_minute per token
-TITLES = {
-    "invalid-input": "The request is not valid",
-    "unauthorized": "A valid integration token is needed",
-    "forbidden-branch": "This token may not act for that branch",
-    "not-found": "Not found",
-    "method-not-allowed": "Method not allowed",
-    "conflict": "The request conflicts with the hold's state",
-    "idempotency-key-in-use": "A request with this Idempotency-Key is still running",
-    "idempotency-key-reused": "This Idempotency-Key was used with a different request",
-    "too-large": "The request body is too large",
-    "unsupported-media-type": "Send JSON (Content-Type: application/json)",
-    "rate-limited": "Too many requests",
-    "codes-exhausted": "The branch has no free shelf code",
-    "internal": "Something went wrong on our side; nothing was changed",
-}
 HOLD_FIELDS = ("item_barcode", "patron_card", "branch", "pickup_by", "email", "sms", "title")
 PICKUP_FIELDS = ("item_barcode", "branch")
-
-
-class Problem(Exception):
-    def __init__(self, status: int, kind: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status, self.kind, self.detail, self.extra = status, kind, detail, extra
-
-    def response(self) -> Response:
-        body = {
-            "type": f"urn:holdshelf:problem:{self.kind}",
-            "title": TITLES[self.kind],
-            "status": self.status,
-            "detail": self.detail,
-            **self.extra,
-        }
-        response = Response(json.dumps(body), status=self.status, mimetype=PROBLEM_JSON)
-        if self.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="holdshelf"'
-        if self.status == 429:
-            response.headers["Retry-After"] = str(int(API_WINDOW))
-        return response
-
-
-HTTP_KINDS = {404: "not-found", 405: "method-not-allowed", 413: "too-large", 429: "rate-limited"}
-
-
-def problem_for(error: Exception) -> Response:
-    """Any error under /api as problem JSON (used by the app-wide error handlers)."""
-    if isinstance(error, Problem):
-        return error.response()
-    if isinstance(error, HTTPException) and error.code in HTTP_KINDS:
-        response = Problem(
-            error.code, HTTP_KINDS[error.code], TITLES[HTTP_KINDS[error.code]]
-        ).response()
-        allowed = getattr(error, "valid_methods", None)  # 405 names what is allowed (RFC 9110)
-        if allowed:
-            response.headers["Allow"] = ", ".join(sorted(allowed))
-        return response
-    if isinstance(error, HTTPException) and error.code and error.code < 500:
-        return Problem(error.code, "invalid-input", error.description or "bad request").response()
-    return Problem(500, "internal", TITLES["internal"]).response()
-
-
-def _problem_from(error: HoldshelfError) -> Problem:
-    field = getattr(error, "field", None)
-    extra = {"field": field} if field else {}
-    if isinstance(error, NotFound):
-        return Problem(404, "not-found", str(error))
-    if isinstance(error, Conflict):
-        return Problem(409, "conflict", str(error))
-    if isinstance(error, CodesExhausted):
-        return Problem(503, "codes-exhausted", str(error))
-    return Problem(400, "invalid-input", str(error), **extra)  # InvalidInput, unknown branch
 
 
 def init_app(app: Flask, csrf: Any) -> None:
@@ -130,7 +57,7 @@ def _problem(error: Problem) -> Response:
 
 @bp.errorhandler(HoldshelfError)
 def _domain_error(error: HoldshelfError) -> Response:
-    return _problem_from(error).response()
+    return problem_from(error).response()
 
 
 @bp.before_request
@@ -181,10 +108,7 @@ def _branch(requested: str | None, *, required: bool) -> str | None:
         if required:
             raise Problem(400, "invalid-input", "branch is required", field="branch")
         return None
-    try:
-        branch = desk().settings.branch(requested).id
-    except ConfigError as exc:
-        raise Problem(400, "invalid-input", str(exc), field="branch") from None
+    branch = desk().settings.branch(requested).id  # UnknownBranch: a 400 naming the field
     if not client.may_use(branch):
         raise Problem(403, "forbidden-branch", f"this token may not act for branch {branch}")
     return branch

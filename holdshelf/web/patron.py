@@ -7,9 +7,6 @@ it is rate-limited per address (in memory only: requests are not recorded).
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, render_template, request
@@ -20,33 +17,12 @@ from holdshelf.domain.links import LinkExpired, LinkInvalid, read_token
 from holdshelf.i18n import TRANSLATIONS_DIR, long_day
 from holdshelf.settings import LANGUAGES
 from holdshelf.web.auth import desk
+from holdshelf.web.limits import RateLimiter
 
 bp = Blueprint("public", __name__)
 
 FIND_LIMIT = 20  # lookups per address ...
 FIND_WINDOW = 60.0  # ... per this many seconds
-
-
-class RateLimiter:
-    """A sliding window per client address, in memory and nowhere else."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit, self.window = limit, window
-        self._seen: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            for stale in [k for k, times in self._seen.items() if now - times[-1] > self.window]:
-                del self._seen[stale]
-            times = self._seen.setdefault(key, deque())
-            while times and now - times[0] > self.window:
-                times.popleft()
-            if len(times) >= self.limit:
-                return False
-            times.append(now)
-            return True
 
 
 def _locale() -> str:

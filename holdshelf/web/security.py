@@ -10,7 +10,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from holdshelf.errors import unexpected
-from holdshelf.web.api import problem_for
+from holdshelf.web.problems import problem_for
 
 log = logging.getLogger(__name__)
 
