@@ -14,11 +14,11 @@ from holdshelf.domain.codes import ShelfCodec
 from holdshelf.domain.holds import PickupMode
 from holdshelf.errors import (
     CodesExhausted,
-    ConfigError,
     Conflict,
     InvalidInput,
     InvalidShelfCode,
     NotFound,
+    UnknownBranch,
 )
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings, load_settings
@@ -164,7 +164,7 @@ def test_same_item_twice_is_a_conflict_that_writes_nothing(service: HoldService,
 @pytest.mark.parametrize(
     ("branch", "item", "card", "pickup_by", "error", "message"),
     [
-        ("NOWHERE", ITEM, "21010009", None, ConfigError, "unknown branch 'NOWHERE'"),
+        ("NOWHERE", ITEM, "21010009", None, UnknownBranch, "unknown branch 'NOWHERE'"),
         ("MAIN", "", "21010009", None, InvalidInput, "item barcode is empty"),
         ("MAIN", "x" * 65, "21010009", None, InvalidInput, "longer than 64"),
         ("MAIN", "3901\x1b[2J", "21010009", None, InvalidInput, "characters no barcode has"),
