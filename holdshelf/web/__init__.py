@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import Flask
-from flask_wtf.csrf import CSRFProtect
 
 from holdshelf.accounts import Accounts
 from holdshelf.resources import resource_dir
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
+from holdshelf.web.extensions import csrf
 from holdshelf.web.proxy import TrustedProxy
 from holdshelf.worker import Worker
 
@@ -69,7 +69,7 @@ def create_app(
         accounts=Accounts(settings, service.sessions, clock),
         worker=Worker(settings, service.sessions, clock),
     )
-    csrf = CSRFProtect(app)
+    csrf.init_app(app)
     security.init_app(app)
     auth.init_app(app)
     patron.init_app(app, csrf)

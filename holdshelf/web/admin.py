@@ -10,7 +10,8 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 from holdshelf.accounts import minutes_text
 from holdshelf.errors import HoldshelfError
 from holdshelf.print_worker import send_test_slip
-from holdshelf.web.auth import admin_required, desk
+from holdshelf.web.extensions import desk
+from holdshelf.web.guards import admin_required
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

@@ -24,7 +24,7 @@ from holdshelf.errors import (
 from holdshelf.integrations import ApiClient, Integrations, KeyInUse, KeyReused
 from holdshelf.resources import PACKAGE_DIR
 from holdshelf.service import SlipState, SlipStatus
-from holdshelf.web.auth import desk
+from holdshelf.web.extensions import desk
 from holdshelf.web.limits import RateLimiter
 from holdshelf.web.problems import API_WINDOW, Problem, problem_from
 

@@ -1,18 +1,14 @@
-"""Signing in and out, the branch a desk works at, and the guards on every staff page."""
+"""Signing in and out, and the branch a desk works at (the guards are in guards.py)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
     Flask,
-    abort,
-    current_app,
     flash,
     g,
     redirect,
@@ -23,13 +19,9 @@ from flask import (
 )
 
 from holdshelf.accounts import SignInRefused, SignInThrottled
-from holdshelf.web import Desk
+from holdshelf.web.extensions import desk
 
 bp = Blueprint("auth", __name__)
-
-
-def desk() -> Desk:
-    return current_app.extensions["holdshelf"]
 
 
 def init_app(app: Flask) -> None:
@@ -49,35 +41,6 @@ def init_app(app: Flask) -> None:
         staff = g.get("staff")
         branch = settings.branches.get(staff.branch) if staff and staff.branch else None
         return {"staff": staff, "branch": branch, "branches": settings.branches}
-
-
-def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Staff only; and a desk works at one branch, chosen once per sign-in."""
-
-    @wraps(view)
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        if g.staff is None:
-            target = request.full_path if request.method == "GET" else None
-            return redirect(url_for("auth.login", next=target))
-        if g.staff.branch is None:
-            branches = list(desk().settings.branches)
-            if len(branches) > 1:
-                return redirect(url_for("auth.branch"))
-            desk().accounts.set_branch(session["token"], branches[0])
-            g.staff = desk().accounts.session(session["token"])
-        return view(*args, **kwargs)
-
-    return guarded
-
-
-def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(view)
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        if g.staff is not None and not g.staff.admin:
-            abort(403)
-        return view(*args, **kwargs)
-
-    return login_required(guarded)
 
 
 def _safe_next(target: str | None) -> str | None:

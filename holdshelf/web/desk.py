@@ -30,7 +30,8 @@ from holdshelf.errors import HoldshelfError, InvalidInput
 from holdshelf.sealing import Sealer
 from holdshelf.service import SlipState, SlipStatus
 from holdshelf.web import charts
-from holdshelf.web.auth import desk, login_required
+from holdshelf.web.extensions import desk
+from holdshelf.web.guards import login_required
 
 bp = Blueprint("desk", __name__)
 

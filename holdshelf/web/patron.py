@@ -16,7 +16,7 @@ from holdshelf.domain.holds import CODE_QUARANTINE, PickupMode
 from holdshelf.domain.links import LinkExpired, LinkInvalid, read_token
 from holdshelf.i18n import TRANSLATIONS_DIR, long_day
 from holdshelf.settings import LANGUAGES
-from holdshelf.web.auth import desk
+from holdshelf.web.extensions import desk
 from holdshelf.web.limits import RateLimiter
 
 bp = Blueprint("public", __name__)
