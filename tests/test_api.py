@@ -431,3 +431,20 @@ def test_problems_follow_the_errors_type(api, app, monkeypatch, patrons) -> None
     monkeypatch.setattr(app.extensions["holdshelf"].service, "hold_request", misconfigured)
     # The server's own configuration is not the client's bad request.
     problem(api.post("/holds", hold(patrons[0], branch="MAIN")), 503, "misconfigured")
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"email": None}, "email", "email must be a string"),
+        ({"title": "T" * 5000}, "title", "title is longer than 1000 characters"),
+        ({"item_barcode": "   "}, "item_barcode", "item_barcode is required"),
+        ({"shoe_size": "9"}, "shoe_size", "unknown field 'shoe_size'"),
+    ],
+)
+def test_bodies_are_checked_against_the_served_document(api, app, patrons, body, field, words):
+    answer = problem(api.post("/holds", {**hold(patrons[0]), "branch": "MAIN", **body}), 400,
+                     "invalid-input")  # fmt: skip
+    assert (answer["field"], answer["detail"]) == (field, words)
+    assert app.extensions["holdshelf"].service.shelf() == []
+    assert patrons[0].card not in json.dumps(answer)

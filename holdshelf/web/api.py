@@ -9,9 +9,11 @@ first answer.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from typing import Any
 
+import jsonschema
 from flask import Blueprint, Flask, Response, current_app, g, request
 
 from holdshelf.domain.holds import ShelfEntry
@@ -31,8 +33,6 @@ from holdshelf.web.problems import API_WINDOW, Problem, problem_from
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 OPENAPI_FILE = PACKAGE_DIR / "web" / "openapi.json"
-HOLD_FIELDS = ("item_barcode", "patron_card", "branch", "pickup_by", "email", "sms", "title")
-PICKUP_FIELDS = ("item_barcode", "branch")
 
 
 def init_app(app: Flask, csrf: Any) -> None:
@@ -79,7 +79,9 @@ def _client() -> ApiClient:
     return g.api_client
 
 
-def _json_body(fields: tuple[str, ...], required: tuple[str, ...]) -> dict[str, str]:
+def _json_body(schema: str) -> dict[str, str]:
+    """The request's JSON object, checked against ``components/schemas/<schema>`` of the
+    document this API serves: one source for what a body may hold."""
     if request.mimetype != "application/json":
         raise Problem(415, "unsupported-media-type", "the body must be application/json")
     try:  # RecursionError: a small body nested a thousand deep is still just a bad body
@@ -88,15 +90,40 @@ def _json_body(fields: tuple[str, ...], required: tuple[str, ...]) -> dict[str, 
         data = None
     if not isinstance(data, dict):
         raise Problem(400, "invalid-input", "the body must be a JSON object")
-    for key, value in data.items():
-        if key not in fields:
-            raise Problem(400, "invalid-input", f"unknown field {key!r}", field=key)
-        if value is not None and not isinstance(value, str):
-            raise Problem(400, "invalid-input", f"{key} must be a string", field=key)
-    for key in required:
-        if not (data.get(key) or "").strip():
-            raise Problem(400, "invalid-input", f"{key} is required", field=key)
-    return {key: value for key, value in data.items() if value is not None}
+    fault = jsonschema.exceptions.best_match(_body_validator(schema).iter_errors(data))
+    if fault is not None:
+        field, message = _fault_words(fault, data)
+        raise Problem(400, "invalid-input", message, field=field)
+    return data
+
+
+@functools.cache
+def _body_validator(schema: str) -> jsonschema.protocols.Validator:
+    document = json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))
+    referenced = {"$ref": f"#/components/schemas/{schema}", **document}
+    return jsonschema.Draft202012Validator(referenced)
+
+
+def _fault_words(fault: jsonschema.ValidationError, data: dict[str, Any]) -> tuple[str, str]:
+    """The field at fault and a sentence for the ILS's log (never the value: it may be a card)."""
+    if fault.validator == "required":
+        field = next(key for key in fault.validator_value if key not in data)
+        return field, f"{field} is required"
+    if fault.validator == "additionalProperties":
+        allowed = fault.schema.get("properties", {})
+        field = next(key for key in data if key not in allowed)
+        return field, f"unknown field {field!r}"
+    field = str(fault.path[0]) if fault.path else "body"
+    value = data.get(field)
+    if fault.validator == "type":
+        return field, f"{field} must be a string"
+    if isinstance(value, str) and not value.strip():
+        return field, f"{field} is required"
+    if fault.validator == "maxLength":
+        return field, f"{field} is longer than {fault.validator_value} characters"
+    if fault.validator == "pattern":
+        return field, f"{field} contains characters no barcode has"
+    return field, f"{field} is not valid here"
 
 
 def _branch(requested: str | None, *, required: bool) -> str | None:
@@ -141,7 +168,7 @@ def _hold(entry: ShelfEntry) -> dict[str, Any]:
 @bp.post("/holds")
 def create_hold() -> Any:
     raw = request.get_data(cache=True)
-    data = _json_body(HOLD_FIELDS, ("item_barcode", "patron_card"))
+    data = _json_body("HoldRequest")
     branch = _branch(data.get("branch"), required=True)
     key = request.headers.get("Idempotency-Key")
     client = _client()
@@ -229,7 +256,7 @@ def cancel(code: str) -> Any:
 
 @bp.post("/pickups")
 def pickup_by_item() -> Any:
-    data = _json_body(PICKUP_FIELDS, ("item_barcode",))
+    data = _json_body("PickupRequest")
     branch = _branch(data.get("branch"), required=False)
     item = checked("item_barcode", clean_barcode, data["item_barcode"])
     return desk().service.pickup(item=item, branch_id=branch, within=_within()).as_dict()
