@@ -294,12 +294,9 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
     secrets = {key: _string(config, key) for key in SECRET_KEYS}
     check_secrets(secrets, development=environment == "development")
     database_url = _string(config, "database_url") or _sqlite_url(instance_dir)
-    retention = config["retention"]["ended_hold_days"]
-    if not isinstance(retention, int) or not 0 <= retention <= MAX_RETENTION_DAYS:
-        raise ConfigError(f"retention.ended_hold_days must be 0..{MAX_RETENTION_DAYS}")
-    audit_days = config["retention"]["audit_days"]
-    if not isinstance(audit_days, int) or not 1 <= audit_days <= 3660:
-        raise ConfigError("retention.audit_days must be 1..3660")
+    # true is no number of days: TOML's booleans are refused wherever a number is asked for
+    retention = _number(config["retention"], "ended_hold_days", "retention.", 0, MAX_RETENTION_DAYS)
+    audit_days = _number(config["retention"], "audit_days", "retention.", 1, 3660)
     printers = _printers(config)
     barcodes = _barcodes(config["barcodes"], "barcodes.")
     branches = _branches(config, printers, config["barcodes"])
@@ -388,7 +385,7 @@ def _number(table: Mapping[str, Any], key: str, where: str, low: int, high: int)
     """A whole number from ``low`` to ``high`` (TOML's true and false are not numbers)."""
     value = table[key]
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{where}{key} must be a whole number from {low} to {high}")
+        raise ConfigError(f"{where}{key} must be {low}..{high} (a whole number)")
     return value
 
 
@@ -530,9 +527,7 @@ def _slip_options(table: Mapping[str, Any]) -> SlipOptions:
     flags = {key: table[key] for key in ("show_item_tail", "show_title")}
     if any(not isinstance(value, bool) for value in flags.values()):
         raise ConfigError("slips.show_item_tail and slips.show_title must be true or false")
-    length = table["title_length"]
-    if not isinstance(length, int) or not 8 <= length <= 80:
-        raise ConfigError("slips.title_length must be 8..80")
+    length = _number(table, "title_length", "slips.", 8, 80)
     return SlipOptions(title_length=length, **flags)
 
 
@@ -585,11 +580,8 @@ def _branch(
     branch_id: str, table: Mapping[str, Any], where: str, library_barcodes: Mapping[str, Any]
 ) -> BranchSettings:
     name = _string(table, "name", where) or branch_id
-    pickup_days, code_length = table["pickup_days"], table["code_length"]
-    if not isinstance(pickup_days, int) or not 1 <= pickup_days <= 366:
-        raise ConfigError(f"{where}pickup_days must be a whole number of days, 1..366")
-    if not isinstance(code_length, int) or not MIN_LENGTH <= code_length <= MAX_LENGTH:
-        raise ConfigError(f"{where}code_length must be {MIN_LENGTH}..{MAX_LENGTH}")
+    pickup_days = _number(table, "pickup_days", where, 1, 366)
+    code_length = _number(table, "code_length", where, MIN_LENGTH, MAX_LENGTH)
     closed = table["closed_days"]
     if not isinstance(closed, list) or any(
         not isinstance(d, str) or d.strip().lower()[:3] not in WEEKDAYS for d in closed

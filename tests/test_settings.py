@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -193,7 +194,7 @@ def test_trusted_proxy_without_behind_proxy_is_refused(tmp_path: Path) -> None:
         ({"HOLDSHELF_MAIL__CA_FILE": "relay-ca.pem"}, "mail.ca_file: no such file .*relay-ca"),
         (
             {"HOLDSHELF_WEB__LOGIN_ATTEMPTS_PER_ADDRESS": "0"},
-            "web.login_attempts_per_address must be a whole number from 1 to 10000",
+            "web.login_attempts_per_address must be 1..10000",
         ),
         (
             {
@@ -348,4 +349,30 @@ def test_missing_extra_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(
         ConfigError, match=r"printer p is a usb printer: pip install 'holdshelf\[usb\]'"
     ):
+        load_settings(tmp_path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "message"),
+    [
+        ("retention", "ended_hold_days", r"retention\.ended_hold_days must be 0\.\.30"),
+        ("retention", "audit_days", r"retention\.audit_days must be 1\.\.3660"),
+        ("slips", "title_length", r"slips\.title_length must be 8\.\.80"),
+        ("branches.MAIN", "pickup_days", r"branches\.MAIN\.pickup_days must be 1\.\.366"),
+        ("branches.MAIN", "code_length", r"branches\.MAIN\.code_length must be 6\.\.10"),
+    ],
+)
+def test_true_is_no_number(tmp_path: Path, table: str, key: str, message: str) -> None:
+    """TOML's true is an int to Python: a privacy setting must not read it as one day."""
+    write_config(tmp_path, demo=True)
+    config = tmp_path / "holdshelf.toml"
+    text = config.read_text()
+    header = f"[{table}]\n"
+    text = re.sub(rf"(?m)^{key} = .*\n", "", text)  # the demo's own value, if it sets one
+    if header in text:
+        text = text.replace(header, f"{header}{key} = true\n", 1)
+    else:
+        text = text.replace("\n[branches.", f"\n{header}{key} = true\n\n[branches.", 1)
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message):
         load_settings(tmp_path, environ={})
