@@ -89,6 +89,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     truncate_all(url)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The tests test the working tree (an editable install), so an edit is never silently left
+    # untested; the installed copy is the packaging test's (tests/test_packaging.py).
+    import holdshelf.printers
+
+    import holdshelf
+
+    root = Path(__file__).resolve().parents[1]
+    for package in (holdshelf, holdshelf.printers):
+        if not Path(package.__file__).resolve().is_relative_to(root):
+            pytest.exit(
+                f"{package.__name__} is imported from {Path(package.__file__).parent}, not this "
+                "checkout: pip install -e '.[test,postgres]'",
+                returncode=4,
+            )
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # A CI run that silently ran no PostgreSQL test would hide half of what we ship.
     distributed = getattr(session.config.option, "numprocesses", None)  # pytest-xdist
