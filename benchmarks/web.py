@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from holdshelf.accounts import Accounts
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.instance import write_config
 from holdshelf.service import HoldService
 from holdshelf.settings import load_settings
@@ -45,7 +46,7 @@ def main() -> None:
         database.upgrade(database.make_engine(settings.database_url))
         service = HoldService.open(settings)
         Accounts(settings, service.sessions).add_user(*ACCOUNT, "staff")
-        app = create_app(settings, service=service)
+        app = create_app(Holdshelf(settings, engine=service.engine))
         client = app.test_client()
         page = client.get("/login").get_data(as_text=True)
         token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)

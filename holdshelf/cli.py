@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from holdshelf import __version__
 from holdshelf.accounts import Accounts, minutes_text
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.domain.holds import PickupMode, ShelfEntry
 from holdshelf.domain.inputs import parse_date
 from holdshelf.errors import HoldshelfError, InvalidInput
@@ -33,7 +34,7 @@ from holdshelf.print_worker import send_test_slip
 from holdshelf.service import HoldService, PatronView
 from holdshelf.settings import Settings, default_instance_dir, load_settings
 from holdshelf.storage import database
-from holdshelf.worker import Worker, housekeep
+from holdshelf.worker import Worker
 
 log = logging.getLogger("holdshelf")
 
@@ -49,20 +50,25 @@ class Context:
         return load_settings(self.instance_dir)
 
     @cached_property
+    def root(self) -> Holdshelf:
+        """What the composition root builds (holdshelf.bootstrap), each part when first used."""
+        return Holdshelf(self.settings)
+
+    @property
     def service(self) -> HoldService:
-        return HoldService.open(self.settings)
+        return self.root.service
 
-    @cached_property
+    @property
     def accounts(self) -> Accounts:
-        return Accounts(self.settings, self.service.sessions)
+        return self.root.accounts
 
-    @cached_property
+    @property
     def integrations(self) -> Integrations:
-        return Integrations(self.settings, self.service.sessions)
+        return self.root.integrations
 
-    @cached_property
+    @property
     def worker(self) -> Worker:
-        return Worker(self.settings, self.service.sessions)
+        return self.root.worker
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -593,7 +599,7 @@ def serve(ctx: Context, host: str | None, port: int | None, demo: bool) -> None:
         _prepare_demo(ctx)
     settings = ctx.settings
     check_printers(settings)
-    app = create_app(settings, service=ctx.service)
+    app = create_app(ctx.root)
     desk = app.extensions["holdshelf"]
     stop = threading.Event()
     worker_thread = threading.Thread(
@@ -876,7 +882,7 @@ def patron_show(ctx: Context, card: str, as_json: bool) -> None:
 def purge(ctx: Context) -> None:
     """Delete ended holds' links to patrons when due, free codes rested 30 days, and forget
     expired sessions and audit entries past retention.audit_days."""
-    report = housekeep(ctx.settings, ctx.service.sessions)
+    report = ctx.root.housekeep()
     click.echo(
         f"deleted {report.unlinked_holds} ended-hold links; "
         f"freed {report.freed_codes} codes for reuse; "

@@ -41,14 +41,11 @@ class HousekeepingReport:
 
 
 def housekeep(
-    settings: Settings,
-    sessions: sessionmaker[Session],
-    clock: Callable[[], dt.datetime] | None = None,
+    service: HoldService, accounts: Accounts, integrations: Integrations
 ) -> HousekeepingReport:
     """Everything retention asks to delete, now (`holdshelf purge`, and hourly in `serve`)."""
-    holds = HoldService(settings, sessions, clock).purge()
-    forgotten = Accounts(settings, sessions, clock).purge()
-    forgotten += Integrations(settings, sessions, clock).purge()
+    holds = service.purge()
+    forgotten = accounts.purge() + integrations.purge()
     return HousekeepingReport(holds.unlinked_holds, holds.freed_codes, forgotten)
 
 
@@ -64,10 +61,18 @@ class Worker:
         settings: Settings,
         sessions: sessionmaker[Session],
         clock: Callable[[], dt.datetime] | None = None,
+        *,
+        housekeeping: Callable[[], HousekeepingReport] | None = None,
     ) -> None:
         self.prints = PrintWorker(settings, sessions, clock)
         self.notices = NoticeWorker(settings, sessions, clock)
-        self._housekeeping = (settings, sessions, clock)
+        # The composition root passes its own services; a worker made alone builds them once.
+        self._housekeeping = housekeeping or partial(
+            housekeep,
+            HoldService(settings, sessions, clock),
+            Accounts(settings, sessions, clock),
+            Integrations(settings, sessions, clock),
+        )
         self._clock = clock or settings.now
         self._next_housekeeping: dt.datetime | None = None
         self._wake = threading.Event()
@@ -103,7 +108,7 @@ class Worker:
         if self._next_housekeeping is not None and now < self._next_housekeeping:
             return None
         self._next_housekeeping = now + HOUSEKEEPING_RETRY
-        report = housekeep(*self._housekeeping)
+        report = self._housekeeping()
         self._next_housekeeping = now + HOUSEKEEPING_EVERY
         return report
 

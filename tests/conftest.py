@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import URL
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.domain.barcodes import luhn_valid
 from holdshelf.instance import write_config
 from holdshelf.service import HoldService
@@ -184,10 +185,16 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def service(settings: Settings, clock: Clock) -> Iterator[HoldService]:
-    svc = HoldService.open(settings, clock=clock)
-    yield svc
-    svc.engine.dispose()
+def root(settings: Settings, clock: Clock) -> Iterator[Holdshelf]:
+    """What the composition root builds for the test instance, on the test's clock."""
+    parts = Holdshelf(settings, clock=clock)
+    yield parts
+    parts.close()
+
+
+@pytest.fixture
+def service(root: Holdshelf) -> HoldService:
+    return root.service
 
 
 @pytest.fixture
@@ -267,12 +274,12 @@ def assert_no_patron_data(text_: str | bytes, patrons: list[Patron]) -> None:
 
 
 @pytest.fixture
-def app(service: HoldService, clock: Clock):
+def app(root: Holdshelf, service: HoldService):
     from holdshelf.accounts import Accounts
     from holdshelf.web import create_app
     from tests.helpers.web import ADMIN, STAFF
 
-    application = create_app(service.settings, clock=clock, service=service)
+    application = create_app(root)
     application.config["TESTING"] = True
     accounts: Accounts = application.extensions["holdshelf"].accounts
     accounts.add_user(*STAFF, "staff")

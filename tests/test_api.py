@@ -39,7 +39,7 @@ class Api:
 
 
 def integrations(app) -> Integrations:
-    return app.extensions["holdshelf.integrations"]
+    return app.extensions["holdshelf"].integrations
 
 
 @pytest.fixture
@@ -184,7 +184,7 @@ def test_tokens(app, api, main_api, patrons) -> None:
 
 
 def test_rate_limit(app, api) -> None:
-    app.extensions["holdshelf.api_limiter"].limit = 3
+    app.extensions["holdshelf"].api_limiter.limit = 3
     for _ in range(3):
         assert api.get("/holds").status_code == 200
     response = api.get("/holds")
@@ -356,7 +356,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(app, tmp_pat
     import schemathesis
 
     token = integrations(app).create_token("fuzzer", [])
-    app.extensions["holdshelf.api_limiter"].limit = 1_000_000
+    app.extensions["holdshelf"].api_limiter.limit = 1_000_000
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
     failures: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]

@@ -221,7 +221,7 @@ def test_the_cli_refuses_a_swapped_scan(cli: Cli, patrons) -> None:
 def test_the_api_names_the_field(app, service, patrons) -> None:
     from tests.test_api import Api, problem
 
-    api = Api(app.test_client(), app.extensions["holdshelf.integrations"].create_token("ils", []))
+    api = Api(app.test_client(), app.extensions["holdshelf"].integrations.create_token("ils", []))
     response = api.post(
         "/holds", {"item_barcode": patrons[0].card, "patron_card": ITEM, "branch": "MAIN"}
     )

@@ -9,11 +9,12 @@ import time
 
 import pytest
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.domain.codes import ShelfCodec
 from holdshelf.domain.links import make_token, read_token
 from holdshelf.settings import load_settings
 from holdshelf.web import create_app
-from holdshelf.web.patron import FIND_LIMIT
+from holdshelf.web.limits import FIND_LIMIT
 from tests.conftest import assert_no_patron_data
 
 
@@ -131,7 +132,7 @@ def test_privacy_notice_follows_the_configuration(app, service, clock) -> None:
             "HOLDSHELF_NOTICES__SHOW_TITLE": "true",
         },
     )
-    other = create_app(changed, clock=clock, service=service).test_client()
+    other = create_app(Holdshelf(changed, clock=clock, engine=service.engine)).test_client()
     page = get(other, "/privacy").get_data(as_text=True)
     assert "the link between it and you is kept 3 days, then deleted" in page
     assert "kept 30 days" in page

@@ -161,17 +161,16 @@ def test_a_failed_purge_is_tried_again_soon_and_apart_from_the_queues(
 ) -> None:
     import threading
 
-    import holdshelf.worker as worker_module
-    from holdshelf.worker import Worker
+    from holdshelf.bootstrap import Holdshelf
 
-    worker = Worker(service.settings, service.sessions, clock)
+    worker = Holdshelf(service.settings, clock=clock, engine=service.engine).worker
     purges: list[object] = []
 
     def database_away(*_: object) -> None:
         purges.append(clock.now)
         raise ConnectionError("database away")
 
-    monkeypatch.setattr(worker_module, "housekeep", database_away)
+    monkeypatch.setattr(worker, "_housekeeping", database_away)
     with pytest.raises(ConnectionError):
         worker.housekeep_if_due()
     assert worker.housekeep_if_due() is None  # not within the minute
@@ -180,7 +179,7 @@ def test_a_failed_purge_is_tried_again_soon_and_apart_from_the_queues(
     assert worker.housekeep_if_due() is not None  # a minute later, not an hour
 
     # A queue pass that keeps failing does not stop the purge in the running worker.
-    monkeypatch.setattr(worker_module, "housekeep", lambda *_: purges.append("ran"))
+    monkeypatch.setattr(worker, "_housekeeping", lambda *_: purges.append("ran"))
     monkeypatch.setattr(worker, "run_once", lambda **_: 1 / 0)
     clock.advance(hours=2)
     stop = threading.Event()

@@ -33,8 +33,9 @@ from cryptography.hazmat.primitives import serialization
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.settings import LOOPBACK_PROXIES
-from holdshelf.web.patron import FIND_LIMIT
+from holdshelf.web.limits import FIND_LIMIT
 from holdshelf.web.proxy import TrustedProxy
 from holdshelf.web.security import STRICT_TRANSPORT_SECURITY
 from tests import test_browser
@@ -99,9 +100,8 @@ def behind_proxy(service, clock):
     web = dataclasses.replace(
         service.settings.web, behind_proxy=True, trusted_proxies=LOOPBACK_PROXIES
     )
-    application = create_app(
-        dataclasses.replace(service.settings, web=web), clock=clock, service=service
-    )
+    settings = dataclasses.replace(service.settings, web=web)
+    application = create_app(Holdshelf(settings, clock=clock, engine=service.engine))
     application.config["TESTING"] = True
     return application
 

@@ -45,11 +45,12 @@ def admin_client(app) -> FlaskClient:
 def spray_app(app, service, clock: Clock):
     """The same desk with a per-address limit of 8, so a spray over names is quick to test
     (each attempt costs an Argon2 hash)."""
+    from holdshelf.bootstrap import Holdshelf
     from holdshelf.web import create_app
 
     web = dataclasses.replace(service.settings.web, login_attempts_per_address=8)
     settings = dataclasses.replace(service.settings, web=web)
-    application = create_app(settings, clock=clock, service=service)
+    application = create_app(Holdshelf(settings, clock=clock, engine=service.engine))
     application.config["TESTING"] = True
     return application
 

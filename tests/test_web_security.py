@@ -8,6 +8,7 @@ import re
 import pytest
 from sqlalchemy import func, select
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.storage.models import (
     AuditEntry,
     DailyCount,
@@ -139,7 +140,7 @@ def test_every_post_rejects_a_missing_csrf_token(app, admin, busy) -> None:
 
 def test_no_get_changes_state(app, admin, busy, link_token) -> None:
     code = busy[1].code.display
-    api_token = app.extensions["holdshelf.integrations"].create_token("reader", [])
+    api_token = app.extensions["holdshelf"].integrations.create_token("reader", [])
     before = snapshot(app)
     for endpoint, path in routes(app, "GET"):
         headers = {"Authorization": f"Bearer {api_token}"} if is_api(endpoint) else {}
@@ -195,7 +196,7 @@ def test_cookies_are_httponly_lax_and_secure_in_production(app, service, clock) 
     production = load_settings(
         service.settings.instance_dir, environ={"HOLDSHELF_ENVIRONMENT": "production"}
     )
-    secure_app = create_app(production, clock=clock, service=service)
+    secure_app = create_app(Holdshelf(production, clock=clock, engine=service.engine))
     cookie = secure_app.test_client().get("/login").headers["Set-Cookie"]
     assert "; Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
 

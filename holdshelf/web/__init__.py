@@ -9,44 +9,50 @@ is loaded from another origin.
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import Flask
 
 from holdshelf.accounts import Accounts
+from holdshelf.integrations import Integrations
 from holdshelf.resources import resource_dir
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
 from holdshelf.web.extensions import csrf
+from holdshelf.web.limits import FIND_LIMIT, FIND_WINDOW, RateLimiter
+from holdshelf.web.problems import API_WINDOW
 from holdshelf.web.proxy import TrustedProxy
 from holdshelf.worker import Worker
+
+if TYPE_CHECKING:
+    from holdshelf.bootstrap import Holdshelf
 
 MAX_FORM_BYTES = 64 * 1024
 
 
 @dataclass
 class Desk:
-    """What the views work with, kept in ``app.extensions["holdshelf"]``."""
+    """What the views work with, kept in ``app.extensions["holdshelf"]``: the parts the
+    composition root built, and the web app's own in-memory limits."""
 
     settings: Settings
     service: HoldService
     accounts: Accounts
+    integrations: Integrations
     worker: Worker
+    api_limiter: RateLimiter
+    find_limiter: RateLimiter
 
     def wake_worker(self) -> None:
         self.worker.wake()
 
 
-def create_app(
-    settings: Settings,
-    *,
-    clock: Callable[[], dt.datetime] | None = None,
-    service: HoldService | None = None,
-) -> Flask:
+def create_app(root: Holdshelf) -> Flask:
+    """The web app over what ``root`` (holdshelf.bootstrap) built."""
     from holdshelf.web import admin, api, auth, desk, patron, security
 
+    settings = root.settings
     app = Flask(
         "holdshelf",
         template_folder=str(resource_dir("templates")),
@@ -62,12 +68,14 @@ def create_app(
         WTF_CSRF_TIME_LIMIT=None,
         MAX_CONTENT_LENGTH=MAX_FORM_BYTES,
     )
-    service = service or HoldService.open(settings, clock)
     app.extensions["holdshelf"] = Desk(
         settings=settings,
-        service=service,
-        accounts=Accounts(settings, service.sessions, clock),
-        worker=Worker(settings, service.sessions, clock),
+        service=root.service,
+        accounts=root.accounts,
+        integrations=root.integrations,
+        worker=root.worker,
+        api_limiter=RateLimiter(settings.api_requests_per_minute, API_WINDOW),
+        find_limiter=RateLimiter(FIND_LIMIT, FIND_WINDOW),
     )
     csrf.init_app(app)
     security.init_app(app)

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 import jsonschema
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, g, request
 
 from holdshelf.domain.holds import ShelfEntry
 from holdshelf.domain.inputs import checked, clean_barcode, parse_date
@@ -27,8 +27,7 @@ from holdshelf.integrations import ApiClient, Integrations, KeyInUse, KeyReused
 from holdshelf.resources import PACKAGE_DIR
 from holdshelf.service import SlipState, SlipStatus
 from holdshelf.web.extensions import desk
-from holdshelf.web.limits import RateLimiter
-from holdshelf.web.problems import API_WINDOW, Problem, problem_from
+from holdshelf.web.problems import Problem, problem_from
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -37,17 +36,10 @@ OPENAPI_FILE = PACKAGE_DIR / "web" / "openapi.json"
 
 def init_app(app: Flask, csrf: Any) -> None:
     csrf.exempt(bp)  # token authentication, no cookies: nothing to forge
-    app.extensions["holdshelf.api_limiter"] = RateLimiter(
-        app.extensions["holdshelf"].settings.api_requests_per_minute, API_WINDOW
-    )
-    holdshelf = app.extensions["holdshelf"]
-    app.extensions["holdshelf.integrations"] = Integrations(
-        holdshelf.settings, holdshelf.service.sessions, holdshelf.service.clock
-    )
 
 
 def integrations() -> Integrations:
-    return current_app.extensions["holdshelf.integrations"]
+    return desk().integrations
 
 
 @bp.errorhandler(Problem)
@@ -69,7 +61,7 @@ def _authenticate() -> None:
     client = integrations().authenticate(token.strip()) if scheme.lower() == "bearer" else None
     if client is None:
         raise Problem(401, "unauthorized", "send Authorization: Bearer <integration token>")
-    limiter: RateLimiter = current_app.extensions["holdshelf.api_limiter"]
+    limiter = desk().api_limiter
     if not limiter.allow(f"token:{client.id}"):
         raise Problem(429, "rate-limited", f"at most {limiter.limit} requests a minute per token")
     g.api_client = client

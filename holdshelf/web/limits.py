@@ -6,6 +6,9 @@ import threading
 import time
 from collections import OrderedDict, deque
 
+FIND_LIMIT = 20  # patrons' lookups at /find per address ...
+FIND_WINDOW = 60.0  # ... per this many seconds
+
 
 class RateLimiter:
     """A sliding window per key (a client address, a token). Keys are kept in the order they

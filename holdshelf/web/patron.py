@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, render_template, request
+from flask import Blueprint, Flask, render_template, request
 from flask_babel import Babel, get_locale
 
 from holdshelf.domain.holds import CODE_QUARANTINE, PickupMode
@@ -17,12 +17,8 @@ from holdshelf.domain.links import LinkExpired, LinkInvalid, read_token
 from holdshelf.i18n import TRANSLATIONS_DIR, long_day
 from holdshelf.settings import LANGUAGES
 from holdshelf.web.extensions import desk
-from holdshelf.web.limits import RateLimiter
 
 bp = Blueprint("public", __name__)
-
-FIND_LIMIT = 20  # lookups per address ...
-FIND_WINDOW = 60.0  # ... per this many seconds
 
 
 def _locale() -> str:
@@ -35,7 +31,6 @@ def _locale() -> str:
 def init_app(app: Flask, csrf: Any) -> None:
     Babel(app, locale_selector=_locale, default_translation_directories=str(TRANSLATIONS_DIR))
     app.jinja_env.policies["ext.i18n.trimmed"] = True  # as the messages are extracted
-    app.extensions["holdshelf.find_limiter"] = RateLimiter(FIND_LIMIT, FIND_WINDOW)
     app.add_template_filter(lambda day: long_day(day, str(get_locale())), "long_day")
 
     @app.context_processor
@@ -50,7 +45,7 @@ def find() -> Any:
     code = request.args.get("code")
     if code is None:
         return render_template("public/find.html", asked=False, entries=[], limited=False)
-    limiter: RateLimiter = current_app.extensions["holdshelf.find_limiter"]
+    limiter = desk().find_limiter
     if not limiter.allow(request.remote_addr or "unknown"):
         return render_template("public/find.html", asked=True, entries=[], limited=True), 429
     entries = desk().service.lookup(code)
