@@ -14,6 +14,7 @@ from typing import Any
 from flask import (
     Blueprint,
     Response,
+    abort,
     flash,
     g,
     jsonify,
@@ -24,7 +25,7 @@ from flask import (
     url_for,
 )
 
-from holdshelf.domain.holds import PickupMode, desk_day
+from holdshelf.domain.holds import PickupMode, ShelfEntry, desk_day
 from holdshelf.domain.inputs import parse_date
 from holdshelf.errors import HoldshelfError, InvalidInput
 from holdshelf.sealing import Sealer
@@ -241,14 +242,20 @@ def reprint() -> Response:
     return _back()
 
 
+def _active_hold(code: str) -> ShelfEntry:
+    """This branch's active hold with this code; an ended or unknown one sends the clerk back
+    to the hold shelf, saying why."""
+    try:
+        return desk().service.find(code, _branch())
+    except HoldshelfError as exc:
+        flash(str(exc), "error")
+        abort(redirect(url_for("desk.shelf")))
+
+
 @bp.get("/holds/<code>")
 @login_required
 def hold(code: str) -> Any:
-    try:
-        entry = desk().service.find(code, _branch())
-    except HoldshelfError as exc:
-        flash(str(exc), "error")
-        return redirect(url_for("desk.shelf"))
+    entry = _active_hold(code)
     return render_template(
         "hold.html",
         hold=entry,
@@ -279,12 +286,7 @@ def change_pickup_by(code: str) -> Response:
 @bp.get("/holds/<code>/cancel")
 @login_required
 def cancel_confirm(code: str) -> Any:
-    try:
-        entry = desk().service.find(code, _branch())
-    except HoldshelfError as exc:
-        flash(str(exc), "error")
-        return redirect(url_for("desk.shelf"))
-    return render_template("cancel.html", hold=entry)
+    return render_template("cancel.html", hold=_active_hold(code))
 
 
 @bp.post("/holds/<code>/cancel")
@@ -305,11 +307,7 @@ def cancel(code: str) -> Response:
 @bp.post("/holds/<code>/notice")
 @login_required
 def resend_notice(code: str) -> Response:
-    try:
-        entry = desk().service.find(code, _branch())
-    except HoldshelfError as exc:
-        flash(str(exc), "error")
-        return redirect(url_for("desk.shelf"))
+    entry = _active_hold(code)
     if desk().worker.notices.resend(_branch(), entry.code):
         desk().wake_worker()
         flash(f"The notice for {entry.code.display} is being sent again.")
