@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -31,11 +32,17 @@ log = logging.getLogger(__name__)
 FIRST_RETRY = dt.timedelta(seconds=5)
 LONGEST_RETRY = dt.timedelta(minutes=5)
 LEASE = dt.timedelta(minutes=2)
+JITTER = 0.2  # each delay is drawn from ±20% around its step
 
 
-def retry_delay(attempts: int) -> dt.timedelta:
-    """5 s, 10 s, 20 s ... up to 5 minutes: a printer back from lunch prints within minutes."""
-    return min(LONGEST_RETRY, FIRST_RETRY * 2 ** max(0, attempts - 1))
+def retry_delay(attempts: int, rng: random.Random | None = None) -> dt.timedelta:
+    """5 s, 10 s, 20 s ... up to 5 minutes, each ±20%: a printer back from lunch prints within
+    minutes. The jitter spreads the retries of rows that failed together (a branch's printer
+    or the mail server coming back) instead of sending them all in the same second."""
+    # The exponent is capped: 2 ** 44 times 5 s no longer fits a timedelta, and a printer off
+    # for a few hours reaches that many attempts.
+    step = min(LONGEST_RETRY, FIRST_RETRY * 2 ** min(max(0, attempts - 1), 16))
+    return step * (rng or random).uniform(1 - JITTER, 1 + JITTER)
 
 
 @dataclass(frozen=True)
