@@ -51,6 +51,9 @@ class Outcome:
 
     error: str | None = None
     permanent: bool = False
+    # Not finished, and not to be taken up by anyone else either: this worker still follows it
+    # (a printer holding the slip on an open connection) and keeps renewing the lease.
+    hold: bool = False
 
     @property
     def delivered(self) -> bool:
@@ -102,6 +105,10 @@ class OutboxWorker(ABC):
     def finished(self, row: Any, outcome: Outcome) -> None:  # noqa: B027 (an optional hook)
         """Called in the transaction that records a final outcome (to erase secrets)."""
 
+    def before_pass(self, report: PassReport) -> None:  # noqa: B027 (an optional hook)
+        """Called at the start of each pass, before any row is claimed: rows this worker
+        still follows are settled here, and routes that must wait go into ``report.failed``."""
+
     def run_once(
         self, *, ignore_backoff: bool = False, stop: threading.Event | None = None
     ) -> PassReport:
@@ -109,6 +116,7 @@ class OutboxWorker(ABC):
         their retry time (an operator's `worker --once`). Once ``stop`` is set, the row being
         sent is finished and recorded, and no other is taken."""
         report = PassReport()
+        self.before_pass(report)
         tried: set[int] = set()
         while (
             not (stop and stop.is_set())
@@ -189,6 +197,6 @@ class OutboxWorker(ABC):
             elif outcome.permanent:
                 self._close(row, "failed", (outcome.error or "")[:300], now)
             else:
-                row.leased_until = None
+                row.leased_until = now + LEASE if outcome.hold else None
                 row.last_error = (outcome.error or "")[:300]
                 row.next_attempt_at = now + retry_delay(row.attempts)
