@@ -84,6 +84,9 @@ class FakePrinter:
             drop, self.drops = self.drops > 0, max(0, self.drops - 1)
         with client:
             client.settimeout(30)
+            # Each status answer goes out as it is made, as from a printer (without this,
+            # Nagle's algorithm holds the second and third back for the first one's ACK).
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             while True:
                 try:
                     chunk = client.recv(65536)
@@ -117,6 +120,8 @@ class FakePrinter:
                     stall = False
                     time.sleep(self.stall_seconds)  # not reading: the sender's data waits
         with self._lock:
+            if not slip_in and (end := _slip_end(received, closed=True)) > 0:
+                self.slips.append(bytes(received[received.find(b"\x1b@") : end]))
             self.connections.append(bytes(received))
             self.last_byte_at.append(last)
 
@@ -177,18 +182,22 @@ class FakePrinter:
             return [c for c in self.connections if b"\x1b@" in c and b"\x1bd\x06" in c]
 
 
-def _slip_end(received: bytearray) -> int:
-    """Where the slip and whatever follows it in the same write (its process ID request) end,
-    or -1 while they are not all in."""
+def _slip_end(received: bytearray, *, closed: bool = False) -> int:
+    """Where the slip and what belongs to it end: the feed before the cut, the cut where the
+    printer has a cutter, its process ID request where there is one; -1 while not all in
+    (with nothing after the feed yet, only a closed connection says it is all)."""
     start = received.find(b"\x1b@")
-    cut = received.find(b"\x1dV", start) if start >= 0 else -1
-    if cut < 0 or len(received) < cut + 3:
+    feed = received.rfind(b"\x1bd\x06", start) if start >= 0 else -1
+    if feed < 0:
         return -1
-    end = cut + 3
-    if received[end : end + 2] == b"\x1d(":
-        return end + 11 if len(received) >= end + 11 else -1
-    if len(received) < end + 2 and received[end:] == b"\x1d":
-        return -1  # the process ID request may be on its way
+    end = feed + 3
+    if received[end : end + 2] == b"\x1dV":
+        end += 4 if received[end + 2 : end + 3] in (b"A", b"B") else 3
+    if received[end : end + 2] == b"\x1d(":  # its process ID request: the last of it
+        end += 11
+        return end if end <= len(received) else -1
+    if end > len(received) or (end == len(received) and not closed):
+        return -1
     return end
 
 
