@@ -181,8 +181,8 @@ class PrintWorker(OutboxWorker):
                 self._renew_lease(job_id)
                 report.failed[held.route] = WAITING
                 continue
+            self._record(job_id, outcome)  # if this fails, the next pass settles it again
             del self._held[job_id]
-            self._record(job_id, outcome)
             if outcome.delivered:
                 report.sent += 1
             else:

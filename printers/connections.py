@@ -318,11 +318,15 @@ class NetworkConnection:
     def _settle(held: Held, attempt: Attempt) -> Held | None:
         """Wait a little for the printer's answers; a printer that has not answered by then
         keeps the slip, and the connection is handed back to be asked again later."""
-        printed = held.wait(STATUS_TIMEOUT, until_answered=True)
-        if not printed and held.accepted:
-            attempt.on_accepted()
-        if not printed and not held.needs_status:  # it answered: give it time to print
-            printed = held.wait(RECEIPT_WAIT)
+        try:
+            printed = held.wait(STATUS_TIMEOUT, until_answered=True)
+            if not printed and held.accepted:
+                attempt.on_accepted()
+            if not printed and not held.needs_status:  # it answered: give it time to print
+                printed = held.wait(RECEIPT_WAIT)
+        except BaseException:
+            held.close()
+            raise
         if printed:
             held.close()
             return None
