@@ -200,8 +200,7 @@ def test_a_slip_waiting_for_paper_prints_once(
     entry = service.ready("MAIN", "I1", patrons[0].card)
     assert worker.run_once().failed["front-desk"] == WAITING
     assert job(service).phase == "accepted"  # it read every byte and said it was online
-    time.sleep(1.0)
-    assert worker.run_once().sent == 1
+    wait_until(lambda: worker.run_once().sent == 1)  # once its process ID has come
     assert job(service).status == "sent"
     printer.wait_for_connections(1)
     assert printer.printed(entry.code.display) == 1
