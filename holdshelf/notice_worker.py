@@ -2,11 +2,18 @@
 
 The contact is unsealed only to send. It is erased in the transaction that records the outcome:
 accepted by the mail server or gateway, failed for good, or dropped because the hold ended.
+
+Delivery is at least once, and cannot be better: a mail server that took the message and whose
+"250" never arrived (a dropped connection, a timeout after the final dot) is indistinguishable
+from one that never took it, so the notice is sent again. Every attempt at one notice carries
+the same Message-ID, so the copies are one message to whatever deduplicates by it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +31,7 @@ from holdshelf.notices import (
     NoticeContent,
     email_message,
     longest_sms,
+    sender_domain,
     sms_email,
     sms_text,
 )
@@ -93,6 +101,15 @@ def check_text_messages_fit(settings: Settings) -> None:
             )
 
 
+def notice_message_id(settings: Settings, notice: Notice) -> str:
+    """The notice's Message-ID, the same on every attempt: an HMAC of the row under the
+    instance's key (it names no patron, and one notice's cannot be guessed from another's)."""
+    key = settings.secret_key.encode("utf-8")
+    seed = f"notice:{notice.id}:{notice.created_at.isoformat()}".encode()
+    digest = hmac.new(key, seed, hashlib.sha256).hexdigest()[:32]
+    return f"<{digest}@{sender_domain(settings.mail.sender)}>"
+
+
 class NoticeWorker(OutboxWorker):
     model = Notice
     noun = "notice"
@@ -119,13 +136,18 @@ class NoticeWorker(OutboxWorker):
             if row.channel == "email":
                 self._require(settings.mail.enabled, "email")
                 to = clean_email(sealed["to"])
-                send_mail(settings.mail, email_message(content, settings.mail.sender, to))
+                message_id = notice_message_id(settings, row)
+                send_mail(
+                    settings.mail, email_message(content, settings.mail.sender, to, message_id)
+                )
             elif settings.sms.gateway == "http":
                 send_sms_over_http(settings.sms, clean_phone(sealed["to"]), sms_text(content))
             else:
                 self._require(settings.sms.gateway == "email", "sms")
                 to = clean_phone(sealed["to"])
-                message = sms_email(content, settings.mail.sender, to, settings.sms.email_domain)
+                domain = settings.sms.email_domain
+                message_id = notice_message_id(settings, row)
+                message = sms_email(content, settings.mail.sender, to, domain, message_id)
                 send_mail(settings.mail, message)
         except DeliveryError as exc:
             log.warning("notice %s not sent: %s", row.id, exc)

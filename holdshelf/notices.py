@@ -74,13 +74,20 @@ def render(template: str, content: NoticeContent) -> str:
     return _environment(content.language).get_template(template).render(content.values()).strip()
 
 
-def email_message(content: NoticeContent, sender: str, to: str) -> EmailMessage:
+def sender_domain(sender: str) -> str:
+    return sender.rsplit("@", 1)[-1].strip("> ")
+
+
+def email_message(
+    content: NoticeContent, sender: str, to: str, message_id: str | None = None
+) -> EmailMessage:
+    """``message_id``: the notice's own, the same on every attempt (see notice_worker)."""
     _ = translator(content.language)
     message = EmailMessage()
     message["Subject"] = _("Your hold is ready: %(code)s", code=content.code.display)
     message["From"] = sender
     message["To"] = Address(addr_spec=to)
-    message["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[-1].strip("> "))
+    message["Message-ID"] = message_id or make_msgid(domain=sender_domain(sender))
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(render("ready.txt", content))
     message.add_alternative(render("ready.html", content), subtype="html")
@@ -139,10 +146,14 @@ def longest_sms(language: str, code_length: int, link: str) -> int:
     )
 
 
-def sms_email(content: NoticeContent, sender: str, number: str, domain: str) -> EmailMessage:
+def sms_email(
+    content: NoticeContent, sender: str, number: str, domain: str, message_id: str | None = None
+) -> EmailMessage:
     """A text message through an email-to-SMS gateway: NUMBER@domain, the text as the body."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = Address(addr_spec=f"{number.lstrip('+')}@{domain}")
+    if message_id:
+        message["Message-ID"] = message_id
     message.set_content(sms_text(content))
     return message

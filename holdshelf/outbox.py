@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -31,11 +32,17 @@ log = logging.getLogger(__name__)
 FIRST_RETRY = dt.timedelta(seconds=5)
 LONGEST_RETRY = dt.timedelta(minutes=5)
 LEASE = dt.timedelta(minutes=2)
+JITTER = 0.2  # each delay is drawn from ±20% around its step
 
 
-def retry_delay(attempts: int) -> dt.timedelta:
-    """5 s, 10 s, 20 s ... up to 5 minutes: a printer back from lunch prints within minutes."""
-    return min(LONGEST_RETRY, FIRST_RETRY * 2 ** max(0, attempts - 1))
+def retry_delay(attempts: int, rng: random.Random | None = None) -> dt.timedelta:
+    """5 s, 10 s, 20 s ... up to 5 minutes, each ±20%: a printer back from lunch prints within
+    minutes. The jitter spreads the retries of rows that failed together (a branch's printer
+    or the mail server coming back) instead of sending them all in the same second."""
+    # The exponent is capped: 2 ** 44 times 5 s no longer fits a timedelta, and a printer off
+    # for a few hours reaches that many attempts.
+    step = min(LONGEST_RETRY, FIRST_RETRY * 2 ** min(max(0, attempts - 1), 16))
+    return step * (rng or random).uniform(1 - JITTER, 1 + JITTER)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,9 @@ class Outcome:
 
     error: str | None = None
     permanent: bool = False
+    # Not finished, and not to be taken up by anyone else either: this worker still follows it
+    # (a printer holding the slip on an open connection) and keeps renewing the lease.
+    hold: bool = False
 
     @property
     def delivered(self) -> bool:
@@ -95,6 +105,10 @@ class OutboxWorker(ABC):
     def finished(self, row: Any, outcome: Outcome) -> None:  # noqa: B027 (an optional hook)
         """Called in the transaction that records a final outcome (to erase secrets)."""
 
+    def before_pass(self, report: PassReport) -> None:  # noqa: B027 (an optional hook)
+        """Called at the start of each pass, before any row is claimed: rows this worker
+        still follows are settled here, and routes that must wait go into ``report.failed``."""
+
     def run_once(
         self, *, ignore_backoff: bool = False, stop: threading.Event | None = None
     ) -> PassReport:
@@ -102,6 +116,7 @@ class OutboxWorker(ABC):
         their retry time (an operator's `worker --once`). Once ``stop`` is set, the row being
         sent is finished and recorded, and no other is taken."""
         report = PassReport()
+        self.before_pass(report)
         tried: set[int] = set()
         while (
             not (stop and stop.is_set())
@@ -182,6 +197,6 @@ class OutboxWorker(ABC):
             elif outcome.permanent:
                 self._close(row, "failed", (outcome.error or "")[:300], now)
             else:
-                row.leased_until = None
+                row.leased_until = now + LEASE if outcome.hold else None
                 row.last_error = (outcome.error or "")[:300]
                 row.next_attempt_at = now + retry_delay(row.attempts)

@@ -15,6 +15,23 @@ from holdshelf.errors import ConfigError
 
 TYPES = ("network", "usb", "serial", "file", "cups", "preview")
 QR_MODES = ("auto", "native", "raster")
+# python-escpos profiles of the models whose Epson ESC/POS reference lists GS ( H <Function 48>
+# (process ID response). "auto" uses it for these only: an unknown printer might print the
+# command as text, or ignore it and leave every slip waiting for an answer that never comes.
+PROCESS_ID_PROFILES = frozenset(
+    {
+        "TM-L90",
+        "TM-P80",
+        "TM-P80-42col",
+        "TM-T20II",
+        "TM-T20II-42col",
+        "TM-T88IV",
+        "TM-T88IV-SA",
+        "TM-T88V",
+        "TM-U220",
+        "TM-U220B",
+    }
+)
 # Printable dots across the paper where the profile does not say (203 dpi heads).
 PAPER_DOTS = {"80mm": 576, "58mm": 384}
 FONT_A = (12, 24)  # ESC/POS font A cell, in dots
@@ -34,6 +51,7 @@ class PrinterSettings:
     connect_timeout: float = 3.0
     send_timeout: float = 10.0
     verify_status: bool = True
+    process_id: bool = False  # confirm each slip by the printer's process ID response
     vendor_id: int = 0
     product_id: int = 0
     device: str = ""
@@ -82,6 +100,7 @@ def printer_from_table(name: str, table: Mapping[str, Any]) -> PrinterSettings:
         connect_timeout=float(_number(table, "connect_timeout", where, 0.1, 60)),
         send_timeout=float(_number(table, "send_timeout", where, 0.1, 300)),
         verify_status=_flag(table, "verify_status", where),
+        process_id=_process_id(table, kind, where),
         vendor_id=_usb_id(table, "vendor_id", where),
         product_id=_usb_id(table, "product_id", where),
         device=_text(table, "device", where),
@@ -104,6 +123,16 @@ def _require_connection_keys(printer: PrinterSettings, where: str) -> None:
     for key, value in needed:
         if not value:
             raise ConfigError(f"{where}{key} is needed for a {printer.type} printer")
+
+
+def _process_id(table: Mapping[str, Any], kind: str, where: str) -> bool:
+    """true, false, or "auto": on for a network printer whose profile is known to answer."""
+    value = table.get("process_id", "auto")
+    if isinstance(value, bool):
+        return value and kind == "network"  # only a network connection reads the answer
+    if value != "auto":
+        raise ConfigError(f'{where}process_id must be true, false or "auto"')
+    return kind == "network" and table["profile"].strip() in PROCESS_ID_PROFILES
 
 
 def _text(table: Mapping[str, Any], key: str, where: str) -> str:

@@ -83,6 +83,8 @@ def slip_layout(slip: Slip, paper: Paper, *, wrap: bool = False) -> list[Block]:
     code = slip.code.display
     desk_band = (_("HOLD AT DESK"), _("STAFF PICKUP"))
     blocks: list[Block] = []
+    if slip.possible_duplicate:
+        blocks += band((_("POSSIBLE DUPLICATE"),), paper)
     if slip.test:
         blocks += band((_("TEST SLIP"), _("NOT A HOLD")), paper)
     elif slip.desk:
@@ -104,6 +106,10 @@ def slip_layout(slip: Slip, paper: Paper, *, wrap: bool = False) -> list[Block]:
         blocks += [Text(_("Item ...%(tail)s", tail=slip.item_tail))]
     if slip.title:
         blocks += wrapped(slip.title, paper)
+    if slip.possible_duplicate:
+        blocks += wrapped(
+            _("If the item already has a slip with this code, throw this one away."), paper
+        )
     if slip.desk and not slip.test:
         blocks += [Feed(), *band(desk_band, paper)]
     if wrap:

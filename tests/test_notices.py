@@ -196,6 +196,28 @@ def test_server_down_then_up_sends_each_notice_once(service, worker, mailbox, cl
     assert {n.status for n in notices(service)} == {"sent"}
 
 
+def test_a_lost_reply_sends_the_notice_again_with_the_same_message_id(
+    service, worker, mailbox, clock, patrons
+) -> None:
+    """The server took the message and the "250" never came: indistinguishable from a message
+    it never took, so it goes again (at least once); both copies carry one Message-ID."""
+    mailbox.lose_replies = 1
+    mailbox.start()
+    service.ready("MAIN", "I1", patrons[0].card, email=patrons[0].email)
+    service.ready("MAIN", "I2", patrons[1].card, email=patrons[1].email)
+    report = worker.run_once().notices
+    assert report.sent == 0 and "mail server unreachable" in report.failed["email"]
+    clock.advance(seconds=10)
+    assert sent(worker) == 2
+    clock.advance(minutes=10)
+    assert sent(worker) == 0
+    ids = [(to[0], message["Message-ID"]) for to, message in mailbox.messages]
+    assert [to for to, _ in ids] == [patrons[0].email] * 2 + [patrons[1].email]
+    assert ids[0][1] == ids[1][1] != ids[2][1]  # one notice, one Message-ID
+    assert ids[0][1].endswith("@library.example.org>")
+    assert {n.status for n in notices(service)} == {"sent"}
+
+
 def test_temporary_refusal_is_retried(service, worker, mailbox, clock, patrons) -> None:
     mailbox.reply = "451 4.3.0 Mailbox busy, try again later"
     mailbox.start()
@@ -365,7 +387,7 @@ def test_notices_a_mail_library_cannot_take_fail_plainly(
     mailbox.start()
     entry = service.ready("MAIN", "I1", patrons[0].card, email=patrons[0].email)
 
-    def broken(content, sender, to):
+    def broken(content, sender, to, message_id=None):
         raise ValueError(f"cannot parse {to}")
 
     monkeypatch.setattr(notice_worker, "email_message", broken)

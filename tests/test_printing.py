@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from holdshelf.domain.holds import PickupMode
-from holdshelf.outbox import retry_delay
+from holdshelf.outbox import FIRST_RETRY, JITTER, LONGEST_RETRY, retry_delay
 from holdshelf.print_worker import PrinterTrouble, PrintWorker
 from holdshelf.service import HoldService, SlipState, SlipStatus
 from holdshelf.storage.models import PrintJob
@@ -201,6 +202,16 @@ def test_raster_qr_for_printers_without_a_qr_command(
 # -- faults: nothing is lost, nothing prints twice ------------------------------------------------
 
 
+def test_retry_delay_doubles_with_jitter_within_bounds() -> None:
+    rng = random.Random(11)
+    for attempts, step in [(1, 5), (2, 10), (3, 20), (7, 300), (30, 300)]:
+        delays = [retry_delay(attempts, rng).total_seconds() for _ in range(400)]
+        assert step * (1 - JITTER) <= min(delays) and max(delays) <= step * (1 + JITTER)
+        assert max(delays) - min(delays) > step * JITTER  # spread, not a constant
+    assert retry_delay(0) <= FIRST_RETRY * (1 + JITTER)
+    assert retry_delay(99) <= LONGEST_RETRY * (1 + JITTER)
+
+
 def test_printer_off_then_back(service, worker, printer, clock, patrons) -> None:
     printer.stop()
     entries = [service.ready("MAIN", f"I{n}", p.card) for n, p in enumerate(patrons[:3])]
@@ -214,7 +225,7 @@ def test_printer_off_then_back(service, worker, printer, clock, patrons) -> None
     assert worker.run_once().sent == 0  # backing off: nothing is due yet
     back = FakePrinter(port=printer.port).start()
     try:
-        clock.advance(seconds=retry_delay(1).total_seconds())
+        clock.advance(seconds=(FIRST_RETRY * (1 + JITTER)).total_seconds())  # the longest wait
         assert worker.run_once().sent == 3
         slips = printed_slips(back, 3)
         assert sorted(s.qr_payloads[0] for s in slips) == sorted(e.code.display for e in entries)

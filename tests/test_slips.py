@@ -71,6 +71,7 @@ def test_the_slip_has_no_field_for_a_patron() -> None:
         "title",
         "test",
         "language",
+        "possible_duplicate",  # a flag of the attempt, never stored
     }
 
 

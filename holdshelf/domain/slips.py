@@ -39,6 +39,10 @@ class Slip:
     title: str | None = None
     test: bool = False  # a printer test, not a hold
     language: str = "en"  # the branch's, for the slip's wording
+    # Printed again after an attempt that may have printed (the printer could not tell): says
+    # so, so a second slip for one item is recognised and thrown away. Not stored: a property
+    # of the attempt, not of the slip.
+    possible_duplicate: bool = False
 
     @classmethod
     def for_hold(

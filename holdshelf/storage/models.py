@@ -145,10 +145,18 @@ class PrintJob(OutboxMixin, Base):
     code: Mapped[str] = mapped_column(CODE)
     kind: Mapped[str] = mapped_column(String(8))  # slip | reprint
     payload: Mapped[str] = mapped_column(Text)
+    # How far the newest attempt got, committed before the paper can move (see print_worker):
+    # "sending" (its bytes may have reached the printer), "accepted" (the printer read every
+    # byte and said it was online, and the worker waits for its process-ID response); None
+    # when no attempt is in flight or the slip is finished.
+    phase: Mapped[str | None] = mapped_column(String(8))
+    # The ESC/POS process ID (GS ( H) of that attempt, four printable characters.
+    process_id: Mapped[str | None] = mapped_column(String(4))
 
     __table_args__ = (
         CheckConstraint("status IN ('queued', 'sent', 'dropped')", "status"),
         CheckConstraint("kind IN ('slip', 'reprint')", "kind"),
+        CheckConstraint("phase IN ('sending', 'accepted')", "phase"),
         Index("ix_print_jobs_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_print_jobs_branch_code", "branch", "code"),
     )

@@ -47,6 +47,7 @@ class Parsed:
     qr_module_sizes: list[int] = field(default_factory=list)
     rasters: list[Raster] = field(default_factory=list)
     status_requests: list[int] = field(default_factory=list)
+    process_ids: list[str] = field(default_factory=list)  # GS ( H <Function 48>
     cuts: int = 0
     initialised: bool = False
 
@@ -128,6 +129,13 @@ def parse(data: bytes) -> Parsed:
                     out.qr_payloads.append(body[3:].decode("utf-8"))
                 elif body[:2] == b"1C":
                     out.qr_module_sizes.append(body[2])
+                i += 5 + length
+            elif command == ord("(") and data[i + 2] == ord("H"):
+                length = data[i + 3] + 256 * data[i + 4]
+                body = data[i + 5 : i + 5 + length]
+                if body[:2] != b"00" or length != 6:
+                    raise ValueError(f"unknown GS ( H function at byte {i}")
+                out.process_ids.append(body[2:].decode("ascii"))
                 i += 5 + length
             elif command == ord("v") and data[i + 2] == ord("0"):
                 flush()

@@ -32,6 +32,7 @@ class Mailbox:
     security: str = "none"
     tls_context: ssl.SSLContext | None = None
     login: tuple[str, str] | None = None  # required AUTH user and password
+    lose_replies: int = 0  # next messages taken, then the connection closed before the "250"
     _controller: Any = None
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -43,6 +44,9 @@ class Mailbox:
     async def handle_DATA(self, server, session, envelope):
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.messages.append((list(envelope.rcpt_tos), message))
+        if self.lose_replies > 0:
+            self.lose_replies -= 1
+            server.transport.abort()  # the message is kept; its "250" never leaves
         return "250 Message accepted for delivery"
 
     def start(self) -> Mailbox:
