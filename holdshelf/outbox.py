@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from holdshelf.domain.holds import HoldStatus
 from holdshelf.errors import unexpected
 from holdshelf.settings import Settings
-from holdshelf.storage.database import stored_time
+from holdshelf.storage.database import read_sessions, stored_time
 from holdshelf.storage.models import Hold, OutboxMixin
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class OutboxWorker(ABC):
     ) -> None:
         self.settings = settings
         self._sessions = sessions
+        self._reads = read_sessions(sessions)  # lookups and lists: no write lock on SQLite
         self._clock = clock or settings.now
         self.delivering: int | None = None  # the row being sent now, if any
 
@@ -132,17 +133,11 @@ class OutboxWorker(ABC):
         model = self.model
         now = stored_time(self._clock())
         while True:
+            query = self._due(now, ignore_backoff, report, tried)
+            with self._reads() as session:  # most passes find nothing: no write lock for that
+                if session.scalar(query.with_only_columns(model.id).limit(1)) is None:
+                    return None
             with self._sessions.begin() as session:
-                query = select(model).where(
-                    model.status == "queued",
-                    (model.leased_until.is_(None)) | (model.leased_until < now),
-                )
-                if tried:
-                    query = query.where(model.id.not_in(tried))
-                if not ignore_backoff:
-                    query = query.where(model.next_attempt_at <= now)
-                if report.failed:
-                    query = self.skip_routes(query, set(report.failed))
                 row = session.scalar(
                     query.order_by(model.id).limit(1).with_for_update(skip_locked=True)
                 )
@@ -155,6 +150,24 @@ class OutboxWorker(ABC):
                 row.attempts += 1
                 row.leased_until = now + LEASE
                 return row  # detached after the commit, still readable (expire_on_commit off)
+
+    def _due(
+        self, now: dt.datetime, ignore_backoff: bool, report: PassReport, tried: set[int]
+    ) -> Select[Any]:
+        """The rows to send now: queued, not leased, not tried in this pass, not along a route
+        that failed in this pass, and (unless ``ignore_backoff``) past their retry time."""
+        model = self.model
+        query = select(model).where(
+            model.status == "queued",
+            (model.leased_until.is_(None)) | (model.leased_until < now),
+        )
+        if tried:
+            query = query.where(model.id.not_in(tried))
+        if not ignore_backoff:
+            query = query.where(model.next_attempt_at <= now)
+        if report.failed:
+            query = self.skip_routes(query, set(report.failed))
+        return query
 
     @staticmethod
     def _hold_active(session: Session, row: Any) -> bool:

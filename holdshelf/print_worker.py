@@ -104,7 +104,7 @@ class PrintWorker(OutboxWorker):
         more than a minute: what the desk's banner says."""
         now = stored_time(self._clock())
         queued = (PrintJob.branch == branch_id, PrintJob.status == "queued")
-        with self._sessions() as session:
+        with self._reads() as session:
             waiting = session.scalar(
                 select(func.count()).where(
                     *queued,
@@ -127,7 +127,7 @@ class PrintWorker(OutboxWorker):
         query = select(PrintJob).order_by(PrintJob.id)
         if not include_finished:
             query = query.where(PrintJob.status == "queued")
-        with self._sessions() as session:
+        with self._reads() as session:
             return [self._view(job) for job in session.scalars(query)]
 
     def _view(self, job: PrintJob) -> JobView:

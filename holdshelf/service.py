@@ -51,7 +51,7 @@ from holdshelf.sealing import Sealer
 from holdshelf.settings import BranchSettings, Settings
 from holdshelf.storage import database
 from holdshelf.storage.counters import bump
-from holdshelf.storage.database import stored_time
+from holdshelf.storage.database import read_sessions, stored_time
 from holdshelf.storage.models import (
     DailyCount,
     Hold,
@@ -218,6 +218,7 @@ class HoldService:
     ) -> None:
         self.settings = settings
         self._sessions = sessions
+        self._reads = read_sessions(sessions)  # lookups and lists: no write lock on SQLite
         self._clock = clock or settings.now
         self._randbelow = randbelow  # replaceable only so tests can force code collisions
         self._pseudonym = Pseudonymizer(settings.pseudonym_key.encode("utf-8"))
@@ -471,7 +472,7 @@ class HoldService:
 
     def slip(self, code: str, branch_id: str | None = None) -> tuple[str, Slip]:
         """The branch and slip of an active hold, as its newest slip was queued."""
-        with self._sessions() as session:
+        with self._reads() as session:
             hold = self._find_by_code(session, code, branch_id)
             newest = self._newest_slip(session, hold)
             if newest is not None:
@@ -644,7 +645,7 @@ class HoldService:
         """Holds of a branch past their pickup-by date, in shelving order: what to pull (the
         open shelf's first, then the desk's)."""
         on = on or self._clock().date()
-        with self._sessions() as session:
+        with self._reads() as session:
             holds = session.scalars(
                 select(Hold)
                 .where(
@@ -849,7 +850,7 @@ class HoldService:
             value = clean_barcode(scan)
         except InvalidInput:
             return False
-        with self._sessions() as session:
+        with self._reads() as session:
             return self._is_a_card(session, value, branch_id)
 
     def _is_a_card(self, session: Session, scan: str, branch_id: str | None) -> bool:
@@ -891,13 +892,13 @@ class HoldService:
         self, code: str, branch_id: str | None = None, within: Collection[str] | None = None
     ) -> ShelfEntry:
         """The active hold with this code (NotFound, or Conflict if it has ended)."""
-        with self._sessions() as session:
+        with self._reads() as session:
             return self._entry(self._find_by_code(session, code, branch_id, within))
 
     def active_for_item(self, item: str) -> tuple[ShelfEntry, str] | None:
         """The active hold of an item, with its patron's pseudonym (to tell a retry from a
         different patron's hold)."""
-        with self._sessions() as session:
+        with self._reads() as session:
             hold = self._active_hold_of(session, clean_barcode(item))
             return None if hold is None else (self._entry(hold), hold.patron or "")
 
@@ -912,7 +913,7 @@ class HoldService:
         # Always one pair per branch, so a miss of either kind runs the very same statement;
         # ("", "") matches nothing.
         matches = parsed + [("", "")] * (len(self.settings.branches) - len(parsed))
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.execute(
                 select(*ENTRY_COLUMNS).where(
                     or_(*(and_(Hold.branch == b, Hold.code == c) for b, c in matches)),
@@ -923,7 +924,7 @@ class HoldService:
 
     def print_status(self, code: ShelfCode, branch_id: str) -> SlipStatus:
         """How the newest slip of a hold is doing."""
-        with self._sessions() as session:
+        with self._reads() as session:
             job = session.scalar(
                 select(PrintJob)
                 .where(PrintJob.branch == branch_id, PrintJob.code == code.compact)
@@ -950,7 +951,7 @@ class HoldService:
             query = query.where(Hold.branch == self.settings.branch(branch_id).id)
         elif within:
             query = query.where(Hold.branch.in_(within))
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.execute(query.order_by(Hold.branch, Hold.code)).all()
         return [self._entry(row) for row in rows]
 
@@ -969,7 +970,7 @@ class HoldService:
         return self.patron_view(self.pseudonym(card))
 
     def patron_view(self, pseudonym: str) -> PatronView:
-        with self._sessions() as session:
+        with self._reads() as session:
             return self._patron_view(session, pseudonym)
 
     def opt_out(self, card: str) -> PatronView:
@@ -1065,14 +1066,14 @@ class HoldService:
             query = query.where(DailyCount.day >= since)
         if branch_id:
             query = query.where(DailyCount.branch == self.settings.branch(branch_id).id)
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.scalars(query).all()
         return _group_days(rows)
 
     def usage(self) -> list[BranchUsage]:
         """Per branch: active holds and how full its code space is (raise code_length if it
         nears capacity)."""
-        with self._sessions() as session:
+        with self._reads() as session:
             active = dict(
                 session.execute(
                     select(Hold.branch, func.count())

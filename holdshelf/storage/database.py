@@ -1,9 +1,13 @@
 """Engines, sessions and schema migrations.
 
 SQLite (the embedded default) runs in WAL mode with ``secure_delete`` so that deleted rows (an
-ended hold's link to its patron) are overwritten, not left readable in free pages. Every SQLite
-transaction starts with ``BEGIN IMMEDIATE``: writers queue on the busy timeout instead of failing
-with "database is locked" when two processes upgrade a read lock at once.
+ended hold's link to its patron) are overwritten, not left readable in free pages.
+
+SQLite has one write lock for the whole database. A write transaction takes it at its start
+(``BEGIN IMMEDIATE``), so it never fails with "database is locked" upgrading a read to a write
+when another process wrote meanwhile; it waits for the lock up to the busy timeout. Work that
+only reads uses :func:`read_sessions`: a plain deferred ``BEGIN``, which in WAL mode neither
+waits for a writer nor holds one up. On PostgreSQL both are ordinary transactions.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import (
     ArgumentError,
@@ -38,6 +42,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SCHEMA_REVISION = "9dee22ea75b6"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CHECKPOINT_WAIT_MS = 2_000
+# The execution option of connections that only read (see read_sessions).
+READ_ONLY = "holdshelf_read_only"
 
 
 def make_engine(database_url: str) -> Engine:
@@ -81,10 +87,33 @@ def _sqlite_engine(database_url: str) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(connection: Connection) -> None:
+        driver = connection.connection.driver_connection
+        if connection.get_execution_options().get(READ_ONLY):
+            driver.execute("BEGIN")  # deferred: sees the last commit, takes no lock
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _refuse_writes(
+        connection: Connection,
+        _cursor: Any,
+        _statement: str,
+        _params: Any,
+        context: Any,
+        _many: bool,
+    ) -> None:
+        # A deferred transaction that writes must upgrade to the write lock, which fails at once,
+        # without waiting, whenever another process wrote since it began: a bug to catch here.
+        writes = context is not None and (context.isinsert or context.isupdate or context.isdelete)
+        if writes and connection.get_execution_options().get(READ_ONLY):
+            raise ReadOnlyViolation("a read-only session wrote: use sessions.begin() to write")
 
     return engine
+
+
+class ReadOnlyViolation(RuntimeError):
+    """Code that writes ran in a session from :func:`read_sessions` (a bug)."""
 
 
 def stored_time(moment: dt.datetime) -> dt.datetime:
@@ -94,6 +123,20 @@ def stored_time(moment: dt.datetime) -> dt.datetime:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def reading(engine: Engine) -> Engine:
+    """The engine for work that only reads (see read_sessions)."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
+def read_sessions(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions for work that only reads: lookups, lists, status pages, a worker's look for
+    something due. On SQLite they begin deferred, so a read waits for no writer (an import, a
+    check-in) and holds none up; writing through one raises :class:`ReadOnlyViolation`. They
+    never flush: code that changes an object only to see whether it would (Accounts.session)
+    finds the change in ``session.dirty`` and writes it in a transaction of ``sessions``."""
+    return sessionmaker(reading(sessions.kw["bind"]), expire_on_commit=False, autoflush=False)
 
 
 def dialect_insert(session: Session, model: type[Any]) -> Any:
@@ -169,7 +212,7 @@ def upgrade(engine: Engine) -> None:
 def check_schema(engine: Engine) -> None:
     """Refuse to work on a database whose schema is missing or not this code's."""
     try:
-        with engine.connect() as connection:
+        with reading(engine).connect() as connection:
             current = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except OperationalError as exc:
         if "alembic_version" in str(exc.orig):  # SQLite: no such table
