@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,12 @@ MOVED_TO_DESK = "moved_to_desk"
 BULK_TABLES = ("holds", "shelf_codes", "print_jobs", "notices")  # what an import grows
 REFRESH_AFTER_ROWS = 200  # a batch this big may leave the planner's statistics behind
 BATCH_SIZE = 500  # rows per transaction when importing (each row in its own savepoint)
+# SQLite has one write lock: an import holds it for a batch at most this long, then pauses for
+# a writer waiting meanwhile (a desk check-in, the worker recording a slip) to take it; waiting
+# writers try every millisecond or two (see database._begin_writing). Not on PostgreSQL, whose
+# writers lock rows, not the database.
+SQLITE_BATCH_SECONDS = 0.1
+SQLITE_PAUSE_SECONDS = 0.005
 # Printed slips stay listed this long; sent or failed notices too, or while their hold waits.
 FINISHED_KEPT = dt.timedelta(days=1)
 # Past this share of its code space a branch should raise code_length while room is left: each
@@ -326,20 +333,22 @@ class HoldService:
         """Make many holds ready (a report from the ILS). An item already active at the same
         branch is skipped, so a report can be imported again and again. A row that fails rolls
         back alone; with ``atomic``, any failure rolls back every row; ``dry_run`` rolls back
-        all at the end."""
+        all at the end. Those two need one transaction, which on SQLite holds the write lock
+        (every other writer waits) for the whole import; otherwise rows are committed in
+        batches, on SQLite short ones with a pause between them."""
         outcomes: list[BatchOutcome] = []
         now = self._clock()
-        chunk = len(requests) if atomic or dry_run else BATCH_SIZE
-        for start in range(0, len(requests), max(1, chunk)):
+        whole = atomic or dry_run
+        sliced = not whole and self.engine.dialect.name == "sqlite"
+        while len(outcomes) < len(requests):
+            if outcomes and sliced:
+                time.sleep(SQLITE_PAUSE_SECONDS)
+            start = len(outcomes)
+            batch = requests[start:] if whole else requests[start : start + BATCH_SIZE]
             with self._sessions() as session:
                 transaction = session.begin()
-                made: Counter[tuple[str, str]] = Counter()
-                for request in requests[start : start + chunk]:
-                    outcome = self._ready_one_of_many(session, request, now)
-                    outcomes.append(outcome)
-                    if outcome.entry is not None and not outcome.skipped:
-                        made[outcome.entry.branch, outcome.entry.mode.value] += 1
-                # One update per counter and chunk: a row updated once per hold piles up
+                made = self._ready_batch(session, batch, now, outcomes, sliced)
+                # One update per counter and batch: a row updated once per hold piles up
                 # versions in PostgreSQL and slows every later update of it.
                 for (branch, mode), number in made.items():
                     bump(session, now.date(), branch, HoldStatus.READY.value, mode, by=number)
@@ -351,6 +360,31 @@ class HoldService:
             if sum(made.values()) >= REFRESH_AFTER_ROWS:
                 database.refresh_statistics(self.engine, BULK_TABLES)
         return outcomes
+
+    def _ready_batch(
+        self,
+        session: Session,
+        batch: Sequence[HoldRequest],
+        now: dt.datetime,
+        outcomes: list[BatchOutcome],
+        sliced: bool,
+    ) -> Counter[tuple[str, str]]:
+        """Make the batch's holds ready in ``session``, appending to ``outcomes``; a ``sliced``
+        batch stops short after SQLITE_BATCH_SECONDS. Returns the holds made per branch and
+        mode."""
+        until = None
+        if sliced:
+            session.connection()  # BEGIN IMMEDIATE: the write lock is held from here
+            until = time.monotonic() + SQLITE_BATCH_SECONDS
+        made: Counter[tuple[str, str]] = Counter()
+        for request in batch:
+            outcome = self._ready_one_of_many(session, request, now)
+            outcomes.append(outcome)
+            if outcome.entry is not None and not outcome.skipped:
+                made[outcome.entry.branch, outcome.entry.mode.value] += 1
+            if until is not None and time.monotonic() >= until:
+                break
+        return made
 
     def _ready_one_of_many(
         self, session: Session, request: HoldRequest, now: dt.datetime

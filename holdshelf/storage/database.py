@@ -5,9 +5,10 @@ ended hold's link to its patron) are overwritten, not left readable in free page
 
 SQLite has one write lock for the whole database. A write transaction takes it at its start
 (``BEGIN IMMEDIATE``), so it never fails with "database is locked" upgrading a read to a write
-when another process wrote meanwhile; it waits for the lock up to the busy timeout. Work that
-only reads uses :func:`read_sessions`: a plain deferred ``BEGIN``, which in WAL mode neither
-waits for a writer nor holds one up. On PostgreSQL both are ordinary transactions.
+when another process wrote meanwhile; it waits for the lock trying every millisecond or two
+(see _begin_writing). Work that only reads uses :func:`read_sessions`: a plain deferred
+``BEGIN``, which in WAL mode neither waits for a writer nor holds one up. On PostgreSQL both
+are ordinary transactions.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,11 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SCHEMA_REVISION = "9dee22ea75b6"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CHECKPOINT_WAIT_MS = 2_000
+# How often a waiting SQLite writer tries for the lock. SQLite's own busy handler sleeps up to
+# 100 ms between tries, so a writer that commits and begins again within a few milliseconds (an
+# import between its batches) kept a desk check-in waiting for as long as 30 s and more.
+WRITE_POLL_SECONDS = 0.001
+LONGEST_WRITE_POLL_SECONDS = 0.002
 # The execution option of connections that only read (see read_sessions).
 READ_ONLY = "holdshelf_read_only"
 
@@ -92,7 +99,7 @@ def _sqlite_engine(database_url: str) -> Engine:
         if connection.get_execution_options().get(READ_ONLY):
             driver.execute("BEGIN")  # deferred: sees the last commit, takes no lock
         else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            _begin_writing(driver)
 
     @event.listens_for(engine, "before_cursor_execute")
     def _refuse_writes(
@@ -114,6 +121,27 @@ def _sqlite_engine(database_url: str) -> Engine:
 
 class ReadOnlyViolation(RuntimeError):
     """Code that writes ran in a session from :func:`read_sessions` (a bug)."""
+
+
+def _begin_writing(driver: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, trying every millisecond or two for up to the busy timeout, so a
+    writer gets the lock in the short pause an import leaves between its batches."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    poll = WRITE_POLL_SECONDS
+    driver.execute("PRAGMA busy_timeout = 0")  # each try returns at once; we do the waiting
+    try:
+        while True:
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() >= deadline:
+                    raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from None
+            time.sleep(poll)
+            poll = min(poll * 2, LONGEST_WRITE_POLL_SECONDS)
+    finally:
+        driver.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def stored_time(moment: dt.datetime) -> dt.datetime:
