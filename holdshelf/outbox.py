@@ -12,18 +12,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from sqlalchemy import Select, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from holdshelf.domain.holds import HoldStatus
 from holdshelf.errors import unexpected
 from holdshelf.settings import Settings
-from holdshelf.storage.database import read_sessions, stored_time
+from holdshelf.storage.database import read_sessions, stored_time, transient
 from holdshelf.storage.models import Hold, OutboxMixin
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,10 @@ log = logging.getLogger(__name__)
 FIRST_RETRY = dt.timedelta(seconds=5)
 LONGEST_RETRY = dt.timedelta(minutes=5)
 LEASE = dt.timedelta(minutes=2)
+# Recording an outcome is tried this often, waiting 0.25 s, 0.5 s, 1 s ... between tries: a slip
+# printed but not recorded would print again once its lease runs out.
+RECORD_ATTEMPTS = 5
+RECORD_RETRY_SECONDS = 0.25
 
 
 def retry_delay(attempts: int) -> dt.timedelta:
@@ -185,7 +191,27 @@ class OutboxWorker(ABC):
         self.finished(row, Outcome(error, permanent=status != "sent"))
 
     def _record(self, row_id: int, outcome: Outcome) -> None:
+        """Record how the delivery went, trying again after a transient database error (SQLite
+        locked past its busy timeout, a PostgreSQL serialization failure or dropped connection):
+        left to the lease, a printed slip would be printed again."""
         now = stored_time(self._clock())
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                self._record_once(row_id, outcome, now)
+                return
+            except DBAPIError as exc:
+                if attempt == RECORD_ATTEMPTS or not transient(exc):
+                    raise
+                # The type only: a driver's message may quote the statement's parameters.
+                log.warning(
+                    "%s %s: recording the outcome failed (%s), trying again",
+                    self.noun,
+                    row_id,
+                    type(exc.orig).__name__,
+                )
+            time.sleep(RECORD_RETRY_SECONDS * 2 ** (attempt - 1))
+
+    def _record_once(self, row_id: int, outcome: Outcome, now: dt.datetime) -> None:
         with self._sessions.begin() as session:
             row = session.get(self.model, row_id)
             if row is None:

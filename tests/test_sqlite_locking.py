@@ -4,6 +4,7 @@ connection, as `holdshelf import` or another app server would."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from holdshelf import outbox
 from holdshelf.accounts import Accounts
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.print_worker import PrintWorker
@@ -124,3 +127,65 @@ def test_a_read_session_refuses_to_write(service: HoldService) -> None:
     reads = database.read_sessions(service.sessions)
     with reads() as session, pytest.raises(database.ReadOnlyViolation):
         session.execute(PrintJob.__table__.delete())
+
+
+def test_a_printed_slip_is_recorded_once_the_lock_is_free(
+    service: HoldService, patrons, monkeypatch, caplog
+) -> None:
+    """The worker sends a slip while an import holds the lock past the busy timeout: recording
+    it is tried again, so it is not printed a second time when its lease runs out."""
+    service.ready("MAIN", "I1", patrons[0].card)
+    worker = PrintWorker(service.settings, service.sessions, service.clock)
+    sent = []
+    send = worker.deliver
+
+    def deliver_then_lock(row: PrintJob) -> outbox.Outcome:
+        outcome = send(row)
+        sent.append(row.id)
+        assert lock_for(service, 1.2).wait(5)  # longer than the busy timeout (0.5 s)
+        return outcome
+
+    monkeypatch.setattr(worker, "deliver", deliver_then_lock)
+    with caplog.at_level(logging.WARNING, logger="holdshelf.outbox"):
+        assert worker.run_once().sent == 1
+    assert "recording the outcome failed (OperationalError), trying again" in caplog.text
+    with service.sessions() as session:
+        job = session.scalar(select(PrintJob))
+    assert (job.status, job.attempts, job.leased_until) == ("sent", 1, None)
+    monkeypatch.setattr(worker, "deliver", send)
+    service.clock.advance(minutes=5)  # past the lease: nothing is left to send again
+    assert worker.run_once().sent == 0 and len(sent) == 1
+
+
+def test_recording_gives_up_after_its_tries(service: HoldService, patrons, monkeypatch) -> None:
+    """A lock held for longer than every try leaves the row to its lease, as before."""
+    monkeypatch.setattr(outbox, "RECORD_ATTEMPTS", 2)
+    monkeypatch.setattr(outbox, "RECORD_RETRY_SECONDS", 0.05)
+    service.ready("MAIN", "I1", patrons[0].card)
+    worker = PrintWorker(service.settings, service.sessions, service.clock)
+    send = worker.deliver
+    done = threading.Event()
+
+    def deliver_then_lock(row: PrintJob) -> outbox.Outcome:
+        outcome = send(row)
+        taken = threading.Event()
+
+        def hold() -> None:
+            with write_lock(service):
+                taken.set()
+                done.wait(10)
+
+        threading.Thread(target=hold, daemon=True).start()
+        assert taken.wait(5)
+        return outcome
+
+    monkeypatch.setattr(worker, "deliver", deliver_then_lock)
+    try:
+        with pytest.raises(OperationalError, match="database is locked"):
+            worker.run_once()
+    finally:
+        done.set()
+    assert worker.delivering is None
+    with service.sessions() as session:
+        job = session.scalar(select(PrintJob))
+    assert job.status == "queued" and job.leased_until is not None

@@ -167,6 +167,12 @@ def read_sessions(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
     return sessionmaker(reading(sessions.kw["bind"]), expire_on_commit=False, autoflush=False)
 
 
+def transient(exc: DBAPIError) -> bool:
+    """Whether trying the same transaction again may well succeed: SQLite's lock held past the
+    busy timeout, or PostgreSQL's serialization failures, deadlocks and dropped connections."""
+    return isinstance(exc, OperationalError) or exc.connection_invalidated
+
+
 def dialect_insert(session: Session, model: type[Any]) -> Any:
     """An INSERT that supports ``on_conflict_do_update`` (upserts) on both databases."""
     dialect = session.get_bind().dialect.name
