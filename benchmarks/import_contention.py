@@ -24,7 +24,6 @@ from pathlib import Path
 
 from holdshelf.accounts import Accounts
 from holdshelf.bootstrap import Holdshelf
-from holdshelf.domain.barcodes import luhn_valid
 from holdshelf.importer import import_holds
 from holdshelf.instance import write_config
 from holdshelf.service import HoldService
@@ -32,23 +31,14 @@ from holdshelf.settings import load_settings
 from holdshelf.storage import database
 from holdshelf.web import create_app
 
+sys.path.insert(0, str(Path(__file__).parent))
+from csv_import import barcode
+from csv_import import report as write_report
+
 ACCOUNT = ("bench", "benchmark password")
 BASELINE_CHECKINS = 100
 # 20,000 holds in one branch would fill most of a six-character code space.
 ENVIRON = {"HOLDSHELF_BRANCHES__MAIN__CODE_LENGTH": "7"}
-
-
-def barcode(first: str, n: int) -> str:
-    """A 14-digit Codabar barcode with its Luhn digit (the demo's barcode rules)."""
-    body = f"{first}{n:012d}"
-    return next(body + digit for digit in "0123456789" if luhn_valid(body + digit))
-
-
-def write_report(path: Path, rows: int) -> None:
-    with path.open("w") as out:
-        out.write("item_barcode,patron_card,title,patron_name\n")
-        for n in range(rows):
-            out.write(f"{barcode('3', n)},{barcode('2', n)},Title {n},Name {n}\n")
 
 
 def run_import(instance: Path, report: Path) -> None:
