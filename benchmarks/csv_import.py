@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from holdshelf.domain.barcodes import luhn_valid
 from holdshelf.importer import import_holds
 from holdshelf.instance import write_config
 from holdshelf.service import HoldService
@@ -22,11 +23,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from scratch import scratch_postgres
 
 
+def barcode(first: str, n: int) -> str:
+    """A 14-digit Codabar barcode with its Luhn digit: the demo instance checks both."""
+    body = f"{first}{n:012d}"
+    return next(body + digit for digit in "0123456789" if luhn_valid(body + digit))
+
+
 def report(path: Path, rows: int) -> None:
     with path.open("w") as out:
         out.write("item_barcode,patron_card,title,patron_name\n")
         for n in range(rows):
-            out.write(f"3901{n:010d},2101{n:010d},Title {n},Name {n}\n")
+            out.write(f"{barcode('3', n)},{barcode('2', n)},Title {n},Name {n}\n")
 
 
 def measure(instance: Path, url: str, path: Path, rows: int, label: str) -> None:

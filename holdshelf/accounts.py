@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from holdshelf.domain.inputs import clean_barcode
 from holdshelf.errors import Conflict, HoldshelfError, InvalidInput, NotFound
 from holdshelf.settings import Settings
-from holdshelf.storage.database import serialise_on, stored_time
+from holdshelf.storage.database import read_sessions, serialise_on, stored_time
 from holdshelf.storage.models import AuditEntry, LoginFailure, StaffUser, WebSession
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class Accounts:
     ) -> None:
         self.settings = settings
         self._sessions = sessions
+        self._reads = read_sessions(sessions)  # lookups and lists: no write lock on SQLite
         self._clock = clock or settings.now
 
     def _now(self) -> dt.datetime:
@@ -148,7 +149,7 @@ class Accounts:
             session.delete(user)
 
     def users(self) -> list[tuple[str, str]]:
-        with self._sessions() as session:
+        with self._reads() as session:
             return [
                 (user.name, user.role)
                 for user in session.scalars(select(StaffUser).order_by(StaffUser.name))
@@ -159,7 +160,7 @@ class Accounts:
         wait. Only real accounts: failures under other names stay anonymous hashes."""
         now = self._now()
         web = self.settings.web
-        with self._sessions() as session:
+        with self._reads() as session:
             users = [
                 (_account_key(user.name), user)
                 for user in session.scalars(select(StaffUser).order_by(StaffUser.name))
@@ -312,27 +313,38 @@ class Accounts:
         if not token:
             return None
         now = self._now()
-        web = self.settings.web
+        # Every request asks this, and few change anything (last_seen once a minute, an ended
+        # session or patron focus): it is read first, and written only when a change is due,
+        # so page views do not queue for SQLite's write lock behind an import.
+        with self._reads() as session:
+            staff = self._live_session(session, token, now)
+            if not (session.dirty or session.deleted):
+                return staff
         with self._sessions.begin() as session:
-            row = session.get(WebSession, _digest(token))
-            if row is None:
-                return None
-            if now - row.last_seen > web.session_idle or now - row.created_at > web.session_max:
-                session.delete(row)
-                return None
-            user = session.get(StaffUser, row.user_id)
-            if user is None:
-                return None
-            if now - row.last_seen > LAST_SEEN_GRANULARITY:
-                row.last_seen = now
-            if row.patron_until is not None and row.patron_until <= now:
-                # The focus is over: the pseudonym goes from the row, not just from view,
-                # so a session row never ties an audit entry to a patron.
-                row.patron, row.patron_until = None, None
-            focus = None
-            if row.patron is not None and row.patron_until is not None:
-                focus = _digest(f"{row.id_hash}|{row.patron}|{row.patron_until.isoformat()}")[:24]
-            return StaffSession(user.id, user.name, user.role, row.branch, row.patron, focus)
+            return self._live_session(session, token, now)
+
+    def _live_session(self, session: Session, token: str, now: dt.datetime) -> StaffSession | None:
+        """The session for ``token``, with what is due changed on its row (not flushed)."""
+        web = self.settings.web
+        row = session.get(WebSession, _digest(token))
+        if row is None:
+            return None
+        if now - row.last_seen > web.session_idle or now - row.created_at > web.session_max:
+            session.delete(row)
+            return None
+        user = session.get(StaffUser, row.user_id)
+        if user is None:
+            return None
+        if now - row.last_seen > LAST_SEEN_GRANULARITY:
+            row.last_seen = now
+        if row.patron_until is not None and row.patron_until <= now:
+            # The focus is over: the pseudonym goes from the row, not just from view,
+            # so a session row never ties an audit entry to a patron.
+            row.patron, row.patron_until = None, None
+        focus = None
+        if row.patron is not None and row.patron_until is not None:
+            focus = _digest(f"{row.id_hash}|{row.patron}|{row.patron_until.isoformat()}")[:24]
+        return StaffSession(user.id, user.name, user.role, row.branch, row.patron, focus)
 
     def sign_out(self, token: str | None) -> None:
         if token:
@@ -370,7 +382,7 @@ class Accounts:
         )
 
     def audit_entries(self, limit: int = 500) -> list[AuditView]:
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit))
             return [AuditView(row.at, row.staff, row.branch, row.action) for row in rows]
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from holdshelf.domain.inputs import clean_barcode
 from holdshelf.errors import Conflict, HoldshelfError, InvalidInput, NotFound
 from holdshelf.settings import Settings
-from holdshelf.storage.database import stored_time
+from holdshelf.storage.database import read_sessions, stored_time
 from holdshelf.storage.models import ApiToken, IdempotencyRecord
 
 TOKEN_PREFIX = "hs_"  # noqa: S105 (a prefix that makes leaked tokens recognisable)
@@ -79,6 +79,7 @@ class Integrations:
     ) -> None:
         self.settings = settings
         self._sessions = sessions
+        self._reads = read_sessions(sessions)  # lookups and lists: no write lock on SQLite
         self._clock = clock or settings.now
 
     # -- tokens -------------------------------------------------------------------------------
@@ -101,7 +102,7 @@ class Integrations:
         return token
 
     def tokens(self) -> list[TokenView]:
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.scalars(select(ApiToken).order_by(ApiToken.name))
             return [
                 TokenView(r.name, tuple(_branches(r)), r.created_at, r.revoked_at is not None)
@@ -118,7 +119,7 @@ class Integrations:
     def authenticate(self, token: str | None) -> ApiClient | None:
         if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return None
-        with self._sessions() as session:
+        with self._reads() as session:
             row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash(token)))
         if row is None or row.revoked_at is not None:
             return None

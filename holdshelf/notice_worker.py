@@ -167,7 +167,7 @@ class NoticeWorker(OutboxWorker):
             raise ConfigError(f"{channel} notices are no longer set up in the configuration")
 
     def _content(self, row: Notice, title: str | None) -> NoticeContent | None:
-        with self._sessions() as session:
+        with self._reads() as session:
             hold = session.scalar(
                 select(Hold).where(
                     Hold.branch == row.branch,
@@ -195,7 +195,7 @@ class NoticeWorker(OutboxWorker):
         """The notices still kept for a branch's holds, by compact code (sent and failed ones
         are kept a day)."""
         found: dict[str, list[NoticeView]] = {}
-        with self._sessions() as session:
+        with self._reads() as session:
             query = select(Notice).where(Notice.branch == branch_id).order_by(Notice.id)
             for notice in session.scalars(query):
                 found.setdefault(notice.code, []).append(_view(notice))
@@ -221,7 +221,7 @@ class NoticeWorker(OutboxWorker):
         query = select(Notice).order_by(Notice.id)
         if not include_finished:
             query = query.where(Notice.status == "queued")
-        with self._sessions() as session:
+        with self._reads() as session:
             return [_view(n) for n in session.scalars(query)]
 
 

@@ -13,18 +13,20 @@ import datetime as dt
 import logging
 import random
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from sqlalchemy import Select, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from holdshelf.domain.holds import HoldStatus
 from holdshelf.errors import unexpected
 from holdshelf.settings import Settings
-from holdshelf.storage.database import stored_time
+from holdshelf.storage.database import read_sessions, stored_time, transient
 from holdshelf.storage.models import Hold, OutboxMixin
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,10 @@ FIRST_RETRY = dt.timedelta(seconds=5)
 LONGEST_RETRY = dt.timedelta(minutes=5)
 LEASE = dt.timedelta(minutes=2)
 JITTER = 0.2  # each delay is drawn from ±20% around its step
+# Recording an outcome is tried this often, waiting 0.25 s, 0.5 s, 1 s ... between tries: a slip
+# printed but not recorded would print again once its lease runs out.
+RECORD_ATTEMPTS = 5
+RECORD_RETRY_SECONDS = 0.25
 
 
 def retry_delay(attempts: int, rng: random.Random | None = None) -> dt.timedelta:
@@ -87,6 +93,7 @@ class OutboxWorker(ABC):
     ) -> None:
         self.settings = settings
         self._sessions = sessions
+        self._reads = read_sessions(sessions)  # lookups and lists: no write lock on SQLite
         self._clock = clock or settings.now
         self.delivering: int | None = None  # the row being sent now, if any
 
@@ -147,17 +154,11 @@ class OutboxWorker(ABC):
         model = self.model
         now = stored_time(self._clock())
         while True:
+            query = self._due(now, ignore_backoff, report, tried)
+            with self._reads() as session:  # most passes find nothing: no write lock for that
+                if session.scalar(query.with_only_columns(model.id).limit(1)) is None:
+                    return None
             with self._sessions.begin() as session:
-                query = select(model).where(
-                    model.status == "queued",
-                    (model.leased_until.is_(None)) | (model.leased_until < now),
-                )
-                if tried:
-                    query = query.where(model.id.not_in(tried))
-                if not ignore_backoff:
-                    query = query.where(model.next_attempt_at <= now)
-                if report.failed:
-                    query = self.skip_routes(query, set(report.failed))
                 row = session.scalar(
                     query.order_by(model.id).limit(1).with_for_update(skip_locked=True)
                 )
@@ -170,6 +171,24 @@ class OutboxWorker(ABC):
                 row.attempts += 1
                 row.leased_until = now + LEASE
                 return row  # detached after the commit, still readable (expire_on_commit off)
+
+    def _due(
+        self, now: dt.datetime, ignore_backoff: bool, report: PassReport, tried: set[int]
+    ) -> Select[Any]:
+        """The rows to send now: queued, not leased, not tried in this pass, not along a route
+        that failed in this pass, and (unless ``ignore_backoff``) past their retry time."""
+        model = self.model
+        query = select(model).where(
+            model.status == "queued",
+            (model.leased_until.is_(None)) | (model.leased_until < now),
+        )
+        if tried:
+            query = query.where(model.id.not_in(tried))
+        if not ignore_backoff:
+            query = query.where(model.next_attempt_at <= now)
+        if report.failed:
+            query = self.skip_routes(query, set(report.failed))
+        return query
 
     @staticmethod
     def _hold_active(session: Session, row: Any) -> bool:
@@ -187,7 +206,27 @@ class OutboxWorker(ABC):
         self.finished(row, Outcome(error, permanent=status != "sent"))
 
     def _record(self, row_id: int, outcome: Outcome) -> None:
+        """Record how the delivery went, trying again after a transient database error (SQLite
+        locked past its busy timeout, a PostgreSQL serialization failure or dropped connection):
+        left to the lease, a printed slip would be printed again."""
         now = stored_time(self._clock())
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                self._record_once(row_id, outcome, now)
+                return
+            except DBAPIError as exc:
+                if attempt == RECORD_ATTEMPTS or not transient(exc):
+                    raise
+                # The type only: a driver's message may quote the statement's parameters.
+                log.warning(
+                    "%s %s: recording the outcome failed (%s), trying again",
+                    self.noun,
+                    row_id,
+                    type(exc.orig).__name__,
+                )
+            time.sleep(RECORD_RETRY_SECONDS * 2 ** (attempt - 1))
+
+    def _record_once(self, row_id: int, outcome: Outcome, now: dt.datetime) -> None:
         with self._sessions.begin() as session:
             row = session.get(self.model, row_id)
             if row is None:

@@ -235,7 +235,7 @@ class PrintWorker(OutboxWorker):
         more than a minute: what the desk's banner says."""
         now = stored_time(self._clock())
         queued = (PrintJob.branch == branch_id, PrintJob.status == "queued")
-        with self._sessions() as session:
+        with self._reads() as session:
             waiting = session.scalar(
                 select(func.count()).where(
                     *queued,
@@ -258,7 +258,7 @@ class PrintWorker(OutboxWorker):
         query = select(PrintJob).order_by(PrintJob.id)
         if not include_finished:
             query = query.where(PrintJob.status == "queued")
-        with self._sessions() as session:
+        with self._reads() as session:
             return [self._view(job) for job in session.scalars(query)]
 
     def _view(self, job: PrintJob) -> JobView:

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ from holdshelf.sealing import Sealer
 from holdshelf.settings import BranchSettings, Settings
 from holdshelf.storage import database
 from holdshelf.storage.counters import bump
-from holdshelf.storage.database import stored_time
+from holdshelf.storage.database import read_sessions, stored_time
 from holdshelf.storage.models import (
     DailyCount,
     Hold,
@@ -73,6 +74,12 @@ MOVED_TO_DESK = "moved_to_desk"
 BULK_TABLES = ("holds", "shelf_codes", "print_jobs", "notices")  # what an import grows
 REFRESH_AFTER_ROWS = 200  # a batch this big may leave the planner's statistics behind
 BATCH_SIZE = 500  # rows per transaction when importing (each row in its own savepoint)
+# SQLite has one write lock: an import holds it for a batch at most this long, then pauses for
+# a writer waiting meanwhile (a desk check-in, the worker recording a slip) to take it; waiting
+# writers try every millisecond or two (see database._begin_writing). Not on PostgreSQL, whose
+# writers lock rows, not the database.
+SQLITE_BATCH_SECONDS = 0.1
+SQLITE_PAUSE_SECONDS = 0.005
 # Printed slips stay listed this long; sent or failed notices too, or while their hold waits.
 FINISHED_KEPT = dt.timedelta(days=1)
 # Past this share of its code space a branch should raise code_length while room is left: each
@@ -218,6 +225,7 @@ class HoldService:
     ) -> None:
         self.settings = settings
         self._sessions = sessions
+        self._reads = read_sessions(sessions)  # lookups and lists: no write lock on SQLite
         self._clock = clock or settings.now
         self._randbelow = randbelow  # replaceable only so tests can force code collisions
         self._pseudonym = Pseudonymizer(settings.pseudonym_key.encode("utf-8"))
@@ -325,20 +333,22 @@ class HoldService:
         """Make many holds ready (a report from the ILS). An item already active at the same
         branch is skipped, so a report can be imported again and again. A row that fails rolls
         back alone; with ``atomic``, any failure rolls back every row; ``dry_run`` rolls back
-        all at the end."""
+        all at the end. Those two need one transaction, which on SQLite holds the write lock
+        (every other writer waits) for the whole import; otherwise rows are committed in
+        batches, on SQLite short ones with a pause between them."""
         outcomes: list[BatchOutcome] = []
         now = self._clock()
-        chunk = len(requests) if atomic or dry_run else BATCH_SIZE
-        for start in range(0, len(requests), max(1, chunk)):
+        whole = atomic or dry_run
+        sliced = not whole and self.engine.dialect.name == "sqlite"
+        while len(outcomes) < len(requests):
+            if outcomes and sliced:
+                time.sleep(SQLITE_PAUSE_SECONDS)
+            start = len(outcomes)
+            batch = requests[start:] if whole else requests[start : start + BATCH_SIZE]
             with self._sessions() as session:
                 transaction = session.begin()
-                made: Counter[tuple[str, str]] = Counter()
-                for request in requests[start : start + chunk]:
-                    outcome = self._ready_one_of_many(session, request, now)
-                    outcomes.append(outcome)
-                    if outcome.entry is not None and not outcome.skipped:
-                        made[outcome.entry.branch, outcome.entry.mode.value] += 1
-                # One update per counter and chunk: a row updated once per hold piles up
+                made = self._ready_batch(session, batch, now, outcomes, sliced)
+                # One update per counter and batch: a row updated once per hold piles up
                 # versions in PostgreSQL and slows every later update of it.
                 for (branch, mode), number in made.items():
                     bump(session, now.date(), branch, HoldStatus.READY.value, mode, by=number)
@@ -350,6 +360,31 @@ class HoldService:
             if sum(made.values()) >= REFRESH_AFTER_ROWS:
                 database.refresh_statistics(self.engine, BULK_TABLES)
         return outcomes
+
+    def _ready_batch(
+        self,
+        session: Session,
+        batch: Sequence[HoldRequest],
+        now: dt.datetime,
+        outcomes: list[BatchOutcome],
+        sliced: bool,
+    ) -> Counter[tuple[str, str]]:
+        """Make the batch's holds ready in ``session``, appending to ``outcomes``; a ``sliced``
+        batch stops short after SQLITE_BATCH_SECONDS. Returns the holds made per branch and
+        mode."""
+        until = None
+        if sliced:
+            session.connection()  # BEGIN IMMEDIATE: the write lock is held from here
+            until = time.monotonic() + SQLITE_BATCH_SECONDS
+        made: Counter[tuple[str, str]] = Counter()
+        for request in batch:
+            outcome = self._ready_one_of_many(session, request, now)
+            outcomes.append(outcome)
+            if outcome.entry is not None and not outcome.skipped:
+                made[outcome.entry.branch, outcome.entry.mode.value] += 1
+            if until is not None and time.monotonic() >= until:
+                break
+        return made
 
     def _ready_one_of_many(
         self, session: Session, request: HoldRequest, now: dt.datetime
@@ -471,7 +506,7 @@ class HoldService:
 
     def slip(self, code: str, branch_id: str | None = None) -> tuple[str, Slip]:
         """The branch and slip of an active hold, as its newest slip was queued."""
-        with self._sessions() as session:
+        with self._reads() as session:
             hold = self._find_by_code(session, code, branch_id)
             newest = self._newest_slip(session, hold)
             if newest is not None:
@@ -644,7 +679,7 @@ class HoldService:
         """Holds of a branch past their pickup-by date, in shelving order: what to pull (the
         open shelf's first, then the desk's)."""
         on = on or self._clock().date()
-        with self._sessions() as session:
+        with self._reads() as session:
             holds = session.scalars(
                 select(Hold)
                 .where(
@@ -849,7 +884,7 @@ class HoldService:
             value = clean_barcode(scan)
         except InvalidInput:
             return False
-        with self._sessions() as session:
+        with self._reads() as session:
             return self._is_a_card(session, value, branch_id)
 
     def _is_a_card(self, session: Session, scan: str, branch_id: str | None) -> bool:
@@ -891,13 +926,13 @@ class HoldService:
         self, code: str, branch_id: str | None = None, within: Collection[str] | None = None
     ) -> ShelfEntry:
         """The active hold with this code (NotFound, or Conflict if it has ended)."""
-        with self._sessions() as session:
+        with self._reads() as session:
             return self._entry(self._find_by_code(session, code, branch_id, within))
 
     def active_for_item(self, item: str) -> tuple[ShelfEntry, str] | None:
         """The active hold of an item, with its patron's pseudonym (to tell a retry from a
         different patron's hold)."""
-        with self._sessions() as session:
+        with self._reads() as session:
             hold = self._active_hold_of(session, clean_barcode(item))
             return None if hold is None else (self._entry(hold), hold.patron or "")
 
@@ -912,7 +947,7 @@ class HoldService:
         # Always one pair per branch, so a miss of either kind runs the very same statement;
         # ("", "") matches nothing.
         matches = parsed + [("", "")] * (len(self.settings.branches) - len(parsed))
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.execute(
                 select(*ENTRY_COLUMNS).where(
                     or_(*(and_(Hold.branch == b, Hold.code == c) for b, c in matches)),
@@ -923,7 +958,7 @@ class HoldService:
 
     def print_status(self, code: ShelfCode, branch_id: str) -> SlipStatus:
         """How the newest slip of a hold is doing."""
-        with self._sessions() as session:
+        with self._reads() as session:
             job = session.scalar(
                 select(PrintJob)
                 .where(PrintJob.branch == branch_id, PrintJob.code == code.compact)
@@ -950,7 +985,7 @@ class HoldService:
             query = query.where(Hold.branch == self.settings.branch(branch_id).id)
         elif within:
             query = query.where(Hold.branch.in_(within))
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.execute(query.order_by(Hold.branch, Hold.code)).all()
         return [self._entry(row) for row in rows]
 
@@ -969,7 +1004,7 @@ class HoldService:
         return self.patron_view(self.pseudonym(card))
 
     def patron_view(self, pseudonym: str) -> PatronView:
-        with self._sessions() as session:
+        with self._reads() as session:
             return self._patron_view(session, pseudonym)
 
     def opt_out(self, card: str) -> PatronView:
@@ -1065,14 +1100,14 @@ class HoldService:
             query = query.where(DailyCount.day >= since)
         if branch_id:
             query = query.where(DailyCount.branch == self.settings.branch(branch_id).id)
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.scalars(query).all()
         return _group_days(rows)
 
     def usage(self) -> list[BranchUsage]:
         """Per branch: active holds and how full its code space is (raise code_length if it
         nears capacity)."""
-        with self._sessions() as session:
+        with self._reads() as session:
             active = dict(
                 session.execute(
                     select(Hold.branch, func.count())

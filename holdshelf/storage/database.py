@@ -1,9 +1,14 @@
 """Engines, sessions and schema migrations.
 
 SQLite (the embedded default) runs in WAL mode with ``secure_delete`` so that deleted rows (an
-ended hold's link to its patron) are overwritten, not left readable in free pages. Every SQLite
-transaction starts with ``BEGIN IMMEDIATE``: writers queue on the busy timeout instead of failing
-with "database is locked" when two processes upgrade a read lock at once.
+ended hold's link to its patron) are overwritten, not left readable in free pages.
+
+SQLite has one write lock for the whole database. A write transaction takes it at its start
+(``BEGIN IMMEDIATE``), so it never fails with "database is locked" upgrading a read to a write
+when another process wrote meanwhile; it waits for the lock trying every millisecond or two
+(see _begin_writing). Work that only reads uses :func:`read_sessions`: a plain deferred
+``BEGIN``, which in WAL mode neither waits for a writer nor holds one up. On PostgreSQL both
+are ordinary transactions.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import (
     ArgumentError,
@@ -38,6 +44,13 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SCHEMA_REVISION = "5b0c41e2d7a3"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CHECKPOINT_WAIT_MS = 2_000
+# How often a waiting SQLite writer tries for the lock. SQLite's own busy handler sleeps up to
+# 100 ms between tries, so a writer that commits and begins again within a few milliseconds (an
+# import between its batches) kept a desk check-in waiting for as long as 30 s and more.
+WRITE_POLL_SECONDS = 0.001
+LONGEST_WRITE_POLL_SECONDS = 0.002
+# The execution option of connections that only read (see read_sessions).
+READ_ONLY = "holdshelf_read_only"
 
 
 def make_engine(database_url: str) -> Engine:
@@ -81,10 +94,54 @@ def _sqlite_engine(database_url: str) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(connection: Connection) -> None:
+        driver = connection.connection.driver_connection
+        if connection.get_execution_options().get(READ_ONLY):
+            driver.execute("BEGIN")  # deferred: sees the last commit, takes no lock
+        else:
+            _begin_writing(driver)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _refuse_writes(
+        connection: Connection,
+        _cursor: Any,
+        _statement: str,
+        _params: Any,
+        context: Any,
+        _many: bool,
+    ) -> None:
+        # A deferred transaction that writes must upgrade to the write lock, which fails at once,
+        # without waiting, whenever another process wrote since it began: a bug to catch here.
+        writes = context is not None and (context.isinsert or context.isupdate or context.isdelete)
+        if writes and connection.get_execution_options().get(READ_ONLY):
+            raise ReadOnlyViolation("a read-only session wrote: use sessions.begin() to write")
 
     return engine
+
+
+class ReadOnlyViolation(RuntimeError):
+    """Code that writes ran in a session from :func:`read_sessions` (a bug)."""
+
+
+def _begin_writing(driver: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, trying every millisecond or two for up to the busy timeout, so a
+    writer gets the lock in the short pause an import leaves between its batches."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    poll = WRITE_POLL_SECONDS
+    driver.execute("PRAGMA busy_timeout = 0")  # each try returns at once; we do the waiting
+    try:
+        while True:
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() >= deadline:
+                    raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from None
+            time.sleep(poll)
+            poll = min(poll * 2, LONGEST_WRITE_POLL_SECONDS)
+    finally:
+        driver.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def stored_time(moment: dt.datetime) -> dt.datetime:
@@ -94,6 +151,26 @@ def stored_time(moment: dt.datetime) -> dt.datetime:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def reading(engine: Engine) -> Engine:
+    """The engine for work that only reads (see read_sessions)."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
+def read_sessions(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions for work that only reads: lookups, lists, status pages, a worker's look for
+    something due. On SQLite they begin deferred, so a read waits for no writer (an import, a
+    check-in) and holds none up; writing through one raises :class:`ReadOnlyViolation`. They
+    never flush: code that changes an object only to see whether it would (Accounts.session)
+    finds the change in ``session.dirty`` and writes it in a transaction of ``sessions``."""
+    return sessionmaker(reading(sessions.kw["bind"]), expire_on_commit=False, autoflush=False)
+
+
+def transient(exc: DBAPIError) -> bool:
+    """Whether trying the same transaction again may well succeed: SQLite's lock held past the
+    busy timeout, or PostgreSQL's serialization failures, deadlocks and dropped connections."""
+    return isinstance(exc, OperationalError) or exc.connection_invalidated
 
 
 def dialect_insert(session: Session, model: type[Any]) -> Any:
@@ -169,7 +246,7 @@ def upgrade(engine: Engine) -> None:
 def check_schema(engine: Engine) -> None:
     """Refuse to work on a database whose schema is missing or not this code's."""
     try:
-        with engine.connect() as connection:
+        with reading(engine).connect() as connection:
             current = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except OperationalError as exc:
         if "alembic_version" in str(exc.orig):  # SQLite: no such table
