@@ -183,7 +183,8 @@ def serialise_on(session: Session, *keys: str) -> None:
     """Make transactions about the same ``keys`` (hex digests) run one after another, across
     threads and app servers, until this transaction ends: on PostgreSQL with advisory locks,
     taken in one order so two transactions never wait on each other. SQLite needs nothing:
-    every transaction there already begins with the write lock (BEGIN IMMEDIATE)."""
+    a write transaction there begins with the write lock (BEGIN IMMEDIATE), so call this in
+    one (``sessions.begin()``), never in a read session."""
     if session.get_bind().dialect.name != "postgresql":
         return
     for key in sorted(set(keys)):
