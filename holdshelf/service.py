@@ -207,10 +207,11 @@ def _as_card(item: str) -> str | None:
         return None
 
 
-def already_active(hold: Hold) -> Conflict:
+def already_active(hold: Hold, *, another_patron: bool = False) -> Conflict:
     place = "on the hold shelf" if hold.mode == PickupMode.SHELF else "at the desk"
+    whose = " for another patron" if another_patron else ""
     return Conflict(
-        f"item {hold.item_barcode} is already {place} at {hold.branch} "
+        f"item {hold.item_barcode} is already {place}{whose} at {hold.branch} "
         f"(code {ShelfCode(hold.code).display})"
     )
 
@@ -389,11 +390,12 @@ class HoldService:
     def _ready_one_of_many(
         self, session: Session, request: HoldRequest, now: dt.datetime
     ) -> BatchOutcome:
-        active = self._active_hold_of(session, request.item)
-        if active is not None:
-            if active.branch == request.branch.id:
-                return BatchOutcome(entry=self._entry(active), skipped=True)
-            return BatchOutcome(error=str(already_active(active)))
+        try:
+            repeated = self._repeat_of(session, request)
+        except Conflict as exc:  # another patron's hold, or another branch's: said, not skipped
+            return BatchOutcome(error=str(exc))
+        if repeated is not None:
+            return BatchOutcome(entry=repeated, skipped=True)
         try:
             with session.begin_nested():
                 return BatchOutcome(entry=self._ready_in(session, request, now, checked=True))
@@ -929,12 +931,21 @@ class HoldService:
         with self._reads() as session:
             return self._entry(self._find_by_code(session, code, branch_id, within))
 
-    def active_for_item(self, item: str) -> tuple[ShelfEntry, str] | None:
-        """The active hold of an item, with its patron's pseudonym (to tell a retry from a
-        different patron's hold)."""
+    def repeat_of(self, request: HoldRequest) -> ShelfEntry | None:
+        """The active hold ``request`` repeats (the same item, patron and branch), if any."""
         with self._reads() as session:
-            hold = self._active_hold_of(session, clean_barcode(item))
-            return None if hold is None else (self._entry(hold), hold.patron or "")
+            return self._repeat_of(session, request)
+
+    def _repeat_of(self, session: Session, request: HoldRequest) -> ShelfEntry | None:
+        """One rule for the desk, the CLI, the API and imports: a ready for an item whose hold
+        is active for the same patron at the same branch is that hold again, not a new one;
+        for another patron or branch it is a conflict (a re-trap the ILS must end first)."""
+        active = self._active_hold_of(session, request.item)
+        if active is None:
+            return None
+        if active.branch != request.branch.id or active.patron != request.patron:
+            raise already_active(active, another_patron=active.patron != request.patron)
+        return self._entry(active)
 
     def lookup(self, code: str) -> list[ShelfEntry]:
         """For patrons: the active holds with this code (one, or one per branch that has it).

@@ -111,7 +111,7 @@ def test_hold_with_contact_date_and_title(api, app, patrons) -> None:
 def test_the_same_item_for_someone_else_is_a_conflict(api, patrons) -> None:
     api.post("/holds", hold(patrons[0], branch="MAIN"))
     body = problem(api.post("/holds", hold(patrons[1], branch="MAIN")), 409, "conflict")
-    assert "another patron or branch" in body["detail"]
+    assert "already on the hold shelf for another patron at MAIN" in body["detail"]
     problem(api.post("/holds", hold(patrons[0], branch="EAST")), 409, "conflict")
 
 

@@ -68,7 +68,7 @@ def test_a_row_failing_in_the_database_rolls_back_alone(service, tmp_path, patro
     assert report.bad == [
         (
             5,
-            "item 390100003 is already on the hold shelf at EAST (code "
+            "item 390100003 is already on the hold shelf for another patron at EAST (code "
             f"{service.shelf('EAST')[0].code.display})",
         )
     ]
@@ -315,3 +315,19 @@ def test_csv_exports_never_carry_a_formula(service) -> None:
     for cell in ("+1", "-1", "@SUM(A1)", "\tx", "\rx"):
         assert spreadsheet_safe(cell) == "'" + cell
     assert spreadsheet_safe("K7Q-4MX") == "K7Q-4MX" and spreadsheet_safe(3) == 3
+
+
+def test_a_re_trap_for_another_patron_is_reported_not_skipped(service, tmp_path, patrons) -> None:
+    anna, ben = patrons[0], patrons[1]
+    first = write(tmp_path / "first.csv", ["item_barcode,patron_card", f"39010001,{anna.card}"])
+    assert len(import_holds(service, first, "MAIN").imported) == 1
+    again = write(
+        tmp_path / "again.csv",
+        ["item_barcode,patron_card", f"39010001,{anna.card}", f"39010001,{ben.card}"],
+    )
+    report = import_holds(service, again, "MAIN")
+    assert report.skipped == 1  # Anna's hold, reported again: the same hold
+    assert report.bad == [(3, report.bad[0][1])]
+    assert "already on the hold shelf for another patron at MAIN" in report.bad[0][1]
+    assert_no_patron_data(report.bad[0][1], patrons)
+    assert service.patron(ben.card).holds == []

@@ -199,32 +199,18 @@ def _make_ready(data: dict[str, str], branch: str | None) -> tuple[dict[str, Any
         email=data.get("email"),
         sms=data.get("sms"),
     )
-    existing = _existing(request_.item, branch, request_.patron)
+    existing = service.repeat_of(request_)  # Conflict: another patron's or branch's hold
     if existing is not None:
         return _hold(existing), 200
     try:
         entry = service.ready_request(request_)
     except Conflict:
-        existing = _existing(request_.item, branch, request_.patron)  # a concurrent retry won
+        existing = service.repeat_of(request_)  # a concurrent retry won
         if existing is None:
             raise
         return _hold(existing), 200
     desk().wake_worker()
     return _hold(entry), 201
-
-
-def _existing(item: str, branch: str, patron: str) -> ShelfEntry | None:
-    """The item's active hold if this request repeats it; a conflict if it is someone else's
-    or at another branch."""
-    found = desk().service.active_for_item(item)
-    if found is None:
-        return None
-    entry, holder = found
-    if entry.branch != branch or holder != patron:
-        raise Problem(
-            409, "conflict", "this item already has an active hold for another patron or branch"
-        )
-    return entry
 
 
 @bp.get("/holds")
