@@ -40,7 +40,7 @@ from holdshelf.outbox import DELIVERED, OutboxWorker, Outcome
 from holdshelf.sealing import Sealer
 from holdshelf.settings import Settings
 from holdshelf.storage.database import stored_time
-from holdshelf.storage.models import Hold, Notice
+from holdshelf.storage.models import Delivery, Hold, Notice
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class NoticeView:
     def state(self) -> str:
         """For the desk: waiting, retrying (failed for now, contact still held), sent, failed
         (for good: the contact is erased), dropped (the hold ended first)."""
-        if self.status == "queued":
+        if self.status == Delivery.QUEUED:
             return "retrying" if self.last_error else "waiting"
         return self.status
 
@@ -211,7 +211,7 @@ class NoticeWorker(OutboxWorker):
                 .where(
                     Notice.branch == branch_id,
                     Notice.code == code.compact,
-                    Notice.status == "queued",
+                    Notice.status == Delivery.QUEUED,
                     Notice.sealed.is_not(None),
                 )
                 .values(next_attempt_at=now)
@@ -220,7 +220,7 @@ class NoticeWorker(OutboxWorker):
     def notices(self, *, include_finished: bool = False) -> list[NoticeView]:
         query = select(Notice).order_by(Notice.id)
         if not include_finished:
-            query = query.where(Notice.status == "queued")
+            query = query.where(Notice.status == Delivery.QUEUED)
         with self._reads() as session:
             return [_view(n) for n in session.scalars(query)]
 

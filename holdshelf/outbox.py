@@ -27,7 +27,7 @@ from holdshelf.domain.holds import HoldStatus
 from holdshelf.errors import unexpected
 from holdshelf.settings import Settings
 from holdshelf.storage.database import read_sessions, stored_time, transient
-from holdshelf.storage.models import Hold, OutboxMixin
+from holdshelf.storage.models import Delivery, Hold, OutboxMixin
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class OutboxWorker(ABC):
                 if row is None:
                     return None
                 if not self._hold_active(session, row):
-                    self._close(row, "dropped", "the hold ended before it was sent", now)
+                    self._close(row, Delivery.DROPPED, "the hold ended before it was sent", now)
                     report.dropped += 1
                     continue
                 row.attempts += 1
@@ -179,7 +179,7 @@ class OutboxWorker(ABC):
         that failed in this pass, and (unless ``ignore_backoff``) past their retry time."""
         model = self.model
         query = select(model).where(
-            model.status == "queued",
+            model.status == Delivery.QUEUED,
             (model.leased_until.is_(None)) | (model.leased_until < now),
         )
         if tried:
@@ -201,9 +201,11 @@ class OutboxWorker(ABC):
         )
         return found is not None
 
-    def _close(self, row: OutboxMixin, status: str, error: str | None, now: dt.datetime) -> None:
+    def _close(
+        self, row: OutboxMixin, status: Delivery, error: str | None, now: dt.datetime
+    ) -> None:
         row.status, row.last_error, row.finished_at, row.leased_until = status, error, now, None
-        self.finished(row, Outcome(error, permanent=status != "sent"))
+        self.finished(row, Outcome(error, permanent=status != Delivery.SENT))
 
     def _record(self, row_id: int, outcome: Outcome) -> None:
         """Record how the delivery went, trying again after a transient database error (SQLite
@@ -232,9 +234,9 @@ class OutboxWorker(ABC):
             if row is None:
                 return
             if outcome.delivered:
-                self._close(row, "sent", None, now)
+                self._close(row, Delivery.SENT, None, now)
             elif outcome.permanent:
-                self._close(row, "failed", (outcome.error or "")[:300], now)
+                self._close(row, Delivery.FAILED, (outcome.error or "")[:300], now)
             else:
                 row.leased_until = now + LEASE if outcome.hold else None
                 row.last_error = (outcome.error or "")[:300]

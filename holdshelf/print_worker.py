@@ -40,7 +40,7 @@ from holdshelf.errors import ConfigError, HoldshelfError
 from holdshelf.outbox import DELIVERED, LEASE, OutboxWorker, Outcome, PassReport
 from holdshelf.settings import Settings
 from holdshelf.storage.database import stored_time
-from holdshelf.storage.models import PrintJob
+from holdshelf.storage.models import Delivery, PrintJob
 
 if TYPE_CHECKING:
     from holdshelf.printers.connections import Held
@@ -234,7 +234,7 @@ class PrintWorker(OutboxWorker):
         """The branch's printing trouble, if its printer failed a slip or a slip has waited
         more than a minute: what the desk's banner says."""
         now = stored_time(self._clock())
-        queued = (PrintJob.branch == branch_id, PrintJob.status == "queued")
+        queued = (PrintJob.branch == branch_id, PrintJob.status == Delivery.QUEUED)
         with self._reads() as session:
             waiting = session.scalar(
                 select(func.count()).where(
@@ -257,7 +257,7 @@ class PrintWorker(OutboxWorker):
         """What staff see of the queue."""
         query = select(PrintJob).order_by(PrintJob.id)
         if not include_finished:
-            query = query.where(PrintJob.status == "queued")
+            query = query.where(PrintJob.status == Delivery.QUEUED)
         with self._reads() as session:
             return [self._view(job) for job in session.scalars(query)]
 

@@ -55,6 +55,7 @@ from holdshelf.storage.counters import bump
 from holdshelf.storage.database import read_sessions, stored_time
 from holdshelf.storage.models import (
     DailyCount,
+    Delivery,
     Hold,
     Notice,
     PatronPreference,
@@ -475,7 +476,7 @@ class HoldService:
                     code=entry.code.compact,
                     channel=channel,
                     sealed=sealer.seal({"to": address, "title": shown_title}),
-                    status="queued",
+                    status=Delivery.QUEUED,
                     attempts=0,
                     created_at=stored_time(now),
                     next_attempt_at=stored_time(now),
@@ -499,7 +500,7 @@ class HoldService:
                 code=entry.code.compact,
                 kind=kind,
                 payload=json.dumps(slip.payload()),
-                status="queued",
+                status=Delivery.QUEUED,
                 attempts=0,
                 created_at=stored_time(now),
                 next_attempt_at=stored_time(now),
@@ -755,10 +756,12 @@ class HoldService:
         session.execute(  # a notice not yet sent will not be: its contact is erased now
             update(Notice)
             .where(
-                Notice.branch == hold.branch, Notice.code == hold.code, Notice.status == "queued"
+                Notice.branch == hold.branch,
+                Notice.code == hold.code,
+                Notice.status == Delivery.QUEUED,
             )
             .values(
-                status="dropped",
+                status=Delivery.DROPPED,
                 sealed=None,
                 finished_at=stored_time(now),
                 last_error="the hold ended before it was sent",
@@ -978,9 +981,9 @@ class HoldService:
             )
         if job is None:
             return SlipStatus(SlipState.NONE)
-        if job.status == "sent":
+        if job.status == Delivery.SENT:
             return SlipStatus(SlipState.PRINTED, job.attempts)
-        if job.status == "dropped":
+        if job.status == Delivery.DROPPED:
             return SlipStatus(SlipState.DROPPED, job.attempts)
         if job.last_error:
             return SlipStatus(SlipState.RETRYING, job.attempts, job.last_error)
@@ -1096,7 +1099,10 @@ class HoldService:
                 delete(ShelfCodeClaim).where(ShelfCodeClaim.released_at <= reuse_cutoff(now))
             ).rowcount
             for outbox in (PrintJob, Notice):
-                finished = (outbox.status != "queued", outbox.finished_at <= now - FINISHED_KEPT)
+                finished = (
+                    outbox.status != Delivery.QUEUED,
+                    outbox.finished_at <= now - FINISHED_KEPT,
+                )
                 if outbox is Notice:  # the desk shows a notice's state while its hold waits
                     finished += (~self._hold_waits(outbox),)
                 session.execute(delete(outbox).where(*finished))

@@ -428,3 +428,13 @@ def test_device_file_printer(tmp_path: Path) -> None:
     )
     with pytest.raises(connections.PrinterError, match="no/lp9"):
         missing.send(rendered.escpos)
+
+
+def test_a_slip_given_up_for_good_is_recorded_as_failed(service, worker, monkeypatch, patrons):
+    """The shared outbox writes 'failed' for a permanent failure; print jobs may hold it."""
+    from holdshelf.outbox import Outcome
+
+    service.ready("MAIN", "I1", patrons[0].card)
+    monkeypatch.setattr(worker, "deliver", lambda row: Outcome("refused for good", permanent=True))
+    assert worker.run_once().given_up == 1
+    assert [row.status for row in job_rows(service)] == ["failed"]

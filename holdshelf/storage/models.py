@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 
 from sqlalchemy import (
     CheckConstraint,
@@ -29,6 +30,16 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Delivery(StrEnum):
+    """Where a queued slip or notice stands (the outbox tables' ``status``)."""
+
+    QUEUED = "queued"  # waiting, or being retried
+    SENT = "sent"  # the printer or the mail server took it
+    FAILED = "failed"  # refused for good
+    DROPPED = "dropped"  # its hold ended before it went
+
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -119,7 +130,7 @@ class OutboxMixin:
     """What every outbox row (a slip to print, a notice to send) carries to be delivered once,
     by one worker at a time, with retries: see holdshelf.outbox."""
 
-    status: Mapped[str] = mapped_column(String(8), default="queued")
+    status: Mapped[str] = mapped_column(String(8), default=Delivery.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
@@ -154,7 +165,7 @@ class PrintJob(OutboxMixin, Base):
     process_id: Mapped[str | None] = mapped_column(String(4))
 
     __table_args__ = (
-        CheckConstraint("status IN ('queued', 'sent', 'dropped')", "status"),
+        CheckConstraint("status IN ('queued', 'sent', 'failed', 'dropped')", "status"),
         CheckConstraint("kind IN ('slip', 'reprint')", "kind"),
         CheckConstraint("phase IN ('sending', 'accepted')", "phase"),
         Index("ix_print_jobs_status_next_attempt_at", "status", "next_attempt_at"),
