@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from holdshelf import service as service_module
 from holdshelf.errors import InvalidInput
 from holdshelf.importer import import_holds, spreadsheet_safe
 from holdshelf.service import HoldService
+from holdshelf.workflow import making_ready
 from tests.conftest import Patron, assert_no_patron_data, raw_database_bytes
 
 
@@ -81,8 +81,8 @@ def test_a_row_failing_in_the_database_rolls_back_alone(service, tmp_path, patro
 def test_rows_over_many_batches_are_each_reported(service, tmp_path, patrons, monkeypatch) -> None:
     """On SQLite an import commits every tenth of a second, to let the desk in; on PostgreSQL
     every 500 rows. Here every row or two: each row is still imported or listed once."""
-    monkeypatch.setattr(service_module, "BATCH_SIZE", 2)
-    monkeypatch.setattr(service_module, "SQLITE_BATCH_SECONDS", 0)
+    monkeypatch.setattr(making_ready, "BATCH_SIZE", 2)
+    monkeypatch.setattr(making_ready, "SQLITE_BATCH_SECONDS", 0)
     service.ready("EAST", "390100003", patrons[9].card)
     report = import_holds(service, generic_report(tmp_path, patrons), "MAIN")
     assert [line for line, _ in report.imported] == [2, 3, 4, 6, 7]

@@ -1,0 +1,165 @@
+"""Use case: ending holds (pickup, cancel, expiry), one rule for what ending does."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Collection
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from holdshelf.domain.codes import ShelfCode
+from holdshelf.domain.holds import (
+    HoldStatus,
+    ShelfEntry,
+    desk_day,
+    end_transition,
+)
+from holdshelf.domain.inputs import clean_barcode
+from holdshelf.errors import (
+    Conflict,
+    InvalidInput,
+)
+from holdshelf.storage import database
+from holdshelf.storage.counters import bump
+from holdshelf.storage.database import stored_time
+from holdshelf.storage.models import (
+    Delivery,
+    Hold,
+    Notice,
+    ShelfCodeClaim,
+)
+from holdshelf.workflow.base import (
+    HoldsBase,
+)
+
+log = logging.getLogger(__name__)
+
+ERASE_CHECKPOINT_WAIT_MS = 250  # a desk request's longest wait for readers, folding an erasure
+
+
+class Ending(HoldsBase):
+    """Ending holds: pickup, cancel, expiry; every path ends a hold through ``_end``."""
+
+    def pickup(
+        self,
+        code: str | None = None,
+        *,
+        item: str | None = None,
+        scan: str | None = None,
+        branch_id: str | None = None,
+        within: Collection[str] | None = None,
+    ) -> ShelfEntry:
+        """Record that the patron collected the item, found by its code, its barcode, or
+        whichever of the two a desk ``scan`` is (at ``branch_id``, or at any branch ``within``
+        the given ones)."""
+        return self._end_one(HoldStatus.PICKED_UP, code, item, branch_id, within, scan)
+
+    def cancel(
+        self,
+        code: str | None = None,
+        *,
+        item: str | None = None,
+        branch_id: str | None = None,
+        within: Collection[str] | None = None,
+    ) -> ShelfEntry:
+        return self._end_one(HoldStatus.CANCELLED, code, item, branch_id, within)
+
+    def expire(self, on: dt.date | None = None) -> list[ShelfEntry]:
+        """End every hold whose pickup-by date is before ``on`` (default today: the patron has
+        all of the pickup-by day); returns what to pull, in shelving order."""
+        now = self._clock()
+        on = on or now.date()
+        if on > now.date():  # the patron has all of the pickup-by day, to the last minute
+            raise InvalidInput("holds cannot be expired ahead of time (the date is in the future)")
+        with self._sessions.begin() as session:
+            due = session.scalars(
+                select(Hold)
+                .where(Hold.status == HoldStatus.READY.value, Hold.pickup_by < on)
+                .order_by(Hold.branch, Hold.code)
+                .with_for_update()
+            ).all()
+            pulled = [self._end(session, hold, HoldStatus.EXPIRED, now) for hold in due]
+        if pulled:
+            self._fold_erased()
+        log.info("expired %d holds", len(pulled))
+        return pulled
+
+    def expire_hold(self, scan: str, branch_id: str) -> ShelfEntry:
+        """Staff pulled this overdue item from the shelf (scanned its slip or its barcode):
+        the hold ends as expired."""
+        now = self._clock()
+        with self._sessions.begin() as session:
+            hold = self._find_scanned(session, scan, branch_id)
+            if hold.pickup_by >= now.date():
+                raise Conflict(
+                    f"{ShelfCode(hold.code).display} can still be picked up until "
+                    f"{desk_day(hold.pickup_by, now.date())}: leave it on the shelf"
+                )
+            entry = self._end(session, hold, HoldStatus.EXPIRED, now)
+        self._fold_erased()
+        log.info("hold %s expired (pulled)", hold.id)
+        return entry
+
+    def _end_one(
+        self,
+        outcome: HoldStatus,
+        code: str | None,
+        item: str | None,
+        branch_id: str | None,
+        within: Collection[str] | None = None,
+        scan: str | None = None,
+    ) -> ShelfEntry:
+        if [code, item, scan].count(None) != 2:
+            raise InvalidInput("give either a shelf code or an item barcode")
+        now = self._clock()
+        with self._sessions.begin() as session:
+            if scan is not None:
+                hold = self._find_scanned(session, scan, branch_id, within)
+            elif code is not None:
+                hold = self._find_by_code(session, code, branch_id, within)
+            else:
+                hold = self._find_by_item(session, clean_barcode(item), branch_id, within)
+            entry = self._end(session, hold, outcome, now)
+        self._fold_erased()
+        log.info("hold %s %s", hold.id, outcome.label)
+        return entry
+
+    def _fold_erased(self) -> None:
+        """After a transaction that erased a link or a contact: fold SQLite's WAL now, so the
+        old page images go at once, not at the next hourly purge. A desk request waits for
+        readers only briefly; what they hold back, the worker's next pass folds."""
+        if not database.checkpoint(self.engine, wait_ms=ERASE_CHECKPOINT_WAIT_MS):
+            log.info("checkpoint after an erasure deferred: readers busy")
+
+    def _end(
+        self, session: Session, hold: Hold, outcome: HoldStatus, now: dt.datetime
+    ) -> ShelfEntry:
+        hold.status = end_transition(HoldStatus(hold.status), outcome).value
+        hold.ended_at = stored_time(now)
+        entry = self._entry(hold)
+        session.execute(
+            update(ShelfCodeClaim)
+            .where(ShelfCodeClaim.branch == hold.branch, ShelfCodeClaim.code == hold.code)
+            .values(released_at=stored_time(now))
+        )
+        bump(session, now.date(), hold.branch, outcome.value, hold.mode)
+        session.execute(  # a notice not yet sent will not be: its contact is erased now
+            update(Notice)
+            .where(
+                Notice.branch == hold.branch,
+                Notice.code == hold.code,
+                Notice.status == Delivery.QUEUED,
+            )
+            .values(
+                status=Delivery.DROPPED,
+                sealed=None,
+                finished_at=stored_time(now),
+                last_error="the hold ended before it was sent",
+            )
+        )
+        if self.settings.retention_days == 0:
+            session.delete(hold)  # the link to the patron goes with the row, at once
+        session.flush()
+        return entry

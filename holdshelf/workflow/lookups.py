@@ -1,0 +1,104 @@
+"""Use case: finding holds (the desk's lists, the patrons' find-your-hold)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+
+from sqlalchemy import and_, or_, select
+
+from holdshelf.domain.holds import (
+    HoldStatus,
+    ShelfEntry,
+)
+from holdshelf.domain.inputs import clean_barcode
+from holdshelf.errors import (
+    InvalidInput,
+    InvalidShelfCode,
+)
+from holdshelf.storage.models import (
+    Hold,
+)
+from holdshelf.workflow.base import (
+    ENTRY_COLUMNS,
+    HoldsBase,
+)
+from holdshelf.workflow.views import (
+    HoldRequest,
+)
+
+
+class Lookups(HoldsBase):
+    """Finding holds for staff and patrons; nothing here writes."""
+
+    def find(
+        self, code: str, branch_id: str | None = None, within: Collection[str] | None = None
+    ) -> ShelfEntry:
+        """The active hold with this code (NotFound, or Conflict if it has ended)."""
+        with self._reads() as session:
+            return self._entry(self._find_by_code(session, code, branch_id, within))
+
+    def repeat_of(self, request: HoldRequest) -> ShelfEntry | None:
+        """The active hold ``request`` repeats (the same item, patron and branch), if any."""
+        with self._reads() as session:
+            return self._repeat_of(session, request)
+
+    def lookup(self, code: str) -> list[ShelfEntry]:
+        """For patrons: the active holds with this code (one, or one per branch that has it).
+        Unknown, ended and invalid codes do the same work, one query, and give the same
+        answer, so the answer tells nobody which codes exist or existed."""
+        try:
+            parsed = [(branch, code.compact) for branch, code in self._parse(code, None).items()]
+        except InvalidShelfCode:
+            parsed = []
+        # Always one pair per branch, so a miss of either kind runs the very same statement;
+        # ("", "") matches nothing.
+        matches = parsed + [("", "")] * (len(self.settings.branches) - len(parsed))
+        with self._reads() as session:
+            rows = session.execute(
+                select(*ENTRY_COLUMNS).where(
+                    or_(*(and_(Hold.branch == b, Hold.code == c) for b, c in matches)),
+                    Hold.status == HoldStatus.READY.value,
+                )
+            ).all()
+        return [self._entry(row) for row in rows]
+
+    def shelf(
+        self, branch_id: str | None = None, within: Collection[str] | None = None
+    ) -> list[ShelfEntry]:
+        """Active holds in shelving order (branch, then code)."""
+        # Columns, not ORM objects: a busy branch has thousands of active holds.
+        query = select(*ENTRY_COLUMNS).where(Hold.status == HoldStatus.READY.value)
+        if branch_id:
+            query = query.where(Hold.branch == self.settings.branch(branch_id).id)
+        elif within:
+            query = query.where(Hold.branch.in_(within))
+        with self._reads() as session:
+            rows = session.execute(query.order_by(Hold.branch, Hold.code)).all()
+        return [self._entry(row) for row in rows]
+
+    def overdue(self, branch_id: str, on: dt.date | None = None) -> list[ShelfEntry]:
+        """Holds of a branch past their pickup-by date, in shelving order: what to pull (the
+        open shelf's first, then the desk's)."""
+        on = on or self._clock().date()
+        with self._reads() as session:
+            holds = session.scalars(
+                select(Hold)
+                .where(
+                    Hold.branch == self.settings.branch(branch_id).id,
+                    Hold.status == HoldStatus.READY.value,
+                    Hold.pickup_by < on,
+                )
+                .order_by(Hold.mode.desc(), Hold.code)  # "shelf" before "desk"
+            ).all()
+            return [self._entry(hold) for hold in holds]
+
+    def is_a_card(self, scan: str, branch_id: str | None = None) -> bool:
+        """Whether a scan is a patron's card, by the rules or as a known patron's: the desk
+        never puts such a value back into a page."""
+        try:
+            value = clean_barcode(scan)
+        except InvalidInput:
+            return False
+        with self._reads() as session:
+            return self._is_a_card(session, value, branch_id)

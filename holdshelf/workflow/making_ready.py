@@ -1,0 +1,327 @@
+"""Use case: making holds ready (the desk, the CLI, the API, report imports)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from holdshelf.domain.codes import ShelfCode
+from holdshelf.domain.contacts import clean_email, clean_phone
+from holdshelf.domain.holds import (
+    HoldStatus,
+    PickupMode,
+    ShelfEntry,
+    mode_for,
+)
+from holdshelf.domain.inputs import checked
+from holdshelf.errors import (
+    CodesExhausted,
+    Conflict,
+    HoldshelfError,
+    InvalidInput,
+)
+from holdshelf.sealing import Sealer
+from holdshelf.settings import BranchSettings
+from holdshelf.storage import database
+from holdshelf.storage.counters import bump
+from holdshelf.storage.database import stored_time
+from holdshelf.storage.models import (
+    Delivery,
+    Hold,
+    Notice,
+    PatronPreference,
+    ShelfCodeClaim,
+)
+from holdshelf.workflow.base import (
+    _as_card,
+    already_active,
+)
+from holdshelf.workflow.slips import Slips
+from holdshelf.workflow.views import (
+    BatchOutcome,
+    HoldRequest,
+)
+
+log = logging.getLogger(__name__)
+
+# Candidates are drawn in batches and the database asked once per batch which are taken; the
+# batch doubles each round (4, 8, 16 ... 64), so an empty branch pays for few draws and a nearly
+# full one still finds a free code quickly.
+FIRST_CANDIDATES = 4
+MOST_CANDIDATES = 64
+CLAIM_ROUNDS = 25
+BULK_TABLES = ("holds", "shelf_codes", "print_jobs", "notices")  # what an import grows
+REFRESH_AFTER_ROWS = 200  # a batch this big may leave the planner's statistics behind
+BATCH_SIZE = 500  # rows per transaction when importing (each row in its own savepoint)
+# SQLite has one write lock: an import holds it for a batch at most this long, then pauses for
+# a writer waiting meanwhile (a desk check-in, the worker recording a slip) to take it; waiting
+# writers try every millisecond or two (see database._begin_writing). Not on PostgreSQL, whose
+# writers lock rows, not the database.
+SQLITE_BATCH_SECONDS = 0.1
+SQLITE_PAUSE_SECONDS = 0.005
+CARD_IN_THE_WRONG_FIELD = {
+    "item_barcode": "this is a patron's card, not an item barcode: scan the item",
+    "sms": "this is a patron's card, not a mobile number",
+}
+
+
+class MakingReady(Slips):
+    """Making trapped items ready: one at the desk, the CLI or the API, or a report's many."""
+
+    def hold_request(
+        self,
+        branch_id: str,
+        item: str,
+        card: str,
+        pickup_by: dt.date | None = None,
+        *,
+        title: str | None = None,
+        email: str | None = None,
+        sms: str | None = None,
+    ) -> HoldRequest:
+        """Check a request to make a hold ready; the card becomes a pseudonym here."""
+        branch = self.settings.branch(branch_id)
+        today = self._clock().date()
+        policy = branch.policy
+        item = checked("item_barcode", branch.barcodes.item, item)
+        card = checked("patron_card", branch.barcodes.card, card)
+        contacts = self._contacts(email, sms)
+        scanned = {"item_barcode": item, "sms": contacts.get("sms")}
+        misplaced = []
+        for field_name, value in scanned.items():
+            as_card = _as_card(value) if value else None
+            if as_card is None:
+                continue
+            if as_card == card or branch.barcodes.is_card(value or ""):
+                raise InvalidInput(CARD_IN_THE_WRONG_FIELD[field_name], field=field_name)
+            misplaced.append((field_name, self._pseudonym(as_card)))
+        return HoldRequest(
+            branch=branch,
+            item=item,
+            patron=self._pseudonym(card),
+            due=policy.check_requested(pickup_by, today) if pickup_by else policy.pickup_by(today),
+            contacts=contacts,
+            title=title,
+            misplaced=tuple(misplaced),
+        )
+
+    def ready(
+        self,
+        branch_id: str,
+        item: str,
+        card: str,
+        pickup_by: dt.date | None = None,
+        *,
+        title: str | None = None,
+        email: str | None = None,
+        sms: str | None = None,
+    ) -> ShelfEntry:
+        """Put a trapped item on the hold shelf (or at the desk), give it a fresh code, queue
+        its slip and its notices, all in one transaction.
+
+        ``title`` reaches the slip or notice only where the library shows titles; it is never
+        stored otherwise. ``email`` and ``sms`` are stored only encrypted, until sent."""
+        return self.ready_request(
+            self.hold_request(branch_id, item, card, pickup_by, title=title, email=email, sms=sms)
+        )
+
+    def ready_request(self, request: HoldRequest) -> ShelfEntry:
+        """Make a checked request ready, in one transaction."""
+        now = self._clock()
+        with self._sessions.begin() as session:
+            entry = self._ready_in(session, request, now)
+            bump(session, now.date(), entry.branch, HoldStatus.READY.value, entry.mode.value)
+            return entry
+
+    def ready_many(
+        self, requests: Sequence[HoldRequest], *, atomic: bool = False, dry_run: bool = False
+    ) -> list[BatchOutcome]:
+        """Make many holds ready (a report from the ILS). An item already active at the same
+        branch is skipped, so a report can be imported again and again. A row that fails rolls
+        back alone; with ``atomic``, any failure rolls back every row; ``dry_run`` rolls back
+        all at the end. Those two need one transaction, which on SQLite holds the write lock
+        (every other writer waits) for the whole import; otherwise rows are committed in
+        batches, on SQLite short ones with a pause between them."""
+        outcomes: list[BatchOutcome] = []
+        now = self._clock()
+        whole = atomic or dry_run
+        sliced = not whole and self.engine.dialect.name == "sqlite"
+        while len(outcomes) < len(requests):
+            if outcomes and sliced:
+                time.sleep(SQLITE_PAUSE_SECONDS)
+            start = len(outcomes)
+            batch = requests[start:] if whole else requests[start : start + BATCH_SIZE]
+            with self._sessions() as session:
+                transaction = session.begin()
+                made = self._ready_batch(session, batch, now, outcomes, sliced)
+                # One update per counter and batch: a row updated once per hold piles up
+                # versions in PostgreSQL and slows every later update of it.
+                for (branch, mode), number in made.items():
+                    bump(session, now.date(), branch, HoldStatus.READY.value, mode, by=number)
+                failed = any(outcome.error for outcome in outcomes)
+                if dry_run or (atomic and failed):
+                    transaction.rollback()
+                    continue
+                transaction.commit()
+            if sum(made.values()) >= REFRESH_AFTER_ROWS:
+                database.refresh_statistics(self.engine, BULK_TABLES)
+        return outcomes
+
+    def _ready_batch(
+        self,
+        session: Session,
+        batch: Sequence[HoldRequest],
+        now: dt.datetime,
+        outcomes: list[BatchOutcome],
+        sliced: bool,
+    ) -> Counter[tuple[str, str]]:
+        """Make the batch's holds ready in ``session``, appending to ``outcomes``; a ``sliced``
+        batch stops short after SQLITE_BATCH_SECONDS. Returns the holds made per branch and
+        mode."""
+        until = None
+        if sliced:
+            session.connection()  # BEGIN IMMEDIATE: the write lock is held from here
+            until = time.monotonic() + SQLITE_BATCH_SECONDS
+        made: Counter[tuple[str, str]] = Counter()
+        for request in batch:
+            outcome = self._ready_one_of_many(session, request, now)
+            outcomes.append(outcome)
+            if outcome.entry is not None and not outcome.skipped:
+                made[outcome.entry.branch, outcome.entry.mode.value] += 1
+            if until is not None and time.monotonic() >= until:
+                break
+        return made
+
+    def _ready_one_of_many(
+        self, session: Session, request: HoldRequest, now: dt.datetime
+    ) -> BatchOutcome:
+        try:
+            repeated = self._repeat_of(session, request)
+        except Conflict as exc:  # another patron's hold, or another branch's: said, not skipped
+            return BatchOutcome(error=str(exc))
+        if repeated is not None:
+            return BatchOutcome(entry=repeated, skipped=True)
+        try:
+            with session.begin_nested():
+                return BatchOutcome(entry=self._ready_in(session, request, now, checked=True))
+        except HoldshelfError as exc:
+            return BatchOutcome(error=str(exc))
+
+    def _ready_in(
+        self, session: Session, request: HoldRequest, now: dt.datetime, *, checked: bool = False
+    ) -> ShelfEntry:
+        """The hold, its code, slip and notices; the caller counts it (see ready_many), and
+        may have ``checked`` already that the item has no active hold."""
+        branch = request.branch
+        for field_name, pseudonym in request.misplaced:
+            if self._known_patron(session, pseudonym):
+                raise InvalidInput(CARD_IN_THE_WRONG_FIELD[field_name], field=field_name)
+        active = None if checked else self._active_hold_of(session, request.item)
+        if active is not None:
+            raise already_active(active)
+        preference = session.get(PatronPreference, request.patron)
+        mode = mode_for(
+            PickupMode(preference.mode) if preference else None, self.settings.default_pickup
+        )
+        code = self._claim_code(session, branch)
+        hold = Hold(
+            branch=branch.id,
+            code=code.compact,
+            item_barcode=request.item,
+            patron=request.patron,
+            mode=mode.value,
+            status=HoldStatus.READY.value,
+            pickup_by=request.due,
+            ready_at=stored_time(now),
+            move_to_desk=False,
+        )
+        session.add(hold)
+        try:  # the caller's transaction (or a batch row's savepoint) is rolled back with it
+            session.flush()
+        except IntegrityError:  # the same item, trapped by a concurrent writer
+            raise Conflict("this item already has an active hold") from None
+        entry = self._entry(hold)
+        self._queue_slip(session, entry, "slip", now, item=request.item, title=request.title)
+        self._queue_notices(session, entry, request.contacts, now, request.title)
+        log.info("hold %s ready at %s (%s)", hold.id, branch.id, mode.value)
+        return entry
+
+    def _contacts(self, email: str | None, sms: str | None) -> dict[str, str]:
+        """The contacts a hold arrived with, checked; refused where the channel is not set up."""
+        contacts = {}
+        if email and email.strip():
+            if not self.settings.mail.enabled:
+                raise InvalidInput("email notices are not set up here ([mail] host)", field="email")
+            contacts["email"] = checked("email", clean_email, email)
+        if sms and sms.strip():
+            if not self.settings.sms.enabled:
+                raise InvalidInput(
+                    "text-message notices are not set up here ([sms] gateway)", field="sms"
+                )
+            contacts["sms"] = checked("sms", clean_phone, sms)
+        return contacts
+
+    def _queue_notices(
+        self,
+        session: Session,
+        entry: ShelfEntry,
+        contacts: dict[str, str],
+        now: dt.datetime,
+        title: str | None,
+    ) -> None:
+        if not contacts:
+            return
+        sealer = Sealer(self.settings.data_key)
+        shown_title = title if self.settings.notices.show_title and title else None
+        for channel, address in contacts.items():
+            session.add(
+                Notice(
+                    branch=entry.branch,
+                    code=entry.code.compact,
+                    channel=channel,
+                    sealed=sealer.seal({"to": address, "title": shown_title}),
+                    status=Delivery.QUEUED,
+                    attempts=0,
+                    created_at=stored_time(now),
+                    next_attempt_at=stored_time(now),
+                )
+            )
+
+    def _claim_code(self, session: Session, branch: BranchSettings) -> ShelfCode:
+        """A random code no active or resting hold of the branch has, claimed in the database.
+
+        The claim's primary key settles races between writers (processes or app servers): the
+        loser's insert does nothing and it simply takes another candidate."""
+        codec = self._codecs[branch.id]
+        for round_ in range(CLAIM_ROUNDS):
+            batch = min(MOST_CANDIDATES, FIRST_CANDIDATES * 2**round_)
+            candidates = {codec.draw(self._randbelow) for _ in range(batch)}
+            taken = set(
+                session.scalars(
+                    select(ShelfCodeClaim.code).where(
+                        ShelfCodeClaim.branch == branch.id,
+                        ShelfCodeClaim.code.in_([code.compact for code in candidates]),
+                    )
+                )
+            )
+            for code in candidates:
+                if code.compact in taken:
+                    continue
+                claim = database.dialect_insert(session, ShelfCodeClaim).values(
+                    branch=branch.id, code=code.compact
+                )
+                # Another writer may claim it between our look and our insert: its row wins
+                # and we take the next candidate (no savepoint: an import makes thousands).
+                claimed = claim.on_conflict_do_nothing().returning(ShelfCodeClaim.code)
+                if session.execute(claimed).scalar() is not None:
+                    return code
+        raise CodesExhausted(
+            f"branch {branch.id} has no free shelf code left: raise its code_length"
+        )
