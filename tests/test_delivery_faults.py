@@ -13,8 +13,6 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from holdshelf.printers import connections
@@ -26,33 +24,18 @@ from holdshelf.errors import ConfigError
 from holdshelf.print_worker import WAITING, PrintWorker, process_id
 from holdshelf.service import HoldService
 from holdshelf.storage.models import PrintJob
+from tests import test_printing
 from tests.conftest import Clock
 from tests.helpers.escpos_parser import parse, strip_status_requests
 from tests.helpers.fake_printer import FakePrinter
 from tests.test_printing import add_printer
 
-
-@pytest.fixture
-def printer() -> Iterator[FakePrinter]:
-    fake = FakePrinter().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def instance_dir(instance_dir: Path, printer: FakePrinter) -> Path:
-    add_printer(
-        instance_dir,
-        "MAIN",
-        f'type = "network"\nhost = "127.0.0.1"\nport = {printer.port}\nprofile = "TM-T88V"\n'
-        "connect_timeout = 1\nsend_timeout = 2",
-    )
-    return instance_dir
-
-
-@pytest.fixture
-def worker(service: HoldService, clock: Clock) -> PrintWorker:
-    return PrintWorker(service.settings, service.sessions, clock)
+# The same fake TM-T88V on MAIN and the same print worker as tests/test_printing.py.
+printer, instance_dir, worker = (
+    test_printing.printer,
+    test_printing.instance_dir,
+    test_printing.worker,
+)
 
 
 @pytest.fixture
