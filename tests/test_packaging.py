@@ -76,3 +76,21 @@ def test_wheel_metadata(wheel: zipfile.ZipFile) -> None:
     assert "Provides-Extra: postgres" in text
     entry_points = next(n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt"))
     assert "holdshelf = holdshelf.cli:main" in wheel.read(entry_points).decode()
+
+
+def test_wheel_carries_every_module_of_the_checkout(wheel: zipfile.ZipFile) -> None:
+    """A new subpackage missing from pyproject's package list installs without it (and the
+    installed app fails to start): every Python file of holdshelf/ and printers/ is in it."""
+    names = set(wheel.namelist())
+    sources = [
+        *(
+            f"holdshelf/{p.relative_to(ROOT / 'holdshelf')}"
+            for p in (ROOT / "holdshelf").rglob("*.py")
+        ),
+        *(
+            f"holdshelf/printers/{p.relative_to(ROOT / 'printers')}"
+            for p in (ROOT / "printers").rglob("*.py")
+        ),
+    ]
+    missing = sorted(name for name in sources if name not in names and "__pycache__" not in name)
+    assert missing == []
