@@ -28,7 +28,7 @@ from tests import test_printing
 from tests.conftest import Clock
 from tests.helpers.escpos_parser import parse, strip_status_requests
 from tests.helpers.fake_printer import FakePrinter
-from tests.test_printing import add_printer
+from tests.test_printing import plain_printer
 
 # The same fake TM-T88V on MAIN and the same print worker as tests/test_printing.py.
 printer, instance_dir, worker = (
@@ -122,29 +122,11 @@ def _table(settings: dict) -> dict:
 
 
 def test_a_printer_without_process_ids_is_not_sent_them(tmp_path, database_url, clock, patrons):
-    from holdshelf.settings import load_settings
-    from holdshelf.storage import database
-    from tests.conftest import make_instance
-
-    fake = FakePrinter().start()
-    try:
-        instance = make_instance(tmp_path / "instance", database_url)
-        add_printer(
-            instance,
-            "MAIN",
-            f'type = "network"\nhost = "127.0.0.1"\nport = {fake.port}\nprofile = "POS-5890"',
-        )
-        if database_url.startswith("sqlite"):
-            database.upgrade(database.make_engine(database_url))
-        settings = load_settings(instance, environ={})
-        service = HoldService.open(settings, clock)
+    with plain_printer(tmp_path, database_url, clock) as (fake, service, worker):
         service.ready("MAIN", "I1", patrons[0].card)
-        assert PrintWorker(settings, service.sessions, clock).run_once().sent == 1
+        assert worker.run_once().sent == 1
         fake.wait_for_connections(1)
         assert parse(strip_status_requests(fake.jobs[0])).process_ids == []
-        service.engine.dispose()
-    finally:
-        fake.stop()
 
 
 # -- faults the printer can tell: exactly once ----------------------------------------------------

@@ -7,6 +7,7 @@ leave every slip queued until it prints, exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -166,9 +167,10 @@ def test_no_patron_data_on_any_slip(
         service.opt_in(card)
 
 
-def test_raster_qr_for_printers_without_a_qr_command(
-    tmp_path, database_url, clock, patrons
-) -> None:
+@contextlib.contextmanager
+def plain_printer(tmp_path: Path, database_url: str, clock) -> Iterator[tuple]:
+    """MAIN on a POS-5890 (no QR command, no process IDs) at a fake TCP printer: (the printer,
+    the service, its print worker)."""
     from holdshelf.settings import load_settings
     from holdshelf.storage import database
     from tests.conftest import make_instance
@@ -185,8 +187,18 @@ def test_raster_qr_for_printers_without_a_qr_command(
             database.upgrade(database.make_engine(database_url))
         settings_ = load_settings(instance, environ={})
         service = HoldService.open(settings_, clock)
+        yield fake, service, PrintWorker(settings_, service.sessions, clock)
+        service.engine.dispose()
+    finally:
+        fake.stop()
+
+
+def test_raster_qr_for_printers_without_a_qr_command(
+    tmp_path, database_url, clock, patrons
+) -> None:
+    with plain_printer(tmp_path, database_url, clock) as (fake, service, worker):
         entry = service.ready("MAIN", "I1", patrons[0].card)
-        assert PrintWorker(settings_, service.sessions, clock).run_once().sent == 1
+        assert worker.run_once().sent == 1
         (slip,) = printed_slips(fake, 1)
         assert slip.qr_payloads == []  # POS-5890 has no QR command: an image instead
         (image,) = slip.rasters
@@ -194,9 +206,6 @@ def test_raster_qr_for_printers_without_a_qr_command(
         assert raster_modules(image, 5) == expected
         code_run = next(run for run in slip.texts if run.text == entry.code.display)
         assert code_run.width == 4  # 58 mm: 32 columns / 7 characters
-        service.engine.dispose()
-    finally:
-        fake.stop()
 
 
 # -- faults: nothing is lost, nothing prints twice ------------------------------------------------
