@@ -85,6 +85,10 @@ def test_property_no_active_duplicate_and_no_early_reissue(
     pool_codes = {codec.encode(n).compact for n in pool}
     active: set[str] = set()  # the codes on the shelf, as the model sees it
     released: dict[str, dt.datetime] = {}  # code -> when its hold ended, until purge frees it
+
+    def rested(code: str) -> dt.timedelta:  # real time, not wall-clock time across a DST change
+        return clock.now.astimezone(dt.UTC) - released[code].astimezone(dt.UTC)
+
     items = iter(range(10**9))
     operation = st.one_of(
         st.tuples(st.just("ready"), st.integers(0, 10**6)),
@@ -102,7 +106,7 @@ def test_property_no_active_duplicate_and_no_early_reissue(
             if kind == "ready":
                 draw = random.Random(number)
                 svc = rigged(service, lambda _, draw=draw: draw.choice(pool), clock)
-                recent = {c for c, at in released.items() if clock.now - at < dt.timedelta(30)}
+                recent = {c for c in released if rested(c) < dt.timedelta(30)}
                 try:
                     entry = svc.ready("MAIN", f"P{next(items)}", patrons[number % 20].card)
                 except CodesExhausted:  # only when every code of the pool is taken or resting
@@ -122,8 +126,8 @@ def test_property_no_active_duplicate_and_no_early_reissue(
                 clock.advance(days=number)
             elif kind == "purge":  # frees the codes that have rested 30 days
                 service.purge()
-                for code, at in list(released.items()):
-                    if clock.now - at >= dt.timedelta(30):
+                for code in list(released):
+                    if rested(code) >= dt.timedelta(30):
                         del released[code]
             shelf = [e.code.compact for e in service.shelf("MAIN")]
             assert sorted(shelf) == sorted(active)  # the database agrees with the model
@@ -341,6 +345,25 @@ def test_a_code_rests_30_days_before_reuse(service: HoldService, clock: Clock, p
     assert service.purge().freed_codes == 1
     reused = rigged(service, fixed_numbers(first), clock).ready("MAIN", "I3", patrons[2].card)
     assert reused.code == entry.code
+
+
+def test_the_30_days_of_rest_are_real_days_across_a_clock_change(
+    service: HoldService, clock: Clock, patrons
+) -> None:
+    """Released the day before Chicago's clocks spring forward, a code has rested only
+    29 days 23 hours at the same wall-clock time 30 days later: it stays resting an hour more."""
+    number = issuable(service.settings)[0]
+    only = rigged(service, fixed_numbers(number), clock)
+    clock.now = dt.datetime(2027, 3, 13, 9, 30, tzinfo=clock.now.tzinfo)
+    entry = only.ready("MAIN", "I1", patrons[0].card)
+    only.pickup(entry.code.display)
+    clock.now = dt.datetime(2027, 4, 12, 9, 30, tzinfo=clock.now.tzinfo)  # 30 days on the wall
+    assert service.purge().freed_codes == 0
+    with pytest.raises(CodesExhausted):
+        only.ready("MAIN", "I2", patrons[1].card)
+    clock.advance(hours=1)
+    assert service.purge().freed_codes == 1
+    assert only.ready("MAIN", "I3", patrons[2].card).code == entry.code
 
 
 def test_codes_are_per_branch(service: HoldService, clock: Clock, patrons) -> None:
