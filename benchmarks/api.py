@@ -20,9 +20,9 @@ import threading
 import time
 from pathlib import Path
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.instance import write_config
 from holdshelf.integrations import Integrations
-from holdshelf.service import HoldService
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
 
@@ -54,8 +54,10 @@ def serve_and_measure(holds: int, clients: int, printer: str) -> None:
             )
         settings = load_settings(instance)
         database.upgrade(database.make_engine(settings.database_url))
-        service = HoldService.open(settings)
-        token = Integrations(settings, service.sessions).create_token("bench", ["MAIN"])
+        service = Holdshelf(settings).service
+        token = Integrations(settings, service.sessions, service.clock).create_token(
+            "bench", ["MAIN"]
+        )
         service.engine.dispose()
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOLDSHELF_")}

@@ -12,10 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.domain.barcodes import luhn_valid
 from holdshelf.importer import import_holds
 from holdshelf.instance import write_config
-from holdshelf.service import HoldService
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
 
@@ -42,7 +42,7 @@ def measure(instance: Path, url: str, path: Path, rows: int, label: str) -> None
         environ={"HOLDSHELF_DATABASE_URL": url, "HOLDSHELF_BRANCHES__MAIN__CODE_LENGTH": "7"},
     )
     database.upgrade(database.make_engine(url))
-    service = HoldService.open(settings)
+    service = Holdshelf(settings).service
     start = time.perf_counter()
     result = import_holds(service, path, "MAIN")
     elapsed = time.perf_counter() - start

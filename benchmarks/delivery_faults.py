@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.helper
 from holdshelf.printers import connections
 from sqlalchemy import select
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.instance import write_config
 from holdshelf.notice_worker import NoticeWorker
 from holdshelf.print_worker import PrintWorker
@@ -107,7 +108,7 @@ def instance(printer_table: str, extra: str = "") -> Iterator[tuple[HoldService,
         settings = load_settings(path)
         database.upgrade(database.make_engine(settings.database_url))
         clock = Clock()
-        service = HoldService.open(settings, clock)
+        service = Holdshelf(settings, clock=clock).service
         try:
             yield service, clock
         finally:

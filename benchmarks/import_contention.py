@@ -28,7 +28,6 @@ from holdshelf.accounts import Accounts
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.importer import import_holds
 from holdshelf.instance import write_config
-from holdshelf.service import HoldService
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
 from holdshelf.web import create_app
@@ -46,7 +45,7 @@ ENVIRON = {"HOLDSHELF_BRANCHES__MAIN__CODE_LENGTH": "7"}
 def run_import(instance: Path, report: Path) -> None:
     """The child process: import the report, print its rate as JSON."""
     settings = load_settings(instance, environ=ENVIRON)
-    service = HoldService.open(settings)
+    service = Holdshelf(settings).service
     start = time.perf_counter()
     result = import_holds(service, report, "MAIN")
     elapsed = time.perf_counter() - start
@@ -88,8 +87,8 @@ class Desk:
 
     def __post_init__(self) -> None:
         settings = load_settings(self.instance, environ=ENVIRON)
-        service = HoldService.open(settings)
-        Accounts(settings, service.sessions).add_user(*ACCOUNT, "staff")
+        service = Holdshelf(settings).service
+        Accounts(settings, service.sessions, service.clock).add_user(*ACCOUNT, "staff")
         self.client = create_app(Holdshelf(settings, engine=service.engine)).test_client()
         token = self._token("/login")
         data = {"name": ACCOUNT[0], "password": ACCOUNT[1], "csrf_token": token}

@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.instance import write_config
-from holdshelf.service import HoldService
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
 
@@ -25,7 +25,7 @@ def measure(instance: Path, database_url: str, count: int) -> tuple[float, float
     """(holds/s, median ms per hold) marking ``count`` holds ready."""
     settings = load_settings(instance, environ={"HOLDSHELF_DATABASE_URL": database_url})
     database.upgrade(database.make_engine(database_url))
-    service = HoldService.open(settings)
+    service = Holdshelf(settings).service
     durations = []
     start = time.perf_counter()
     for n in range(count):

@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.helper
 from holdshelf.printers.config import printer_from_table
 from holdshelf.printers.slips import RenderedSlip
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.domain.codes import ShelfCode
 from holdshelf.domain.slips import Slip
 from holdshelf.instance import write_config
 from holdshelf.print_worker import PrintWorker
 from holdshelf.resources import resource_dir
-from holdshelf.service import HoldService
 from holdshelf.settings import load_settings, read_toml
 from holdshelf.storage import database
 from tests.helpers.fake_printer import FakePrinter
@@ -78,7 +78,7 @@ def ready_to_printer(count: int) -> None:
         )
         settings = load_settings(instance)
         database.upgrade(database.make_engine(settings.database_url))
-        service = HoldService.open(settings)
+        service = Holdshelf(settings).service
         worker = PrintWorker(settings, service.sessions)
         latencies = []
         for n in range(count):

@@ -18,7 +18,6 @@ from pathlib import Path
 from holdshelf.accounts import Accounts
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.instance import write_config
-from holdshelf.service import HoldService
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
 from holdshelf.web import create_app
@@ -44,8 +43,8 @@ def main() -> None:
         write_config(instance, demo=True)
         settings = load_settings(instance)
         database.upgrade(database.make_engine(settings.database_url))
-        service = HoldService.open(settings)
-        Accounts(settings, service.sessions).add_user(*ACCOUNT, "staff")
+        service = Holdshelf(settings).service
+        Accounts(settings, service.sessions, service.clock).add_user(*ACCOUNT, "staff")
         app = create_app(Holdshelf(settings, engine=service.engine))
         client = app.test_client()
         page = client.get("/login").get_data(as_text=True)

@@ -11,7 +11,6 @@ import hashlib
 import logging
 import math
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -20,10 +19,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from holdshelf.clock import Clock
 from holdshelf.domain.inputs import clean_barcode
 from holdshelf.errors import Conflict, HoldshelfError, InvalidInput, NotFound
 from holdshelf.settings import Settings
-from holdshelf.storage.database import read_sessions, serialise_on, stored_time
+from holdshelf.storage.database import read_sessions, serialise_on
 from holdshelf.storage.models import AuditEntry, LoginFailure, StaffUser, WebSession
 
 log = logging.getLogger(__name__)
@@ -110,15 +110,15 @@ class Accounts:
         self,
         settings: Settings,
         sessions: sessionmaker[Session],
-        clock: Callable[[], dt.datetime] | None = None,
+        clock: Clock,
     ) -> None:
         self.settings = settings
         self._sessions = sessions
         self._reads = read_sessions(sessions)  # lookups and lists: no write lock on SQLite
-        self._clock = clock or settings.now
+        self._clock = clock
 
     def _now(self) -> dt.datetime:
-        return stored_time(self._clock())
+        return self._clock()
 
     # -- users --------------------------------------------------------------------------------
 

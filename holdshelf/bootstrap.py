@@ -8,14 +8,13 @@ asked for, so a command that needs no database opens none.
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
 from functools import cached_property
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from holdshelf.accounts import Accounts
+from holdshelf.clock import Clock, LibraryClock
 from holdshelf.integrations import Integrations
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
@@ -30,12 +29,12 @@ class Holdshelf:
         self,
         settings: Settings,
         *,
-        clock: Callable[[], dt.datetime] | None = None,
+        clock: Clock | None = None,
         engine: Engine | None = None,
         check_schema: bool = True,
     ) -> None:
         self.settings = settings
-        self.clock: Callable[[], dt.datetime] = clock or settings.now
+        self.clock: Clock = clock or LibraryClock(settings.timezone)
         self._engine = engine
         self._check_schema = check_schema
 

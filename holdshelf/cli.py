@@ -424,7 +424,7 @@ def printers(ctx: Context, as_json: bool) -> None:
 @pass_context
 def print_test(ctx: Context, name: str) -> None:
     """Print a test slip on printer NAME now (not queued)."""
-    target = send_test_slip(ctx.settings, name)
+    target = send_test_slip(ctx.settings, name, ctx.root.clock.today())
     click.echo(f"test slip sent to {name} ({target})")
 
 
@@ -898,7 +898,7 @@ def purge(ctx: Context) -> None:
 @pass_context
 def stats(ctx: Context, since: str | None, branch_id: str | None, as_json: bool) -> None:
     """Aggregate daily counts per branch: all the history Holdshelf keeps."""
-    first = _date_option(since, "date") or ctx.settings.now().date() - dt.timedelta(days=30)
+    first = _date_option(since, "date") or ctx.root.clock.today() - dt.timedelta(days=30)
     days = ctx.service.stats(first, branch_id)
     usage = ctx.service.usage()
     if as_json:

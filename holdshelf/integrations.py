@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +17,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from holdshelf.clock import Clock
 from holdshelf.domain.inputs import clean_barcode
 from holdshelf.errors import Conflict, HoldshelfError, InvalidInput, NotFound
 from holdshelf.settings import Settings
-from holdshelf.storage.database import read_sessions, stored_time
+from holdshelf.storage.database import read_sessions
 from holdshelf.storage.models import ApiToken, IdempotencyRecord
 
 TOKEN_PREFIX = "hs_"  # noqa: S105 (a prefix that makes leaked tokens recognisable)
@@ -75,12 +75,12 @@ class Integrations:
         self,
         settings: Settings,
         sessions: sessionmaker[Session],
-        clock: Callable[[], dt.datetime] | None = None,
+        clock: Clock,
     ) -> None:
         self.settings = settings
         self._sessions = sessions
         self._reads = read_sessions(sessions)  # lookups and lists: no write lock on SQLite
-        self._clock = clock or settings.now
+        self._clock = clock
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -92,7 +92,7 @@ class Integrations:
             name=name,
             token_hash=_hash(token),
             branches=",".join(ids),
-            created_at=stored_time(self._clock()),
+            created_at=self._clock(),
         )
         try:
             with self._sessions.begin() as session:
@@ -114,7 +114,7 @@ class Integrations:
             row = session.scalar(select(ApiToken).where(ApiToken.name == name))
             if row is None or row.revoked_at is not None:
                 raise NotFound(f"no active token named {name!r}")
-            row.revoked_at = stored_time(self._clock())
+            row.revoked_at = self._clock()
 
     def authenticate(self, token: str | None) -> ApiClient | None:
         if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
@@ -135,7 +135,7 @@ class Integrations:
         """Claim ``key`` for this request; a Replay if it was answered before."""
         if not key or len(key) > 255 or not key.isprintable():
             raise InvalidInput("Idempotency-Key must be 1..255 printable characters")
-        now = stored_time(self._clock())
+        now = self._clock()
         try:
             with self._sessions.begin() as session:
                 session.add(
@@ -175,7 +175,7 @@ class Integrations:
             )
 
     def purge(self) -> int:
-        cutoff = stored_time(self._clock()) - IDEMPOTENCY_KEPT
+        cutoff = self._clock() - IDEMPOTENCY_KEPT
         with self._sessions.begin() as session:
             return session.execute(
                 delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)

@@ -39,7 +39,6 @@ from holdshelf.notifiers import DeliveryError, send_mail, send_sms_over_http
 from holdshelf.outbox import DELIVERED, OutboxWorker, Outcome
 from holdshelf.sealing import Sealer
 from holdshelf.settings import Settings
-from holdshelf.storage.database import stored_time
 from holdshelf.storage.models import Delivery, Hold, Notice
 
 log = logging.getLogger(__name__)
@@ -105,7 +104,9 @@ def notice_message_id(settings: Settings, notice: Notice) -> str:
     """The notice's Message-ID, the same on every attempt: an HMAC of the row under the
     instance's key (it names no patron, and one notice's cannot be guessed from another's)."""
     key = settings.secret_key.encode("utf-8")
-    seed = f"notice:{notice.id}:{notice.created_at.isoformat()}".encode()
+    # the naive UTC form the seed has always had, so a notice queued before an upgrade keeps it
+    created = notice.created_at.astimezone(dt.UTC).replace(tzinfo=None)
+    seed = f"notice:{notice.id}:{created.isoformat()}".encode()
     digest = hmac.new(key, seed, hashlib.sha256).hexdigest()[:32]
     return f"<{digest}@{sender_domain(settings.mail.sender)}>"
 
@@ -183,7 +184,7 @@ class NoticeWorker(OutboxWorker):
                 code=ShelfCode(hold.code),
                 pickup_by=hold.pickup_by,
                 desk=hold.mode == "desk",
-                link=opt_out_link(self.settings, hold.patron, self._clock().date()),
+                link=opt_out_link(self.settings, hold.patron, self._clock.today()),
                 language=self.settings.language_of(row.branch),
                 title=title,
             )
@@ -204,7 +205,7 @@ class NoticeWorker(OutboxWorker):
     def resend(self, branch_id: str, code: ShelfCode) -> int:
         """Try a hold's failing notices again now instead of at their next retry; only
         notices still queued hold their contact. Returns how many."""
-        now = stored_time(self._clock())
+        now = self._clock()
         with self._sessions.begin() as session:
             return session.execute(
                 update(Notice)

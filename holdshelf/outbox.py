@@ -15,7 +15,6 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,10 +22,11 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from holdshelf.clock import Clock
 from holdshelf.domain.holds import HoldStatus
 from holdshelf.errors import unexpected
 from holdshelf.settings import Settings
-from holdshelf.storage.database import read_sessions, stored_time, transient
+from holdshelf.storage.database import read_sessions, transient
 from holdshelf.storage.models import Delivery, Hold, OutboxMixin
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,12 @@ class OutboxWorker(ABC):
         self,
         settings: Settings,
         sessions: sessionmaker[Session],
-        clock: Callable[[], dt.datetime] | None = None,
+        clock: Clock,
     ) -> None:
         self.settings = settings
         self._sessions = sessions
         self._reads = read_sessions(sessions)  # lookups and lists: no write lock on SQLite
-        self._clock = clock or settings.now
+        self._clock = clock
         self.delivering: int | None = None  # the row being sent now, if any
 
     @abstractmethod
@@ -152,7 +152,7 @@ class OutboxWorker(ABC):
     def _claim(self, ignore_backoff: bool, report: PassReport, tried: set[int]) -> Any | None:
         """Lease the oldest due row, dropping rows of holds that have ended on the way."""
         model = self.model
-        now = stored_time(self._clock())
+        now = self._clock()
         while True:
             query = self._due(now, ignore_backoff, report, tried)
             with self._reads() as session:  # most passes find nothing: no write lock for that
@@ -211,7 +211,7 @@ class OutboxWorker(ABC):
         """Record how the delivery went, trying again after a transient database error (SQLite
         locked past its busy timeout, a PostgreSQL serialization failure or dropped connection):
         left to the lease, a printed slip would be printed again."""
-        now = stored_time(self._clock())
+        now = self._clock()
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
                 self._record_once(row_id, outcome, now)

@@ -39,7 +39,6 @@ from holdshelf.domain.slips import Slip
 from holdshelf.errors import ConfigError, HoldshelfError
 from holdshelf.outbox import DELIVERED, LEASE, OutboxWorker, Outcome, PassReport
 from holdshelf.settings import Settings
-from holdshelf.storage.database import stored_time
 from holdshelf.storage.models import Delivery, PrintJob
 
 if TYPE_CHECKING:
@@ -77,8 +76,8 @@ class JobView:
             "status": self.status,
             "attempts": self.attempts,
             "last_error": self.last_error,
-            "created_at": self.created_at.isoformat(timespec="seconds") + "Z",
-            "next_attempt_at": self.next_attempt_at.isoformat(timespec="seconds") + "Z",
+            "created_at": f"{self.created_at.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ}",
+            "next_attempt_at": f"{self.next_attempt_at.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ}",
         }
 
 
@@ -221,7 +220,7 @@ class PrintWorker(OutboxWorker):
             session.execute(update(PrintJob).where(PrintJob.id == job_id).values(**values))
 
     def _renew_lease(self, job_id: int) -> None:
-        until = stored_time(self._clock()) + LEASE
+        until = self._clock() + LEASE
         with self._sessions.begin() as session:
             session.execute(
                 update(PrintJob).where(PrintJob.id == job_id).values(leased_until=until)
@@ -233,7 +232,7 @@ class PrintWorker(OutboxWorker):
     def trouble(self, branch_id: str) -> PrinterTrouble | None:
         """The branch's printing trouble, if its printer failed a slip or a slip has waited
         more than a minute: what the desk's banner says."""
-        now = stored_time(self._clock())
+        now = self._clock()
         queued = (PrintJob.branch == branch_id, PrintJob.status == Delivery.QUEUED)
         with self._reads() as session:
             waiting = session.scalar(
@@ -276,16 +275,14 @@ class PrintWorker(OutboxWorker):
         )
 
 
-def send_test_slip(settings: Settings, name: str) -> str:
+def send_test_slip(settings: Settings, name: str, today: dt.date) -> str:
     """Print a test slip on printer ``name`` now, not through the queue; returns where it went.
     Its code, TEST-TEST, can never be a valid shelf code: scanning it finds no hold."""
     from holdshelf.printers.connections import PrinterError, connect
     from holdshelf.printers.slips import RenderedSlip
 
     printer = settings.printer(name)
-    test = Slip(
-        f"Printer test: {name}", ShelfCode("TESTTEST"), settings.now().date(), False, test=True
-    )
+    test = Slip(f"Printer test: {name}", ShelfCode("TESTTEST"), today, False, test=True)
     rendered = RenderedSlip(test, printer)
     try:
         held = connect(printer, settings.instance_dir).send(

@@ -180,10 +180,6 @@ class Settings:
             raise ConfigError(f"unknown printer {name!r} (known: {known})")
         return found
 
-    def now(self) -> dt.datetime:
-        """Aware local time of the library."""
-        return dt.datetime.now(self.timezone).astimezone(self.timezone)
-
 
 def load_settings(instance_dir: Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check an instance's configuration. Raises :class:`ConfigError`."""

@@ -16,6 +16,7 @@ from functools import partial
 from sqlalchemy.orm import Session, sessionmaker
 
 from holdshelf.accounts import Accounts
+from holdshelf.clock import Clock
 from holdshelf.errors import unexpected
 from holdshelf.integrations import Integrations
 from holdshelf.notice_worker import NoticeWorker
@@ -60,20 +61,14 @@ class Worker:
         self,
         settings: Settings,
         sessions: sessionmaker[Session],
-        clock: Callable[[], dt.datetime] | None = None,
+        clock: Clock,
         *,
-        housekeeping: Callable[[], HousekeepingReport] | None = None,
+        housekeeping: Callable[[], HousekeepingReport],
     ) -> None:
         self.prints = PrintWorker(settings, sessions, clock)
         self.notices = NoticeWorker(settings, sessions, clock)
-        # The composition root passes its own services; a worker made alone builds them once.
-        self._housekeeping = housekeeping or partial(
-            housekeep,
-            HoldService(settings, sessions, clock),
-            Accounts(settings, sessions, clock),
-            Integrations(settings, sessions, clock),
-        )
-        self._clock = clock or settings.now
+        self._housekeeping = housekeeping  # the composition root's, with its services
+        self._clock = clock
         self._next_housekeeping: dt.datetime | None = None
         self._wake = threading.Event()
         self._engine = sessions.kw["bind"]

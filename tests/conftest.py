@@ -121,13 +121,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 class Clock:
-    """The library's clock, moved by tests."""
+    """The library's clock, moved by tests: ``now`` is the library's wall-clock time; like
+    holdshelf.clock.LibraryClock it answers instants in UTC and dates in the library's zone."""
 
     def __init__(self, start: dt.datetime = START) -> None:
         self.now = start
 
     def __call__(self) -> dt.datetime:
-        return self.now
+        return self.now.astimezone(dt.UTC)
+
+    def today(self) -> dt.date:
+        return self.now.astimezone(TIMEZONE).date()
 
     def advance(self, **delta: float) -> None:
         self.now += dt.timedelta(**delta)

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.cli import _stop_worker
-from holdshelf.service import HoldService
 from holdshelf.settings import load_settings
 from holdshelf.storage.models import PrintJob
 from tests.conftest import Patron, assert_no_patron_data, codabar, make_instance
@@ -335,13 +335,12 @@ def test_staff_accounts(cli: Cli) -> None:
 
 def test_user_unlock_lets_a_locked_out_account_in(cli: Cli) -> None:
     from holdshelf.accounts import Accounts, SignInRefused, SignInThrottled
-    from holdshelf.service import HoldService
     from holdshelf.settings import load_settings
 
     cli.ok("user", "add", "bob", "--password-stdin", stdin="another long one\n")
     settings = load_settings(cli.instance, environ={})
-    service = HoldService.open(settings)
-    accounts = Accounts(settings, service.sessions)
+    service = Holdshelf(settings).service
+    accounts = Accounts(settings, service.sessions, service.clock)
     try:
         for _ in range(5):
             with pytest.raises(SignInRefused, match="wrong account name or password"):
@@ -403,7 +402,7 @@ def test_serve_finishes_the_slip_it_is_sending_on_sigterm(cli: Cli, patrons) -> 
     assert (jobs[first["code"]]["status"], jobs[first["code"]]["attempts"]) == ("sent", 1)
     assert (jobs[second["code"]]["status"], jobs[second["code"]]["attempts"]) == ("queued", 0)
     settings = load_settings(cli.instance)
-    with HoldService.open(settings).sessions() as session:
+    with Holdshelf(settings).service.sessions() as session:
         assert session.scalars(select(PrintJob.leased_until)).all() == [None, None]
     printer.stop()
 

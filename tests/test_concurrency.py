@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.service import HoldService
 from holdshelf.settings import load_settings
 from holdshelf.storage.models import Hold, PrintJob
@@ -96,7 +97,7 @@ def test_checkins_beside_a_big_import_on_sqlite(service: HoldService, tmp_path: 
     config.write_text(
         config.read_text().replace("[branches.MAIN]\n", "[branches.MAIN]\ncode_length = 7\n")
     )
-    desk = HoldService.open(load_settings(instance, environ={}), clock=service.clock)
+    desk = Holdshelf(load_settings(instance, environ={}), clock=service.clock).service
     report = holds_ready_report(tmp_path / "report.csv", IMPORT_ROWS)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOLDSHELF_")}
     command = [sys.executable, "-m", "holdshelf", "--instance", str(instance), "import"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.errors import InvalidInput
 from holdshelf.service import HoldService
 from holdshelf.storage.models import Notice
@@ -61,7 +62,7 @@ def instance_dir(instance_dir: Path, mailbox: Mailbox, gateway: SmsGateway) -> P
 
 @pytest.fixture
 def worker(service: HoldService, clock: Clock) -> Worker:
-    return Worker(service.settings, service.sessions, clock)
+    return Holdshelf(service.settings, clock=clock, engine=service.engine).worker
 
 
 def notices(service: HoldService) -> list[Notice]:
@@ -133,7 +134,7 @@ def test_email_over_tls_to_a_relay_with_a_private_ca(
             "HOLDSHELF_MAIL__CA_FILE": ca_file,
         }
         settings = load_settings(service.settings.instance_dir, environ=environ)
-        return Worker(settings, service.sessions, clock)
+        return Holdshelf(settings, clock=clock, engine=service.engine).worker
 
     try:
         entry = service.ready("MAIN", "I1", patrons[0].card, email=patrons[0].email)
@@ -161,7 +162,9 @@ def test_a_relay_without_starttls_or_login_is_named(service, mailbox, clock, pat
         ({"HOLDSHELF_MAIL__USERNAME": "holds"}, "offers no login (check mail.username"),
     ):
         settings = load_settings(service.settings.instance_dir, environ=environ)
-        report = Worker(settings, service.sessions, clock).run_once(ignore_backoff=True)
+        report = Holdshelf(settings, clock=clock, engine=service.engine).worker.run_once(
+            ignore_backoff=True
+        )
         assert problem in report.notices.failed["email"]
     assert mailbox.messages == []
     assert notices(service)[0].status == "queued"
@@ -277,7 +280,7 @@ def test_titles_only_where_the_library_shows_them(service, clock, mailbox, patro
     )
     titled = HoldService(settings, service.sessions, clock)
     titled.ready("MAIN", "I1", patrons[0].card, email=patrons[0].email, title="Middlemarch")
-    Worker(settings, service.sessions, clock).run_once()
+    Holdshelf(settings, clock=clock, engine=service.engine).worker.run_once()
     assert "Middlemarch" in mailbox.messages[0][1].get_body(("plain",)).get_content()
 
 
@@ -290,7 +293,7 @@ def test_spanish_branch_sends_spanish(service, worker, mailbox, clock, patrons) 
     )
     spanish = HoldService(settings, service.sessions, clock)
     entry = spanish.ready("EAST", "I1", patrons[0].card, email=patrons[0].email)
-    Worker(settings, service.sessions, clock).run_once()
+    Holdshelf(settings, clock=clock, engine=service.engine).worker.run_once()
     message = mailbox.messages[0][1]
     assert message["Subject"] == f"Su reserva está lista: {entry.code.display}"
     text = message.get_body(("plain",)).get_content()
@@ -341,7 +344,7 @@ def test_sms_through_an_email_gateway(service, clock, mailbox, patrons) -> None:
     )
     via_email = HoldService(settings, service.sessions, clock)
     via_email.ready("MAIN", "I1", patrons[0].card, sms="+1 (312) 555-0123")
-    Worker(settings, service.sessions, clock).run_once()
+    Holdshelf(settings, clock=clock, engine=service.engine).worker.run_once()
     ((recipients, message),) = mailbox.messages
     assert recipients == ["13125550123@sms.example.net"]
     assert len(message.get_content().strip()) <= 160
@@ -356,7 +359,7 @@ def test_long_branch_names_still_fit_one_message(service, worker, gateway, clock
     )
     long_named = HoldService(settings, service.sessions, clock)
     long_named.ready("MAIN", "I1", patrons[0].card, sms=patrons[0].phone)
-    Worker(settings, service.sessions, clock).run_once()
+    Holdshelf(settings, clock=clock, engine=service.engine).worker.run_once()
     text = gateway.delivered[0]["json"]["message"]
     assert len(text) <= 160
     assert text.startswith("Hold ")  # the shorter wording
@@ -369,7 +372,7 @@ def test_a_public_url_too_long_for_one_message_is_refused_at_start(service, cloc
     def worker_with(url: str) -> Worker:
         environ = {"HOLDSHELF_WEB__PUBLIC_URL": url, "HOLDSHELF_BRANCHES__EAST__CODE_LENGTH": "8"}
         settings = load_settings(service.settings.instance_dir, environ=environ)
-        return Worker(settings, service.sessions, clock)
+        return Holdshelf(settings, clock=clock, engine=service.engine).worker
 
     worker_with("https://holds.example.org/" + "x" * 31)  # 57 characters: fits
     with pytest.raises(ConfigError, match=r"branch EAST could run to 16[0-9] characters"):
@@ -447,7 +450,7 @@ def test_unconfigured_channels_are_refused(tmp_path, database_url, clock, patron
     instance = make_instance(tmp_path / "instance", database_url)
     if database_url.startswith("sqlite"):
         database.upgrade(database.make_engine(database_url))
-    plain = HoldService.open(load_settings(instance, environ={}), clock)
+    plain = Holdshelf(load_settings(instance, environ={}), clock=clock).service
     with pytest.raises(InvalidInput, match=r"email notices are not set up here \(\[mail\] host\)"):
         plain.ready("MAIN", "I1", patrons[0].card, email=patrons[0].email)
     with pytest.raises(InvalidInput, match="text-message notices are not set up"):

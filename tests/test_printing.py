@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.domain.holds import PickupMode
 from holdshelf.outbox import FIRST_RETRY, JITTER, LONGEST_RETRY, retry_delay
 from holdshelf.print_worker import PrinterTrouble, PrintWorker
@@ -186,7 +187,7 @@ def plain_printer(tmp_path: Path, database_url: str, clock) -> Iterator[tuple]:
         if database_url.startswith("sqlite"):
             database.upgrade(database.make_engine(database_url))
         settings_ = load_settings(instance, environ={})
-        service = HoldService.open(settings_, clock)
+        service = Holdshelf(settings_, clock=clock).service
         yield fake, service, PrintWorker(settings_, service.sessions, clock)
         service.engine.dispose()
     finally:
@@ -296,7 +297,7 @@ def test_verify_status_can_be_switched_off(tmp_path, database_url, clock, patron
         if database_url.startswith("sqlite"):
             database.upgrade(database.make_engine(database_url))
         settings_ = load_settings(instance, environ={})
-        service = HoldService.open(settings_, clock)
+        service = Holdshelf(settings_, clock=clock).service
         service.ready("MAIN", "I1", patrons[0].card)
         assert PrintWorker(settings_, service.sessions, clock).run_once().sent == 1
         assert len(printed_slips(fake, 1)) == 1
@@ -311,8 +312,7 @@ def test_a_crashed_workers_lease_runs_out(service, worker, printer, clock, patro
     with service.sessions.begin() as session:
         session.execute(
             update(PrintJob).values(
-                leased_until=clock().astimezone(dt.UTC).replace(tzinfo=None)
-                + dt.timedelta(minutes=2),
+                leased_until=clock() + dt.timedelta(minutes=2),
                 attempts=1,
             )
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.domain.pseudonyms import Pseudonymizer
 from holdshelf.errors import ConfigError
 from holdshelf.sealing import Sealer
@@ -20,7 +21,6 @@ from holdshelf.service import HoldService
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
 from holdshelf.storage.models import Hold, PatronPreference
-from holdshelf.worker import Worker
 from tests.conftest import (
     Clock,
     Patron,
@@ -133,12 +133,11 @@ def test_the_running_worker_keeps_retention_without_cron(service: HoldService, c
     """`serve` purges hourly: a library that never set up `holdshelf purge` in cron still
     forgets ended holds' links, rested codes and old sessions on time."""
     from holdshelf.settings import load_settings
-    from holdshelf.worker import Worker
 
     environ = {"HOLDSHELF_RETENTION__ENDED_HOLD_DAYS": "2"}
     settings = load_settings(service.settings.instance_dir, environ=environ)
     kept = HoldService(settings, service.sessions, clock)
-    worker = Worker(settings, service.sessions, clock)
+    worker = Holdshelf(settings, clock=clock, engine=service.engine).worker
     entry = kept.ready("MAIN", "I1", patrons[0].card)
     kept.pickup(entry.code.display)
     assert worker.housekeep_if_due() is not None  # the first pass: nothing due yet
@@ -262,8 +261,8 @@ def test_a_delivered_contact_cannot_be_decrypted_from_the_files(
     )
     instance = instance_dir
     settings = load_settings(instance, environ={})
-    service = HoldService.open(settings, clock)
-    worker = Worker(settings, service.sessions, clock)
+    service = Holdshelf(settings, clock=clock).service
+    worker = Holdshelf(settings, clock=clock, engine=service.engine).worker
     try:
         for n, patron in enumerate(patrons[:20]):
             service.ready("MAIN", f"I{n}", patron.card, email=patron.email)

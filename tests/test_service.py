@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.domain.codes import ShelfCodec
 from holdshelf.domain.holds import PickupMode
 from holdshelf.errors import (
@@ -396,7 +397,7 @@ def test_code_length_per_branch(tmp_path: Path, database_url: str, clock, patron
     )
     if database_url.startswith("sqlite"):
         database.upgrade(database.make_engine(database_url))
-    service = HoldService.open(load_settings(instance, environ={}), clock)
+    service = Holdshelf(load_settings(instance, environ={}), clock=clock).service
     entry = service.ready("EAST", "I1", patrons[0].card)
     assert (
         len(entry.code.compact) == 8

@@ -211,12 +211,12 @@ def test_an_admin_unlocks_a_whole_desks_address(spray_app) -> None:
 
 
 def test_user_unlock_takes_an_address_too(cli) -> None:
-    from holdshelf.accounts import Accounts, SignInRefused
-    from holdshelf.service import HoldService
+    from holdshelf.accounts import SignInRefused
+    from holdshelf.bootstrap import Holdshelf
     from holdshelf.settings import load_settings
 
     settings = load_settings(cli.instance, environ={})
-    accounts = Accounts(settings, HoldService.open(settings).sessions)
+    accounts = Holdshelf(settings).accounts
     with pytest.raises(SignInRefused):
         accounts.sign_in("nobody", WRONG, "192.0.2.60")
     assert cli.ok("user", "unlock", "--address", "192.0.2.60").out == (

@@ -13,7 +13,6 @@ are ordinary transactions.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import sqlite3
 import time
@@ -142,11 +141,6 @@ def _begin_writing(driver: sqlite3.Connection) -> None:
             poll = min(poll * 2, LONGEST_WRITE_POLL_SECONDS)
     finally:
         driver.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-
-
-def stored_time(moment: dt.datetime) -> dt.datetime:
-    """How every timestamp is stored: naive UTC (the same on SQLite and PostgreSQL)."""
-    return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

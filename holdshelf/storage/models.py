@@ -29,7 +29,30 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Every timestamp column: aware datetimes in, aware UTC datetimes out, stored as naive
+    UTC (the same on SQLite and PostgreSQL, as the columns always held). A naive datetime is
+    refused: it says nothing about which zone it meant."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("a naive datetime cannot be stored: give it a time zone")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
 
 
 class Delivery(StrEnum):
@@ -66,7 +89,7 @@ class ShelfCodeClaim(Base):
     branch: Mapped[str] = mapped_column(BRANCH, primary_key=True)
     code: Mapped[str] = mapped_column(CODE, primary_key=True)
     # None while a hold uses the code; then the moment it was freed (UTC).
-    released_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    released_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 class Hold(Base):
@@ -81,8 +104,8 @@ class Hold(Base):
     mode: Mapped[str] = mapped_column(MODE)
     status: Mapped[str] = mapped_column(String(16), default="ready")
     pickup_by: Mapped[dt.date] = mapped_column(Date)
-    ready_at: Mapped[dt.datetime] = mapped_column(DateTime)
-    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    ready_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     # Set when the patron opted out while this hold stood on the open shelf.
     move_to_desk: Mapped[bool] = mapped_column(default=False)
 
@@ -133,11 +156,11 @@ class OutboxMixin:
     status: Mapped[str] = mapped_column(String(8), default=Delivery.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(300))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
-    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     # A worker sending the row holds it until then; a crashed worker's row is taken up after.
-    leased_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    leased_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 class PrintJob(OutboxMixin, Base):
@@ -207,7 +230,7 @@ class StaffUser(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(8))  # staff | admin
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = (CheckConstraint("role IN ('staff', 'admin')", "role"),)
 
@@ -223,9 +246,9 @@ class WebSession(Base):
     branch: Mapped[str | None] = mapped_column(BRANCH)
     # The patron in focus at the patron desk, as a pseudonym: the card never enters a page.
     patron: Mapped[str | None] = mapped_column(PSEUDONYM)
-    patron_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
-    last_seen: Mapped[dt.datetime] = mapped_column(DateTime)
+    patron_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    last_seen: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
 class LoginFailure(Base):
@@ -235,7 +258,7 @@ class LoginFailure(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key_hash: Mapped[str] = mapped_column(String(64), index=True)
-    at: Mapped[dt.datetime] = mapped_column(DateTime)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
 class AuditEntry(Base):
@@ -245,7 +268,7 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
     staff: Mapped[str] = mapped_column(String(64))
     branch: Mapped[str | None] = mapped_column(BRANCH)
     action: Mapped[str] = mapped_column(String(32))
@@ -260,8 +283,8 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     branches: Mapped[str] = mapped_column(String(400), default="")  # comma-separated; "" = all
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
-    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 class IdempotencyRecord(Base):
@@ -280,4 +303,4 @@ class IdempotencyRecord(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     status: Mapped[int | None] = mapped_column(Integer)  # None while the first request runs
     response: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)

@@ -38,7 +38,7 @@ def printers() -> str:
 def print_test() -> Any:
     name = request.form.get("printer", "")
     try:
-        target = send_test_slip(desk().settings, name)
+        target = send_test_slip(desk().settings, name, desk().service.today())
     except HoldshelfError as exc:
         flash(str(exc), "error")
     else:

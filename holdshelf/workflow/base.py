@@ -7,11 +7,12 @@ import datetime as dt
 import logging
 import secrets
 from collections.abc import Callable, Collection
-from typing import Any, Self
+from typing import Any
 
 from sqlalchemy import Engine, Row, and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from holdshelf.clock import Clock
 from holdshelf.domain.barcodes import BarcodeRules
 from holdshelf.domain.codes import ShelfCode, ShelfCodec
 from holdshelf.domain.holds import (
@@ -28,7 +29,6 @@ from holdshelf.errors import (
     NotFound,
 )
 from holdshelf.settings import BranchSettings, Settings
-from holdshelf.storage import database
 from holdshelf.storage.database import read_sessions
 from holdshelf.storage.models import (
     Hold,
@@ -71,25 +71,19 @@ class HoldsBase:
         self,
         settings: Settings,
         sessions: sessionmaker[Session],
-        clock: Callable[[], dt.datetime] | None = None,
+        clock: Clock,
         randbelow: Callable[[int], int] = secrets.randbelow,
     ) -> None:
         self.settings = settings
         self._sessions = sessions
         self._reads = read_sessions(sessions)  # lookups and lists: no write lock on SQLite
-        self._clock = clock or settings.now
+        self._clock = clock
         self._randbelow = randbelow  # replaceable only so tests can force code collisions
         self._pseudonym = Pseudonymizer(settings.pseudonym_key.encode("utf-8"))
         self._codecs = {
             branch.id: ShelfCodec(settings.hashids_salt, branch.code_length)
             for branch in settings.branches.values()
         }
-
-    @classmethod
-    def open(cls, settings: Settings, clock: Callable[[], dt.datetime] | None = None) -> Self:
-        engine = database.make_engine(settings.database_url)
-        database.check_schema(engine)
-        return cls(settings, database.session_factory(engine), clock)
 
     @property
     def sessions(self) -> sessionmaker[Session]:
@@ -102,12 +96,12 @@ class HoldsBase:
         return bind
 
     @property
-    def clock(self) -> Callable[[], dt.datetime]:
+    def clock(self) -> Clock:
         return self._clock
 
     def today(self) -> dt.date:
         """The library's date now."""
-        return self._clock().date()
+        return self._clock.today()
 
     @staticmethod
     def _hold_waits(outbox: type[Notice] | type[PrintJob]) -> Any:

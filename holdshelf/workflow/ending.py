@@ -23,7 +23,6 @@ from holdshelf.errors import (
 )
 from holdshelf.storage import database
 from holdshelf.storage.counters import bump
-from holdshelf.storage.database import stored_time
 from holdshelf.storage.models import (
     Delivery,
     Hold,
@@ -137,12 +136,12 @@ class Ending(HoldsBase):
         self, session: Session, hold: Hold, outcome: HoldStatus, now: dt.datetime
     ) -> ShelfEntry:
         hold.status = end_transition(HoldStatus(hold.status), outcome).value
-        hold.ended_at = stored_time(now)
+        hold.ended_at = now
         entry = self._entry(hold)
         session.execute(
             update(ShelfCodeClaim)
             .where(ShelfCodeClaim.branch == hold.branch, ShelfCodeClaim.code == hold.code)
-            .values(released_at=stored_time(now))
+            .values(released_at=now)
         )
         bump(session, now.date(), hold.branch, outcome.value, hold.mode)
         session.execute(  # a notice not yet sent will not be: its contact is erased now
@@ -155,7 +154,7 @@ class Ending(HoldsBase):
             .values(
                 status=Delivery.DROPPED,
                 sealed=None,
-                finished_at=stored_time(now),
+                finished_at=now,
                 last_error="the hold ended before it was sent",
             )
         )

@@ -80,7 +80,7 @@ class Lookups(HoldsBase):
     def overdue(self, branch_id: str, on: dt.date | None = None) -> list[ShelfEntry]:
         """Holds of a branch past their pickup-by date, in shelving order: what to pull (the
         open shelf's first, then the desk's)."""
-        on = on or self._clock().date()
+        on = on or self._clock.today()
         with self._reads() as session:
             holds = session.scalars(
                 select(Hold)

@@ -31,7 +31,6 @@ from holdshelf.sealing import Sealer
 from holdshelf.settings import BranchSettings
 from holdshelf.storage import database
 from holdshelf.storage.counters import bump
-from holdshelf.storage.database import stored_time
 from holdshelf.storage.models import (
     Delivery,
     Hold,
@@ -88,7 +87,7 @@ class MakingReady(Slips):
     ) -> HoldRequest:
         """Check a request to make a hold ready; the card becomes a pseudonym here."""
         branch = self.settings.branch(branch_id)
-        today = self._clock().date()
+        today = self._clock.today()
         policy = branch.policy
         item = checked("item_barcode", branch.barcodes.item, item)
         card = checked("patron_card", branch.barcodes.card, card)
@@ -239,7 +238,7 @@ class MakingReady(Slips):
             mode=mode.value,
             status=HoldStatus.READY.value,
             pickup_by=request.due,
-            ready_at=stored_time(now),
+            ready_at=now,
             move_to_desk=False,
         )
         session.add(hold)
@@ -289,8 +288,8 @@ class MakingReady(Slips):
                     sealed=sealer.seal({"to": address, "title": shown_title}),
                     status=Delivery.QUEUED,
                     attempts=0,
-                    created_at=stored_time(now),
-                    next_attempt_at=stored_time(now),
+                    created_at=now,
+                    next_attempt_at=now,
                 )
             )
 

@@ -14,7 +14,6 @@ from holdshelf.domain.holds import (
     unlink_cutoff,
 )
 from holdshelf.storage import database
-from holdshelf.storage.database import stored_time
 from holdshelf.storage.models import (
     DailyCount,
     Delivery,
@@ -45,7 +44,7 @@ class Retention(HoldsBase):
     def purge(self) -> PurgeReport:
         """Delete ended holds' links once their retention is over and free codes that have
         rested 30 days; then fold SQLite's WAL so no old page image keeps a deleted link."""
-        now = stored_time(self._clock())
+        now = self._clock()
         with self._sessions.begin() as session:
             unlinked = session.execute(
                 delete(Hold).where(

@@ -14,7 +14,6 @@ from holdshelf.domain.holds import (
     ShelfEntry,
 )
 from holdshelf.domain.slips import Slip
-from holdshelf.storage.database import stored_time
 from holdshelf.storage.models import (
     Delivery,
     Hold,
@@ -53,8 +52,8 @@ class Slips(HoldsBase):
                 payload=json.dumps(slip.payload()),
                 status=Delivery.QUEUED,
                 attempts=0,
-                created_at=stored_time(now),
-                next_attempt_at=stored_time(now),
+                created_at=now,
+                next_attempt_at=now,
             )
         )
 

@@ -11,13 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from holdshelf.service import HoldService
+from holdshelf.bootstrap import Holdshelf
 from holdshelf.settings import load_settings
 
 
 def main() -> None:
     instance, prefix, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
-    service = HoldService.open(load_settings(Path(instance)))
+    service = Holdshelf(load_settings(Path(instance))).service
     while not go.exists():
         time.sleep(0.01)
     made, errors = [], []
