@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from holdshelf.errors import ConfigError
 from holdshelf.ils.answers import IlsAccount, IlsUnavailable, InTransit, NoHold, Trapped
 from holdshelf.ils.koha import KohaConnector
 from tests.peers import koha_api as k
@@ -232,6 +233,29 @@ def test_an_unreachable_koha_is_an_error():
     connector = KohaConnector(f"http://127.0.0.1:{port}", CLIENT_ID, CLIENT_SECRET, timeout=1)
     error = refusal(lambda: connector.trapped_hold(MAIN, k.WAITING_HERE))
     assert str(error) == f"Koha unreachable at 127.0.0.1:{port} (connection refused)"
+
+
+def test_a_server_that_does_not_speak_http_is_an_error():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def answer_garbage() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(f"{ADA.last} {ADA.card}\r\n\r\n".encode())
+
+        threading.Thread(target=answer_garbage, daemon=True).start()
+        connector = KohaConnector(f"http://127.0.0.1:{port}", CLIENT_ID, CLIENT_SECRET, timeout=2)
+        error = refusal(lambda: connector.trapped_hold(MAIN, k.WAITING_HERE))
+    assert str(error) == f"Koha at 127.0.0.1:{port} did not answer in HTTP (BadStatusLine)"
+
+
+def test_a_url_that_is_not_http_is_a_configuration_error():
+    with pytest.raises(ConfigError):
+        KohaConnector("koha.example.org", CLIENT_ID, CLIENT_SECRET)
 
 
 def test_the_url_may_name_the_api_itself(koha):

@@ -8,6 +8,7 @@ even ``__context__`` holds a body), and requests are logged by path only, never 
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import socket
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any, Generic, TypeVar
 
+from holdshelf.errors import ConfigError
 from holdshelf.ils.answers import IlsUnavailable
 
 T = TypeVar("T")
@@ -53,7 +55,7 @@ class HttpJson:
     def __init__(self, system: str, base_url: str, timeout: float, log: logging.Logger) -> None:
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{system}: the URL must be http:// or https:// with a host")
+            raise ConfigError(f"the {system} URL must be http:// or https:// with a host name")
         self.system = system
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -136,6 +138,8 @@ class HttpJson:
         except urllib.error.HTTPError as exc:
             with exc:
                 return self._error_reply(exc), None
+        except http.client.HTTPException as exc:  # its message may quote what was sent
+            return None, f"at {self.where} did not answer in HTTP ({type(exc).__name__})"
         except (urllib.error.URLError, OSError, ValueError) as exc:
             return None, self._reason(exc)
 

@@ -25,6 +25,7 @@ from typing import Any
 from holdshelf.ils.answers import IlsAccount, IlsUnavailable, InTransit, NoHold, TrapAnswer, Trapped
 from holdshelf.ils.http import (
     HttpJson,
+    Reply,
     TokenCache,
     json_of,
     refused,
@@ -127,7 +128,7 @@ class KohaConnector:
                 )
         if reply.status == 403:
             raise refused(SYSTEM, path, 403, f"the API client needs {PERMISSION[path]}")
-        if reply.status == 400 and headers:
+        if reply.status == 400 and headers and "x-koha-embed" in headers:
             raise refused(SYSTEM, path, 400, "this Koha may not embed patrons in holds")
         if reply.status != 200:
             raise refused(SYSTEM, path, reply.status)
@@ -140,7 +141,7 @@ class KohaConnector:
         path: str,
         query: Mapping[str, str],
         headers: Mapping[str, str] | None,
-    ):
+    ) -> Reply:
         return self._http.send(
             "GET",
             path,
