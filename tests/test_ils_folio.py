@@ -96,6 +96,12 @@ def test_an_answer_with_other_items_or_statuses_is_not_taken_for_a_trap(folio):
     assert connect(folio).trapped_hold(MAIN, f.QUEUE_ONLY) == NoHold()
 
 
+def test_a_status_that_is_not_a_string_matches_nothing():
+    # Outside mod-circulation's schema (status is an enum of strings), so no peer sends it.
+    connector = FolioConnector("http://127.0.0.1:9", TENANT, USERNAME, PASSWORD)
+    assert connector._answer(MAIN, "1", [{"status": [f.AWAITING]}]) == NoHold()
+
+
 def test_cql_characters_in_a_barcode_are_matched_literally(folio):
     assert cql_string('X*"\\1') == '"X\\*\\"\\\\1"'
     connector = connect(folio)

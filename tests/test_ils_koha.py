@@ -16,6 +16,7 @@ import pytest
 from holdshelf.errors import ConfigError
 from holdshelf.ils.answers import IlsAccount, IlsUnavailable, InTransit, NoHold, Trapped
 from holdshelf.ils.koha import KohaConnector
+from holdshelf.ils.koha import _answer as koha_answer
 from tests.peers import koha_api as k
 from tests.peers.base import Gate
 from tests.peers.koha_api import CLIENT_ID, CLIENT_SECRET, KohaApi
@@ -113,6 +114,11 @@ def test_a_waiting_hold_without_a_pickup_library_is_an_unexpected_shape(koha):
     next(h for h in koha.holds if h["status"] == "W")["pickup_library_id"] = None
     error = refusal(lambda: connect(koha).trapped_hold(MAIN, k.WAITING_HERE))
     assert str(error) == "Koha answered /api/v1/holds in an unexpected shape"
+
+
+def test_a_status_that_is_not_a_string_matches_nothing():
+    # Outside Koha's definitions (status is a string or null), so no peer sends it.
+    assert koha_answer([{"item_id": 101, "status": ["W"]}], 101) == NoHold()
 
 
 def test_a_koha_that_cannot_embed_patrons_in_holds_says_so(koha):

@@ -115,7 +115,7 @@ class FolioConnector:
         (FOLIO compares barcodes case-insensitively; a request without its item counts)."""
         wanted = barcode.casefold()
         mine = [r for r in requests if _barcode(r) in (None, wanted)]
-        first = {r.get("status"): r for r in reversed(mine)}
+        first = {_text(r.get("status")): r for r in reversed(mine)}
         if AWAITING in first:
             request = first[AWAITING]
             return Trapped(
@@ -257,3 +257,8 @@ def _instant(value: Any) -> dt.datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+
+
+def _text(value: Any) -> str | None:
+    """A string field's value; anything else (a list, a number) matches no status."""
+    return value if isinstance(value, str) else None

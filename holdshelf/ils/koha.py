@@ -177,7 +177,7 @@ def _answer(holds: Any, item_id: int) -> TrapAnswer:
     if not isinstance(holds, list) or not all(isinstance(h, dict) for h in holds):
         raise unexpected_shape(SYSTEM, HOLDS)
     mine = [h for h in holds if str(h.get("item_id")) == str(item_id)]
-    first = {h.get("status"): h for h in reversed(mine)}
+    first = {_text(h.get("status")): h for h in reversed(mine)}
     if "W" in first:
         return _trapped(first["W"])
     if "T" in first:
@@ -225,3 +225,8 @@ def _date(value: Any) -> dt.date | None:
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _text(value: Any) -> str | None:
+    """A string field's value; anything else (a list, a number) matches no status."""
+    return value if isinstance(value, str) else None
