@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import datetime as dt
 import importlib.util
 import ipaddress
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from holdshelf import config_checks as checks
+from holdshelf.config_sources import BARCODE_KEYS, ENV_PREFIX, merged_config
 from holdshelf.domain.barcodes import BarcodeRules
 from holdshelf.domain.codes import MAX_LENGTH, MIN_LENGTH
 from holdshelf.domain.holds import (
@@ -32,13 +32,9 @@ from holdshelf.domain.pseudonyms import MIN_KEY_BYTES
 from holdshelf.domain.slips import SlipOptions
 from holdshelf.errors import ConfigError, UnknownBranch
 from holdshelf.printers.config import PrinterSettings, printer_from_table
-from holdshelf.resources import resource_dir
 
 CONFIG_FILE = "holdshelf.toml"
 SQLITE_FILE = "holdshelf.sqlite3"
-ENV_PREFIX = "HOLDSHELF_"
-# HOLDSHELF_INSTANCE picks the folder; HOLDSHELF_TEST_* belong to the test suite.
-_ENV_NOT_CONFIG = ("INSTANCE", "TEST_")
 SECRET_KEYS = ("hashids_salt", "pseudonym_key", "secret_key", "data_key")
 EXAMPLE_SECRET_MARK = "change-me"  # noqa: S105 (a marker, not a secret)
 MIN_SECRET_LENGTH = 32
@@ -46,9 +42,7 @@ ENVIRONMENTS = ("production", "development")
 BRANCH_ID_MAX = 32
 LANGUAGES = ("en", "es")  # patron-facing text; a translation catalog away from more
 MAX_PUBLIC_URL = 60  # the opt-out link must leave room in a 160-character text message
-# Tables whose keys are names the library chooses; each entry is merged onto its defaults.
-OPEN_TABLES = {"branches": "branch_defaults", "printers": "printer_defaults"}
-BARCODE_KEYS = ("card_pattern", "item_pattern", "check_digit")
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # A reverse proxy on this machine: what `behind_proxy = true` trusts unless trusted_proxy says.
 LOOPBACK_PROXIES = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
@@ -189,110 +183,19 @@ def load_settings(instance_dir: Path, environ: Mapping[str, str] | None = None) 
         raise ConfigError(
             f"no {CONFIG_FILE} in {instance_dir}: run `holdshelf --instance {instance_dir} init`"
         )
-    merged = _merge(read_toml(resource_dir("config") / "default.toml"), read_toml(config_path))
-    _fill_open_tables(merged)  # so the environment can override any key of a branch or printer
-    _apply_environment(merged, environ)
-    return _build(instance_dir, merged)
-
-
-def _fill_open_tables(config: dict[str, Any]) -> None:
-    for table, defaults_key in OPEN_TABLES.items():
-        defaults = config[defaults_key] | (_BRANCH_EXTRAS if table == "branches" else {})
-        for name, entry in config[table].items():
-            if not isinstance(entry, Mapping):
-                raise ConfigError(f"{table}.{name} must be a table")
-            config[table][name] = _merge(defaults, entry, f"{table}.{name}.")
-
-
-# A branch's own [branches.X.barcodes] keys; None means "as the library's [barcodes]".
-_BRANCH_EXTRAS: dict[str, Any] = {"name": "", "barcodes": dict.fromkeys(BARCODE_KEYS)}
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-
-
-def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str = "") -> dict[str, Any]:
-    """``override`` laid over ``base``; keys unknown to ``base`` are refused, except inside
-    open tables (``branches``) whose keys are names chosen by the library."""
-    result = copy.deepcopy(base)
-    for key, value in override.items():
-        path = f"{where}{key}"
-        open_table = where.rstrip(".") in OPEN_TABLES
-        if key not in base and not open_table:
-            raise ConfigError(f"unknown configuration key {path!r}")
-        table_expected = open_table or isinstance(base.get(key), Mapping)
-        if table_expected != isinstance(value, Mapping):
-            kind = "a table ([" + path + "])" if table_expected else "a value, not a table"
-            raise ConfigError(f"configuration key {path!r} must be {kind}")
-        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
-            result[key] = _merge(base[key], value, f"{path}.")
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
-
-
-def _apply_environment(config: dict[str, Any], environ: Mapping[str, str]) -> None:
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        rest = name[len(ENV_PREFIX) :]
-        if rest.startswith(_ENV_NOT_CONFIG):
-            continue
-        *tables, key = rest.split("__")
-        target = config
-        for table in tables:
-            target = _subtable(target, table, name)
-        actual = _existing_key(target, key)
-        if actual is None:
-            raise ConfigError(f"environment variable {name} names no configuration key")
-        target[actual] = _coerce(raw, target[actual], name)
-
-
-def _existing_key(table: Mapping[str, Any], key: str) -> str | None:
-    return next((k for k in table if k.lower() == key.lower()), None)
-
-
-def _subtable(config: dict[str, Any], table: str, env_name: str) -> dict[str, Any]:
-    actual = _existing_key(config, table)
-    if actual is None or not isinstance(config[actual], dict):
-        raise ConfigError(f"environment variable {env_name} names no configuration table")
-    return config[actual]
-
-
-def _coerce(raw: str, current: Any, env_name: str) -> Any:
-    """The environment's string as the type the key already has."""
-    if isinstance(current, dict):
-        raise ConfigError(f"environment variable {env_name} names a table, not a key")
-    try:
-        if isinstance(current, bool):
-            if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
-                raise ValueError
-            return raw.lower() in {"1", "true", "yes"}
-        if isinstance(current, int):
-            return int(raw)
-        if isinstance(current, list):
-            return tomllib.loads(f"v = {raw}")["v"]
-    except (ValueError, tomllib.TOMLDecodeError):
-        kind = type(current).__name__
-        raise ConfigError(f"environment variable {env_name} must be a {kind}") from None
-    return raw
+    return _build(instance_dir, merged_config(config_path, environ))
 
 
 def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
-    environment = _choice(config, "environment", ENVIRONMENTS)
-    secrets = {key: _string(config, key) for key in SECRET_KEYS}
+    environment = checks.choice(config, "environment", "", ENVIRONMENTS)
+    secrets = {key: checks.text(config, key) for key in SECRET_KEYS}
     check_secrets(secrets, development=environment == "development")
-    database_url = _string(config, "database_url") or _sqlite_url(instance_dir)
+    database_url = checks.text(config, "database_url") or _sqlite_url(instance_dir)
     # true is no number of days: TOML's booleans are refused wherever a number is asked for
-    retention = _number(config["retention"], "ended_hold_days", "retention.", 0, MAX_RETENTION_DAYS)
-    audit_days = _number(config["retention"], "audit_days", "retention.", 1, 3660)
+    retention = checks.whole(
+        config["retention"], "ended_hold_days", "retention.", 0, MAX_RETENTION_DAYS
+    )
+    audit_days = checks.whole(config["retention"], "audit_days", "retention.", 1, 3660)
     printers = _printers(config)
     barcodes = _barcodes(config["barcodes"], "barcodes.")
     branches = _branches(config, printers, config["barcodes"])
@@ -301,13 +204,13 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
         instance_dir=instance_dir,
         environment=environment,
         database_url=database_url,
-        timezone=_timezone(_string(config, "timezone")),
-        default_pickup=PickupMode(_choice(config, "default_pickup", tuple(PickupMode))),
+        timezone=_timezone(checks.text(config, "timezone")),
+        default_pickup=PickupMode(checks.choice(config, "default_pickup", "", tuple(PickupMode))),
         retention_days=retention,
         audit_days=audit_days,
         web=_web(config["web"]),
         api_requests_per_minute=_api_rate(config["api"]),
-        import_max_bytes=_number(config["imports"], "max_file_mb", "imports.", 1, 10_000)
+        import_max_bytes=checks.whole(config["imports"], "max_file_mb", "imports.", 1, 10_000)
         * 1_000_000,
         mail=mail,
         sms=_sms(config["sms"], mail),
@@ -322,20 +225,6 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
 
 def _sqlite_url(instance_dir: Path) -> str:
     return f"sqlite:///{(instance_dir / SQLITE_FILE).resolve()}"
-
-
-def _string(config: Mapping[str, Any], key: str, where: str = "") -> str:
-    value = config.get(key, "")
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}{key} must be a string")
-    return value.strip()
-
-
-def _choice(config: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
-    value = _string(config, key)
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}, not {value!r}")
-    return value
 
 
 def _timezone(name: str) -> ZoneInfo | None:
@@ -377,28 +266,12 @@ def _is_fernet_key(value: str) -> bool:
         return False
 
 
-def _number(table: Mapping[str, Any], key: str, where: str, low: int, high: int) -> int:
-    """A whole number from ``low`` to ``high`` (TOML's true and false are not numbers)."""
-    value = table[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{where}{key} must be {low}..{high} (a whole number)")
-    return value
-
-
-def _seconds(table: Mapping[str, Any], where: str) -> float:
-    """A timeout: 1 to 120 seconds, fractions allowed."""
-    value = table["timeout"]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 120:
-        raise ConfigError(f"{where}timeout must be 1..120 seconds")
-    return float(value)
-
-
 def _web(table: Mapping[str, Any]) -> WebSettings:
     def number(key: str, low: int, high: int) -> int:
-        return _number(table, key, "web.", low, high)
+        return checks.whole(table, key, "web.", low, high)
 
-    host, port = _string(table, "host", "web.") or "127.0.0.1", number("port", 1, 65535)
-    public_url = _string(table, "public_url", "web.").rstrip("/") or f"http://{host}:{port}"
+    host, port = checks.text(table, "host", "web.") or "127.0.0.1", number("port", 1, 65535)
+    public_url = checks.text(table, "public_url", "web.").rstrip("/") or f"http://{host}:{port}"
     if not public_url.startswith(("https://", "http://")) or len(public_url) > MAX_PUBLIC_URL:
         raise ConfigError(
             f"web.public_url must be an http(s) address of at most {MAX_PUBLIC_URL} characters"
@@ -426,7 +299,7 @@ def _trusted_proxies(table: Mapping[str, Any]) -> tuple[IPNetwork, ...]:
     loopback unless ``trusted_proxy`` names another; none unless ``behind_proxy``."""
     if not isinstance(table["behind_proxy"], bool):
         raise ConfigError("web.behind_proxy must be true or false")
-    named = _string(table, "trusted_proxy", "web.")
+    named = checks.text(table, "trusted_proxy", "web.")
     if not table["behind_proxy"]:
         if named:  # silently ignoring it would leave every patron behind one address
             raise ConfigError("web.trusted_proxy is set but web.behind_proxy is not true")
@@ -453,48 +326,38 @@ def _proxy_network(named: str) -> IPNetwork:
 
 
 def _api_rate(table: Mapping[str, Any]) -> int:
-    return _number(table, "requests_per_minute", "api.", 1, 1_000_000)
+    return checks.whole(table, "requests_per_minute", "api.", 1, 1_000_000)
 
 
 def _mail(table: Mapping[str, Any], instance_dir: Path) -> MailSettings:
     where = "mail."
-    security = _string(table, "security", where)
+    security = checks.text(table, "security", where)
     if security not in ("starttls", "tls", "none"):
         raise ConfigError("mail.security must be one of starttls, tls, none")
     mail = MailSettings(
-        host=_string(table, "host", where),
-        port=_number(table, "port", where, 1, 65535),
+        host=checks.text(table, "host", where),
+        port=checks.whole(table, "port", where, 1, 65535),
         security=security,
-        username=_string(table, "username", where),
-        password=_string(table, "password", where),
-        sender=_string(table, "sender", where),
-        timeout=_seconds(table, where),
-        ca_file=_ca_file(_string(table, "ca_file", where), instance_dir),
+        username=checks.text(table, "username", where),
+        password=checks.text(table, "password", where),
+        sender=checks.text(table, "sender", where),
+        timeout=checks.seconds(table, where),
+        ca_file=checks.pem_file(table, "ca_file", where, instance_dir),
     )
     if mail.enabled and "@" not in mail.sender:
         raise ConfigError('mail.sender must be an address, e.g. "Library <holds@example.org>"')
     return mail
 
 
-def _ca_file(value: str, instance_dir: Path) -> str:
-    """An absolute path to a readable PEM file (relative paths are in the instance folder)."""
-    if not value:
-        return ""
-    path = Path(value) if Path(value).is_absolute() else instance_dir / value
-    if not path.is_file():
-        raise ConfigError(f"mail.ca_file: no such file {path}")
-    return str(path)
-
-
 def _sms(table: Mapping[str, Any], mail: MailSettings) -> SmsSettings:
     where = "sms."
-    gateway = _string(table, "gateway", where)
+    gateway = checks.text(table, "gateway", where)
     sms = SmsSettings(
         gateway=gateway,
-        email_domain=_string(table, "email_domain", where),
-        url=_string(table, "url", where),
-        token=_string(table, "token", where),
-        timeout=_seconds(table, where),
+        email_domain=checks.text(table, "email_domain", where),
+        url=checks.text(table, "url", where),
+        token=checks.text(table, "token", where),
+        timeout=checks.seconds(table, where),
     )
     if gateway not in ("", "email", "http"):
         raise ConfigError('sms.gateway must be "", "email" or "http"')
@@ -507,15 +370,15 @@ def _sms(table: Mapping[str, Any], mail: MailSettings) -> SmsSettings:
 
 def _notices(config: Mapping[str, Any], branches: Mapping[str, BranchSettings]) -> NoticeSettings:
     table, privacy = config["notices"], config["privacy"]
-    link_days = _number(table, "link_days", "notices.", 7, 365)
+    link_days = checks.whole(table, "link_days", "notices.", 7, 365)
     if not isinstance(table["show_title"], bool):
         raise ConfigError("notices.show_title must be true or false")
     first_branch = next(iter(branches.values())).name
     return NoticeSettings(
         show_title=table["show_title"],
         link_days=link_days,
-        privacy_library=_string(privacy, "library", "privacy.") or first_branch,
-        privacy_contact=_string(privacy, "contact", "privacy."),
+        privacy_library=checks.text(privacy, "library", "privacy.") or first_branch,
+        privacy_contact=checks.text(privacy, "contact", "privacy."),
     )
 
 
@@ -523,7 +386,7 @@ def _slip_options(table: Mapping[str, Any]) -> SlipOptions:
     flags = {key: table[key] for key in ("show_item_tail", "show_title")}
     if any(not isinstance(value, bool) for value in flags.values()):
         raise ConfigError("slips.show_item_tail and slips.show_title must be true or false")
-    length = _number(table, "title_length", "slips.", 8, 80)
+    length = checks.whole(table, "title_length", "slips.", 8, 80)
     return SlipOptions(title_length=length, **flags)
 
 
@@ -575,9 +438,9 @@ def _branches(
 def _branch(
     branch_id: str, table: Mapping[str, Any], where: str, library_barcodes: Mapping[str, Any]
 ) -> BranchSettings:
-    name = _string(table, "name", where) or branch_id
-    pickup_days = _number(table, "pickup_days", where, 1, 366)
-    code_length = _number(table, "code_length", where, MIN_LENGTH, MAX_LENGTH)
+    name = checks.text(table, "name", where) or branch_id
+    pickup_days = checks.whole(table, "pickup_days", where, 1, 366)
+    code_length = checks.whole(table, "code_length", where, MIN_LENGTH, MAX_LENGTH)
     closed = table["closed_days"]
     if not isinstance(closed, list) or any(
         not isinstance(d, str) or d.strip().lower()[:3] not in WEEKDAYS for d in closed
@@ -592,7 +455,7 @@ def _branch(
         pickup_days=pickup_days,
         code_length=code_length,
         closed_days=closed_days,
-        printer=_string(table, "printer", where),
+        printer=checks.text(table, "printer", where),
         language=_language(table, where),
         barcodes=_barcodes(
             {
@@ -605,7 +468,7 @@ def _branch(
 
 
 def _language(table: Mapping[str, Any], where: str) -> str:
-    language = _string(table, "language", where)
+    language = checks.text(table, "language", where)
     if language not in LANGUAGES:
         raise ConfigError(f"{where}language must be one of {', '.join(LANGUAGES)}")
     return language

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from holdshelf import config_checks as checks
 from holdshelf.errors import ConfigError
 
 TYPES = ("network", "usb", "serial", "file", "cups", "preview")
@@ -73,16 +74,10 @@ class PrinterSettings:
 
 def printer_from_table(name: str, table: Mapping[str, Any]) -> PrinterSettings:
     where = f"printers.{name}."
-    kind = _text(table, "type", where)
-    if kind not in TYPES:
-        raise ConfigError(f"{where}type must be one of {', '.join(TYPES)}")
-    paper = _text(table, "paper", where)
-    if paper not in PAPER_DOTS:
-        raise ConfigError(f"{where}paper must be one of {', '.join(PAPER_DOTS)}")
-    qr = _text(table, "qr", where)
-    if qr not in QR_MODES:
-        raise ConfigError(f"{where}qr must be one of {', '.join(QR_MODES)}")
-    codepage = _text(table, "codepage", where).upper()
+    kind = checks.choice(table, "type", where, TYPES)
+    paper = checks.choice(table, "paper", where, tuple(PAPER_DOTS))
+    qr = checks.choice(table, "qr", where, QR_MODES)
+    codepage = checks.text(table, "codepage", where).upper()
     try:
         codecs.lookup(codepage)
     except LookupError:
@@ -90,22 +85,22 @@ def printer_from_table(name: str, table: Mapping[str, Any]) -> PrinterSettings:
     settings = PrinterSettings(
         name=name,
         type=kind,
-        profile=_text(table, "profile", where),
+        profile=checks.text(table, "profile", where),
         paper=paper,
         codepage=codepage,
         qr=qr,
-        wrap=_flag(table, "wrap", where),
-        host=_text(table, "host", where),
-        port=_number(table, "port", where, 1, 65535),
-        connect_timeout=float(_number(table, "connect_timeout", where, 0.1, 60)),
-        send_timeout=float(_number(table, "send_timeout", where, 0.1, 300)),
-        verify_status=_flag(table, "verify_status", where),
+        wrap=checks.flag(table, "wrap", where),
+        host=checks.text(table, "host", where),
+        port=checks.whole(table, "port", where, 1, 65535),
+        connect_timeout=checks.number(table, "connect_timeout", where, 0.1, 60),
+        send_timeout=checks.number(table, "send_timeout", where, 0.1, 300),
+        verify_status=checks.flag(table, "verify_status", where),
         process_id=_process_id(table, kind, where),
         vendor_id=_usb_id(table, "vendor_id", where),
         product_id=_usb_id(table, "product_id", where),
-        device=_text(table, "device", where),
-        baudrate=_number(table, "baudrate", where, 300, 921600),
-        queue=_text(table, "queue", where),
+        device=checks.text(table, "device", where),
+        baudrate=checks.whole(table, "baudrate", where, 300, 921600),
+        queue=checks.text(table, "queue", where),
     )
     _require_connection_keys(settings, where)
     return settings
@@ -133,27 +128,6 @@ def _process_id(table: Mapping[str, Any], kind: str, where: str) -> bool:
     if value != "auto":
         raise ConfigError(f'{where}process_id must be true, false or "auto"')
     return kind == "network" and table["profile"].strip() in PROCESS_ID_PROFILES
-
-
-def _text(table: Mapping[str, Any], key: str, where: str) -> str:
-    value = table[key]
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}{key} must be a string")
-    return value.strip()
-
-
-def _flag(table: Mapping[str, Any], key: str, where: str) -> bool:
-    value = table[key]
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}{key} must be true or false")
-    return value
-
-
-def _number(table: Mapping[str, Any], key: str, where: str, low: float, high: float) -> Any:
-    value = table[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ConfigError(f"{where}{key} must be a number from {low} to {high}")
-    return value
 
 
 def _usb_id(table: Mapping[str, Any], key: str, where: str) -> int:

@@ -315,7 +315,7 @@ def test_network_printer_for_a_branch(tmp_path: Path) -> None:
         ('[printers.p]\ntype = "cups"', "printers.p.queue is needed"),
         ('[printers.p]\ntype = "preview"\npaper = "A4"', "paper must be one of 80mm, 58mm"),
         ('[printers.p]\ntype = "preview"\ncodepage = "EBCDIC-X"', "not a known code page"),
-        ('[printers.p]\ntype = "preview"\nport = 0', "port must be a number from 1"),
+        ('[printers.p]\ntype = "preview"\nport = 0', r"port must be 1\.\.65535 \(a whole number\)"),
         (
             '[printers.p]\ntype = "preview"\ncolour = true',
             "unknown configuration key 'printers.p.colour'",

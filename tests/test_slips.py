@@ -16,12 +16,12 @@ from holdshelf.printers.render_escpos import printable, profile_for
 from holdshelf.printers.slips import RenderedSlip
 from PIL import Image, ImageChops
 
+from holdshelf.config_sources import read_toml
 from holdshelf.domain.codes import ShelfCode
 from holdshelf.domain.holds import PickupMode, ShelfEntry
 from holdshelf.domain.slips import Slip, SlipOptions, item_tail, truncate
 from holdshelf.errors import ConfigError
 from holdshelf.resources import resource_dir
-from holdshelf.settings import read_toml
 from tests.helpers.escpos_parser import parse
 
 REFERENCE = Path(__file__).parent / "reference"
@@ -169,7 +169,7 @@ def test_escpos_keeps_its_logging_to_itself(tmp_path: Path) -> None:
         "from holdshelf.printers.config import printer_from_table\n"
         "from holdshelf.printers.slips import RenderedSlip\n"
         "from holdshelf.resources import resource_dir\n"
-        "from holdshelf.settings import read_toml\n"
+        "from holdshelf.config_sources import read_toml\n"
         "defaults = read_toml(resource_dir('config') / 'default.toml')['printer_defaults']\n"
         "printer = printer_from_table('p', defaults | {'qr': 'raster'})\n"
         "slip = Slip('Branch', ShelfCode('K7Q4MX'), datetime.date(2026, 11, 30), False)\n"
