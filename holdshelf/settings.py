@@ -40,6 +40,8 @@ EXAMPLE_SECRET_MARK = "change-me"  # noqa: S105 (a marker, not a secret)
 MIN_SECRET_LENGTH = 32
 ENVIRONMENTS = ("production", "development")
 BRANCH_ID_MAX = 32
+ILS_KINDS = ("none", "sip2", "koha", "folio")
+SIP_LOOKUPS = ("checkin", "item-information")
 LANGUAGES = ("en", "es")  # patron-facing text; a translation catalog away from more
 MAX_PUBLIC_URL = 60  # the opt-out link must leave room in a 160-character text message
 
@@ -64,10 +66,38 @@ class BranchSettings:
     printer: str
     language: str
     barcodes: BarcodeRules
+    ils_location: str = ""  # the ILS's code for this branch (the branch id unless set)
+    ils_login: str = ""
+    ils_password: str = field(default="", repr=False)
 
     @property
     def policy(self) -> PickupPolicy:
         return PickupPolicy(pickup_days=self.pickup_days, closed_weekdays=self.closed_days)
+
+
+@dataclass(frozen=True)
+class IlsSettings:
+    """The ILS connection ([ils]); each branch's account and location are in BranchSettings."""
+
+    kind: str  # one of ILS_KINDS
+    timeout: float
+    host: str = ""
+    port: int = 6001
+    tls: bool = False
+    ca_file: str = ""
+    institution: str = ""
+    lookup: str = "checkin"
+    base_url: str = ""
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    okapi_url: str = ""
+    tenant: str = ""
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind != "none"
 
 
 @dataclass(frozen=True)
@@ -140,6 +170,7 @@ class Settings:
     branches: Mapping[str, BranchSettings]
     printers: Mapping[str, PrinterSettings]
     slip_options: SlipOptions
+    ils: IlsSettings
     barcodes: BarcodeRules  # the library's; each branch has its own (BranchSettings.barcodes)
     hashids_salt: str = field(repr=False)
     pseudonym_key: str = field(repr=False)
@@ -218,6 +249,7 @@ def _build(instance_dir: Path, config: dict[str, Any]) -> Settings:
         branches=branches,
         printers=printers,
         slip_options=_slip_options(config["slips"]),
+        ils=_ils(config["ils"], instance_dir, branches),
         barcodes=barcodes,
         **secrets,
     )
@@ -457,6 +489,9 @@ def _branch(
         closed_days=closed_days,
         printer=checks.text(table, "printer", where),
         language=_language(table, where),
+        ils_location=checks.text(table, "ils_location", where) or branch_id,
+        ils_login=checks.text(table, "ils_login", where),
+        ils_password=checks.text(table, "ils_password", where),
         barcodes=_barcodes(
             {
                 key: library_barcodes[key] if value is None else value
@@ -472,3 +507,53 @@ def _language(table: Mapping[str, Any], where: str) -> str:
     if language not in LANGUAGES:
         raise ConfigError(f"{where}language must be one of {', '.join(LANGUAGES)}")
     return language
+
+
+def _ils(
+    table: Mapping[str, Any], instance_dir: Path, branches: Mapping[str, BranchSettings]
+) -> IlsSettings:
+    where = "ils."
+    text = {key: checks.text(table, key, where) for key in _ILS_TEXT}
+    ils = IlsSettings(
+        kind=checks.choice(table, "kind", where, ILS_KINDS),
+        timeout=checks.number(table, "timeout", where, 0.5, 60),
+        port=checks.whole(table, "port", where, 1, 65535),
+        tls=checks.flag(table, "tls", where),
+        ca_file=checks.pem_file(table, "ca_file", where, instance_dir),
+        lookup=checks.choice(table, "lookup", where, SIP_LOOKUPS),
+        base_url=checks.http_url(table, "base_url", where),
+        okapi_url=checks.http_url(table, "okapi_url", where),
+        **text,
+    )
+    for key in _ILS_NEEDS.get(ils.kind, ()):
+        if not getattr(ils, key):
+            raise ConfigError(f'ils.{key} is needed when ils.kind = "{ils.kind}"')
+    _check_ils_locations(branches)
+    if ils.kind == "sip2":
+        for branch in branches.values():
+            if not (branch.ils_login and branch.ils_password):
+                raise ConfigError(
+                    f"branches.{branch.id}: ils_login and ils_password are needed for SIP2 "
+                    "(one SIP account per branch)"
+                )
+    return ils
+
+
+_ILS_TEXT = ("host", "institution", "client_id", "client_secret", "tenant", "username", "password")
+_ILS_NEEDS = {
+    "sip2": ("host", "institution"),
+    "koha": ("base_url", "client_id", "client_secret"),
+    "folio": ("okapi_url", "tenant", "username", "password"),
+}
+
+
+def _check_ils_locations(branches: Mapping[str, BranchSettings]) -> None:
+    """Two branches with one ILS location would make a trapped hold's branch a guess."""
+    seen: dict[str, str] = {}
+    for branch in branches.values():
+        other = seen.setdefault(branch.ils_location.upper(), branch.id)
+        if other != branch.id:
+            raise ConfigError(
+                f"branches {other} and {branch.id} have the same ils_location "
+                f"{branch.ils_location!r}"
+            )
