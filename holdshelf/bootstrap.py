@@ -15,11 +15,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from holdshelf.accounts import Accounts
 from holdshelf.clock import Clock, LibraryClock
+from holdshelf.ils.answers import Connector
 from holdshelf.integrations import Integrations
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
 from holdshelf.storage import database
 from holdshelf.worker import HousekeepingReport, Worker, housekeep
+from holdshelf.workflow.checkin import CheckIn
 
 
 class Holdshelf:
@@ -65,10 +67,57 @@ class Holdshelf:
     def worker(self) -> Worker:
         return Worker(self.settings, self.sessions, self.clock, housekeeping=self.housekeep)
 
+    @cached_property
+    def connector(self) -> Connector | None:
+        """The library's ILS connector, or None when [ils] kind = "none"."""
+        return make_connector(self.settings)
+
+    @cached_property
+    def checkin(self) -> CheckIn | None:
+        """Check-in by the item alone, when an ILS is connected."""
+        if self.connector is None:
+            return None
+        return CheckIn(self.settings, self.service, self.connector)
+
     def housekeep(self) -> HousekeepingReport:
         """Everything retention asks to delete, now, with the services built here."""
         return housekeep(self.service, self.accounts, self.integrations)
 
     def close(self) -> None:
+        if self.__dict__.get("connector") is not None:
+            self.connector.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
+
+
+def make_connector(settings: Settings) -> Connector | None:
+    """The connector [ils] names; its modules are imported only by the kind in use."""
+    ils = settings.ils
+    if ils.kind == "koha":
+        from holdshelf.ils.koha import KohaConnector
+
+        return KohaConnector(ils.base_url, ils.client_id, ils.client_secret, timeout=ils.timeout)
+    if ils.kind == "folio":
+        from holdshelf.ils.folio import FolioConnector
+
+        return FolioConnector(
+            ils.okapi_url,
+            ils.tenant,
+            ils.username,
+            ils.password,
+            timeout=ils.timeout,
+            timezone=settings.timezone,
+        )
+    if ils.kind == "sip2":
+        from holdshelf.ils.sip2 import Sip2Connector
+
+        return Sip2Connector(
+            ils.host,
+            ils.port,
+            institution=ils.institution,
+            tls=ils.tls,
+            ca_file=ils.ca_file or None,
+            lookup=ils.lookup,
+            timeout=ils.timeout,
+        )
+    return None

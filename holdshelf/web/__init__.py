@@ -24,6 +24,7 @@ from holdshelf.web.limits import FIND_LIMIT, FIND_WINDOW, RateLimiter
 from holdshelf.web.problems import API_WINDOW
 from holdshelf.web.proxy import TrustedProxy
 from holdshelf.worker import Worker
+from holdshelf.workflow.checkin import CheckIn
 
 if TYPE_CHECKING:
     from holdshelf.bootstrap import Holdshelf
@@ -41,6 +42,7 @@ class Desk:
     accounts: Accounts
     integrations: Integrations
     worker: Worker
+    checkin: CheckIn | None  # check-in by the item alone, when an ILS is connected
     api_limiter: RateLimiter
     find_limiter: RateLimiter
 
@@ -74,6 +76,7 @@ def create_app(root: Holdshelf) -> Flask:
         accounts=root.accounts,
         integrations=root.integrations,
         worker=root.worker,
+        checkin=root.checkin,
         api_limiter=RateLimiter(settings.api_requests_per_minute, API_WINDOW),
         find_limiter=RateLimiter(FIND_LIMIT, FIND_WINDOW),
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from flask import (
@@ -28,11 +28,13 @@ from flask import (
 from holdshelf.domain.holds import PickupMode, ShelfEntry, desk_day
 from holdshelf.domain.inputs import parse_date
 from holdshelf.errors import HoldshelfError, InvalidInput
+from holdshelf.ils.answers import IlsUnavailable
 from holdshelf.sealing import Sealer
 from holdshelf.service import SlipState, SlipStatus
 from holdshelf.web import charts
 from holdshelf.web.extensions import desk
 from holdshelf.web.guards import login_required
+from holdshelf.workflow.checkin import CheckIn, SendElsewhere, Shelved
 
 bp = Blueprint("desk", __name__)
 
@@ -82,6 +84,7 @@ def _checkin_page(
     focus: str = "item",
     item: str = "",
     card_kept: str = "",
+    ils: IlsOutcome | None = None,
 ) -> str:
     service = desk().service
     result = status = None
@@ -99,6 +102,8 @@ def _checkin_page(
         focus=focus,
         item=item,
         card_kept=card_kept,
+        ils=ils or IlsOutcome(),
+        asks_ils=desk().checkin is not None,
         show_title=desk().settings.slip_options.show_title,
         email=desk().settings.mail.enabled,
         sms=desk().settings.sms.enabled,
@@ -128,10 +133,50 @@ def _desk_tag() -> str:
     return hashlib.sha256(session["token"].encode("utf-8")).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class IlsOutcome:
+    """What the ILS said about the scanned item, for the check-in page (never stored)."""
+
+    down: str | None = None  # the ILS could not be asked: why; the card field shows
+    send_to: str | None = None  # in transit: the library the item goes to
+    no_hold: bool = False
+    repeated: bool = False  # scanned again: the hold is ready already
+    message: str | None = None  # the ILS's own words for the clerk
+
+
 @bp.post("/checkin")
 @login_required
 def checkin_post() -> Any:
-    item, card = request.form.get("item", ""), ""
+    item = request.form.get("item", "")
+    checkin = desk().checkin
+    typed_card = (request.form.get("card") or "").strip() or request.form.get("card_kept")
+    if checkin is not None and not typed_card:
+        return _checkin_by_item(checkin, item)
+    return _checkin_with_card(item)
+
+
+def _checkin_by_item(checkin: CheckIn, item: str) -> Any:
+    """One scan: the ILS says whose hold; its answer is shown on this page, not redirected,
+    so the ILS's words never reach a URL (or an access log)."""
+    contacts = {"email": request.form.get("email"), "sms": request.form.get("sms")}
+    try:
+        outcome = checkin.scan(_branch(), item, **contacts)
+    except IlsUnavailable as exc:
+        down = IlsOutcome(down=str(exc))
+        return _checkin_page(focus="card", item=item.strip(), ils=down)
+    except HoldshelfError as exc:
+        return _refused_checkin(exc, item, ""), 422
+    if isinstance(outcome, Shelved):
+        desk().wake_worker()
+        shown = IlsOutcome(message=outcome.message, repeated=outcome.repeated)
+        return _checkin_page(last=outcome.entry.code.display, ils=shown)
+    if isinstance(outcome, SendElsewhere):
+        return _checkin_page(ils=IlsOutcome(send_to=outcome.destination, message=outcome.message))
+    return _checkin_page(ils=IlsOutcome(no_hold=True, message=outcome.message))
+
+
+def _checkin_with_card(item: str) -> Any:
+    card = ""
     try:
         card = _scanned_card()
         entry = desk().service.ready(

@@ -1,0 +1,157 @@
+"""One scan at check-in: the ILS (here a loopback Koha that answers as Koha's definitions say)
+names the hold's patron, and the desk, the use case and the privacy rules follow."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from holdshelf.bootstrap import Holdshelf
+from holdshelf.errors import ConfigError, InvalidInput
+from holdshelf.ils.answers import IlsUnavailable
+from holdshelf.settings import Settings, load_settings
+from holdshelf.workflow.checkin import NothingTrapped, SendElsewhere, Shelved
+from tests.conftest import raw_database_bytes
+from tests.helpers.web import post
+from tests.peers import koha_api as k
+from tests.peers.koha_api import CLIENT_ID, CLIENT_SECRET, KohaApi
+from tests.peers.people import ADA, leaked
+
+
+@pytest.fixture
+def koha() -> Iterator[KohaApi]:
+    peer = k.library().start()
+    yield peer
+    peer.stop()
+    assert peer.violations == [], "the peer answered what Koha's definitions do not allow"
+
+
+def koha_environment(koha: KohaApi) -> dict[str, str]:
+    return {
+        "HOLDSHELF_ILS__KIND": "koha",
+        "HOLDSHELF_ILS__BASE_URL": koha.url,
+        "HOLDSHELF_ILS__CLIENT_ID": CLIENT_ID,
+        "HOLDSHELF_ILS__CLIENT_SECRET": CLIENT_SECRET,
+        "HOLDSHELF_ILS__TIMEOUT": "2",
+    }
+
+
+@pytest.fixture
+def settings(instance_dir: Path, koha: KohaApi) -> Settings:
+    """The test instance, connected to the loopback Koha (MAIN and EAST are Koha's codes)."""
+    return load_settings(instance_dir, environ=koha_environment(koha))
+
+
+def test_an_item_alone_makes_its_waiting_hold_ready_with_koha_s_card_and_date(root: Holdshelf):
+    outcome = root.checkin.scan("MAIN", k.WAITING_HERE)
+    assert isinstance(outcome, Shelved)
+    assert outcome.entry.pickup_by == dt.date(2026, 12, 4)  # Koha's expiration_date
+    assert len(root.service.patron(ADA.card).holds) == 1  # the card Koha named
+    again = root.checkin.scan("MAIN", k.WAITING_HERE)  # a second scan is the same hold
+    assert isinstance(again, Shelved) and again.entry.code == outcome.entry.code
+
+
+def test_an_item_for_another_library_is_sent_there_without_a_code(root: Holdshelf):
+    outcome = root.checkin.scan("MAIN", k.IN_TRANSIT)
+    assert outcome == SendElsewhere(destination=root.settings.branch("EAST").name)
+    assert root.service.shelf("MAIN") == []
+
+
+def test_an_item_without_a_hold_goes_back(root: Holdshelf):
+    assert isinstance(root.checkin.scan("MAIN", k.NO_HOLDS), NothingTrapped)
+    assert root.service.shelf("MAIN") == []
+
+
+def test_a_card_in_the_item_field_is_never_sent_to_the_ils(root: Holdshelf, koha: KohaApi):
+    root.service.ready("MAIN", "I1", ADA.card)  # now a known patron's card
+    with pytest.raises(InvalidInput, match="patron's card"):
+        root.checkin.scan("MAIN", ADA.card)
+    assert koha.count("GET", "/api/v1/items") == 0
+
+
+def test_an_unknown_pickup_location_is_said_not_guessed(instance_dir: Path, koha: KohaApi):
+    renamed = {
+        "HOLDSHELF_BRANCHES__MAIN__ILS_LOCATION": "CENTRAL",
+        "HOLDSHELF_BRANCHES__EAST__ILS_LOCATION": "EASTSIDE",
+    }
+    parts = Holdshelf(load_settings(instance_dir, environ=koha_environment(koha) | renamed))
+    try:
+        with pytest.raises(InvalidInput, match="names pickup location 'MAIN', which is no"):
+            parts.checkin.scan("MAIN", k.WAITING_HERE)
+        # a transit to a library Holdshelf does not know is named by the ILS's code
+        assert parts.checkin.scan("MAIN", k.IN_TRANSIT) == SendElsewhere(destination="EAST")
+        assert parts.service.shelf("MAIN") == []
+    finally:
+        parts.close()
+
+
+def test_an_ils_that_does_not_answer_is_one_line(root: Holdshelf, koha: KohaApi):
+    koha.status = 503
+    with pytest.raises(IlsUnavailable) as caught:
+        root.checkin.scan("MAIN", k.WAITING_HERE)
+    assert "503" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_kinds_name_what_they_need(instance_dir: Path):
+    with pytest.raises(ConfigError, match=r'ils\.base_url is needed when ils\.kind = "koha"'):
+        load_settings(instance_dir, environ={"HOLDSHELF_ILS__KIND": "koha"})
+    sip = {"HOLDSHELF_ILS__KIND": "sip2", "HOLDSHELF_ILS__HOST": "127.0.0.1"}
+    with pytest.raises(ConfigError, match=r"ils\.institution is needed"):
+        load_settings(instance_dir, environ=sip)
+    sip["HOLDSHELF_ILS__INSTITUTION"] = "MAIN"
+    with pytest.raises(ConfigError, match=r"branches\.MAIN: ils_login and ils_password"):
+        load_settings(instance_dir, environ=sip)
+    with pytest.raises(ConfigError, match="branches MAIN and EAST have the same ils_location"):
+        load_settings(instance_dir, environ={"HOLDSHELF_BRANCHES__EAST__ILS_LOCATION": "main"})
+    with pytest.raises(ConfigError, match=r"ils\.kind must be one of none, sip2, koha, folio"):
+        load_settings(instance_dir, environ={"HOLDSHELF_ILS__KIND": "sierra"})
+
+
+# -- the desk ------------------------------------------------------------------------------
+
+
+def test_the_desk_asks_only_for_the_item_and_prints(client, root: Holdshelf):
+    page = client.get("/checkin").get_data(as_text=True)
+    assert 'id="card"' not in page and "the ILS says whose hold" in page
+    response = post(client, "/checkin", {"item": k.WAITING_HERE}, page="/checkin")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    (entry,) = root.service.shelf("MAIN")
+    assert entry.code.display in page and "Ready:" in page
+    assert leaked(page) == []
+    again = post(client, "/checkin", {"item": k.WAITING_HERE}, page="/checkin")
+    assert "Scanned again: this hold is ready already" in again.get_data(as_text=True)
+    assert len(root.service.shelf("MAIN")) == 1
+
+
+def test_the_desk_says_where_a_transit_goes_and_when_there_is_no_hold(client):
+    page = post(client, "/checkin", {"item": k.IN_TRANSIT}, page="/checkin").get_data(as_text=True)
+    assert "Send this item to <strong>Eastside Branch</strong>" in page
+    page = post(client, "/checkin", {"item": k.NO_HOLDS}, page="/checkin").get_data(as_text=True)
+    assert "No hold for this item: it goes back to the shelf." in page
+
+
+def test_with_the_ils_down_the_desk_asks_for_the_card_and_it_works(client, root, koha):
+    koha.status = 500
+    page = post(client, "/checkin", {"item": k.WAITING_HERE}, page="/checkin").get_data(
+        as_text=True
+    )
+    assert 'id="card"' in page and "scan the patron's card instead" in page
+    assert f'value="{k.WAITING_HERE}"' in page  # the item stays in its field
+    response = post(client, "/checkin", {"item": k.WAITING_HERE, "card": ADA.card}, "/checkin")
+    assert response.status_code == 302
+    assert len(root.service.shelf("MAIN")) == 1
+
+
+def test_nothing_koha_sends_beyond_the_card_is_kept_or_logged(client, root, caplog):
+    caplog.set_level("DEBUG")
+    for item in (k.WAITING_HERE, k.IN_TRANSIT, k.NO_HOLDS, k.NO_EXPIRY):
+        page = post(client, "/checkin", {"item": item}, page="/checkin").get_data(as_text=True)
+        assert leaked(page) == []
+    assert leaked(caplog.text) == []
+    stored = raw_database_bytes(root.service)
+    for secret in ADA.secrets:
+        assert secret.encode() not in stored
