@@ -117,17 +117,14 @@ class Accounts:
         self._reads = read_sessions(sessions)  # lookups and lists: no write lock on SQLite
         self._clock = clock
 
-    def _now(self) -> dt.datetime:
-        return self._clock()
-
     # -- users --------------------------------------------------------------------------------
 
     def add_user(self, name: str, password: str, role: str) -> None:
-        name = self._check_name(name)
+        name = _check_name(name)
         if role not in ROLES:
             raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
         user = StaffUser(
-            name=name, password_hash=self._hash(password), role=role, created_at=self._now()
+            name=name, password_hash=_hash(password), role=role, created_at=self._clock()
         )
         try:
             with self._sessions.begin() as session:
@@ -138,13 +135,13 @@ class Accounts:
 
     def set_password(self, name: str, password: str) -> None:
         with self._sessions.begin() as session:
-            user = self._user(session, name)
-            user.password_hash = self._hash(password)
+            user = _user(session, name)
+            user.password_hash = _hash(password)
             session.execute(delete(WebSession).where(WebSession.user_id == user.id))
 
     def remove_user(self, name: str) -> None:
         with self._sessions.begin() as session:
-            user = self._user(session, name)
+            user = _user(session, name)
             session.execute(delete(WebSession).where(WebSession.user_id == user.id))
             session.delete(user)
 
@@ -158,7 +155,7 @@ class Accounts:
     def account_views(self) -> list[AccountView]:
         """Every account with its failed sign-ins in the window and, while locked out, the
         wait. Only real accounts: failures under other names stay anonymous hashes."""
-        now = self._now()
+        now = self._clock()
         web = self.settings.web
         with self._reads() as session:
             users = [
@@ -188,33 +185,13 @@ class Accounts:
                 )
             return views
 
-    @staticmethod
-    def _check_name(name: str) -> str:
-        name = clean_barcode(name, "account name")
-        if any(ch.isspace() for ch in name):
-            raise InvalidInput("an account name has no spaces")
-        return name
-
-    @staticmethod
-    def _hash(password: str) -> str:
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise InvalidInput(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
-        return _hasher.hash(password)
-
-    @staticmethod
-    def _user(session: Session, name: str) -> StaffUser:
-        user = session.scalar(select(StaffUser).where(StaffUser.name == name))
-        if user is None:
-            raise NotFound(f"no staff account named {name!r}")
-        return user
-
     # -- signing in and out -------------------------------------------------------------------
 
     def sign_in(self, name: str, password: str, address: str) -> str:
         """A new session token for the right name and password, unless this account name has
         failed too often lately, or this address far too often. The limits are apart, so a
         colleague at the same desk signs in while a mistyped account waits."""
-        now = self._now()
+        now = self._clock()
         web = self.settings.web
         account, place = _account_key(name), _address_key(address)
         with self._sessions.begin() as session:
@@ -226,7 +203,7 @@ class Accounts:
                 session, place, web.login_attempts_per_address, now, "from this address"
             )
             user = session.scalar(select(StaffUser).where(StaffUser.name == name.strip()))
-            if self._password_matches(user, password):
+            if _password_matches(user, password):
                 assert user is not None
                 if _hasher.check_needs_rehash(user.password_hash):
                     user.password_hash = _hasher.hash(password)
@@ -277,7 +254,7 @@ class Accounts:
         were. An admin's unlock at the web app (``by``) is in the audit log, in the same
         transaction. Failures from an address stay: they count for every name tried there."""
         with self._sessions.begin() as session:
-            user = self._user(session, name)
+            user = _user(session, name)
             cleared = session.execute(
                 delete(LoginFailure).where(LoginFailure.key_hash == _account_key(user.name))
             ).rowcount
@@ -299,20 +276,11 @@ class Accounts:
         log.info("an address unlocked (%d failed sign-ins cleared)", cleared)
         return cleared
 
-    @staticmethod
-    def _password_matches(user: StaffUser | None, password: str) -> bool:
-        try:
-            return _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and (
-                user is not None
-            )
-        except (VerificationError, InvalidHashError):
-            return False
-
     def session(self, token: str | None) -> StaffSession | None:
         """The live session for this token; None if unknown, signed out or timed out."""
         if not token:
             return None
-        now = self._now()
+        now = self._clock()
         # Every request asks this, and few change anything (last_seen once a minute, an ended
         # session or patron focus): it is read first, and written only when a change is due,
         # so page views do not queue for SQLite's write lock behind an import.
@@ -364,7 +332,7 @@ class Accounts:
             row = session.get(WebSession, _digest(token))
             if row is not None:
                 row.patron = pseudonym
-                row.patron_until = self._now() + PATRON_FOCUS if pseudonym else None
+                row.patron_until = self._clock() + PATRON_FOCUS if pseudonym else None
 
     # -- audit and retention ------------------------------------------------------------------
 
@@ -375,7 +343,7 @@ class Accounts:
     def _audit_entry(self, staff: StaffSession, action: str) -> AuditEntry:
         # The column is narrow: "unlocked " and a long account name is cut short, not refused.
         return AuditEntry(
-            at=self._now(),
+            at=self._clock(),
             staff=staff.name,
             branch=staff.branch,
             action=action[:AUDIT_ACTION_LENGTH],
@@ -388,7 +356,7 @@ class Accounts:
 
     def purge(self) -> int:
         """Forget expired sessions, old sign-in failures and audit entries past retention."""
-        now = self._now()
+        now = self._clock()
         web = self.settings.web
         with self._sessions.begin() as session:
             removed = session.execute(
@@ -411,3 +379,32 @@ class Accounts:
                 )
             ).rowcount
         return removed
+
+
+def _check_name(name: str) -> str:
+    name = clean_barcode(name, "account name")
+    if any(ch.isspace() for ch in name):
+        raise InvalidInput("an account name has no spaces")
+    return name
+
+
+def _hash(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    return _hasher.hash(password)
+
+
+def _user(session: Session, name: str) -> StaffUser:
+    user = session.scalar(select(StaffUser).where(StaffUser.name == name))
+    if user is None:
+        raise NotFound(f"no staff account named {name!r}")
+    return user
+
+
+def _password_matches(user: StaffUser | None, password: str) -> bool:
+    try:
+        return _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and (
+            user is not None
+        )
+    except (VerificationError, InvalidHashError):
+        return False
