@@ -12,8 +12,10 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from holdshelf.settings import CONFIG_FILE, SECRET_KEYS
+from holdshelf.clock import LibraryClock
+from holdshelf.settings import CONFIG_FILE, ENV_PREFIX, SECRET_KEYS
 
 
 def fresh_secret(key: str) -> str:
@@ -82,7 +84,7 @@ def write_config(instance_dir: Path, *, demo: bool = False) -> InitReport:
     if not path.exists():
         fresh = {key: fresh_secret(key) for key in SECRET_KEYS}
         text = _HEADER.format(
-            today=dt.date.today().isoformat(),
+            today=_library_today().isoformat(),
             environment="development" if demo else "production",
             secrets="\n".join(f'{key} = "{value}"' for key, value in fresh.items()),
         )
@@ -91,6 +93,18 @@ def write_config(instance_dir: Path, *, demo: bool = False) -> InitReport:
         _write_private(path, text)
         return InitReport(path, created=True, secrets_added=list(SECRET_KEYS))
     return InitReport(path, secrets_added=_add_missing_secrets(path))
+
+
+def _library_today() -> dt.date:
+    """Today where the new instance's library is: the file written leaves ``timezone`` empty
+    (this machine's zone), and HOLDSHELF_TIMEZONE overrides it as it does any setting (a
+    container runs on UTC with the library's zone in its environment)."""
+    name = os.environ.get(f"{ENV_PREFIX}TIMEZONE", "").strip()
+    try:
+        zone = ZoneInfo(name) if name else None
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = None  # loading the settings, next, refuses the unknown zone in one line
+    return LibraryClock(zone).today()
 
 
 def _add_missing_secrets(path: Path) -> list[str]:

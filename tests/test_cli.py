@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shlex
@@ -9,8 +10,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -208,6 +212,43 @@ def test_init_demo_prints_what_it_made(tmp_path: Path, capsys, monkeypatch) -> N
     assert "with fresh secrets" in out
     assert "branches: MAIN (Central Library), EAST (Eastside Branch)" in out
     assert "settings and secrets are unchanged" in cli.ok("init").out
+
+
+@pytest.fixture
+def machine_12_hours_behind_utc() -> Iterator[None]:
+    """This process's local zone (the machine's, as dt.date.today() reads it) at UTC-12: 26
+    hours behind Kiritimati (UTC+14), so at any instant the two are on different dates."""
+    if not hasattr(time, "tzset"):
+        pytest.skip("needs time.tzset (Unix)")
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "<-12>12"  # POSIX: 12 hours west of UTC, named "-12"
+    time.tzset()
+    yield
+    if before is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
+@pytest.mark.usefixtures("machine_12_hours_behind_utc")
+def test_init_dates_the_config_in_the_librarys_zone(tmp_path: Path, capsys, monkeypatch) -> None:
+    def dated(folder: str) -> dt.date:
+        Cli(tmp_path / folder, capsys, monkeypatch).ok("init")
+        header = (tmp_path / folder / "holdshelf.toml").read_text().splitlines()[0]
+        return dt.date.fromisoformat(header.removesuffix(".").rsplit(" ", 1)[1])
+
+    def today_in(zone: dt.tzinfo | None) -> dt.date:
+        return dt.datetime.now(dt.UTC).astimezone(zone).date()
+
+    library = ZoneInfo("Pacific/Kiritimati")
+    monkeypatch.setenv("HOLDSHELF_TIMEZONE", "Pacific/Kiritimati")
+    before = today_in(library)  # and after: init may run across a midnight
+    assert dated("kiritimati") in {before, today_in(library)}
+    # Without a zone the file leaves timezone empty: the machine's, whose date it then shows.
+    monkeypatch.delenv("HOLDSHELF_TIMEZONE")
+    before = today_in(None)
+    assert dated("machine") in {before, today_in(None)}
 
 
 def test_installed_console_script(tmp_path: Path, patrons) -> None:

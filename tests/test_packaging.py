@@ -43,7 +43,7 @@ def test_wheel_carries_config_and_migrations(wheel: zipfile.ZipFile) -> None:
         "holdshelf/config/example.toml",
         "holdshelf/migrations/env.py",
         "holdshelf/migrations/script.py.mako",
-        "holdshelf/cli.py",
+        "holdshelf/cli/__init__.py",
         "holdshelf/domain/codes.py",
         "holdshelf/printers/fonts/DejaVuSansMono-Bold.ttf",
         "holdshelf/printers/fonts/LICENSE-DejaVu.txt",
