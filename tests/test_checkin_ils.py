@@ -155,3 +155,34 @@ def test_nothing_koha_sends_beyond_the_card_is_kept_or_logged(client, root, capl
     stored = raw_database_bytes(root.service)
     for secret in ADA.secrets:
         assert secret.encode() not in stored
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def test_ready_without_a_card_asks_the_ils(cli, koha: KohaApi, monkeypatch, caplog):
+    caplog.set_level("DEBUG")
+    for name, value in koha_environment(koha).items():
+        monkeypatch.setenv(name, value)
+    made = cli.ok("ready", "--branch", "MAIN", "--item", k.WAITING_HERE, "--json").json
+    assert made["pickup_by"] == "2026-12-04" and made["branch"] == "MAIN"
+    cli.fails("ready", "--branch", "MAIN", "--item", k.IN_TRANSIT, message="send the item to")
+    cli.fails("ready", "--branch", "MAIN", "--item", k.NO_HOLDS, message="no hold for this item")
+    checked = cli.ok("ils", "check")
+    assert checked.out.splitlines()[0].startswith("MAIN: ") and "EAST: " in checked.out
+    koha.status = 503
+    cli.fails("ready", "--branch", "MAIN", "--item", k.NO_EXPIRY, message="Koha answered 503")
+    assert leaked(caplog.text + "".join(cli.outputs)) == []
+
+
+def test_without_an_ils_ready_needs_the_card(cli):
+    cli.fails("ready", "--branch", "MAIN", "--item", "I1", message="give --patron")
+    cli.fails("ils", "check", message="no ILS is configured")
+
+
+def test_ils_check_says_which_branch_fails(cli, koha: KohaApi, monkeypatch):
+    for name, value in (koha_environment(koha) | {"HOLDSHELF_ILS__CLIENT_SECRET": "x"}).items():
+        monkeypatch.setenv(name, value)
+    result = cli("ils", "check", "--branch", "MAIN")  # a report on stdout, the verdict on stderr
+    assert result.code == 1 and "1 of 1 branches cannot reach the ILS" in result.err
+    assert result.out.startswith("MAIN: FAILED: ") and len(result.out.splitlines()) == 1

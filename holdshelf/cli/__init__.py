@@ -17,7 +17,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from holdshelf import __version__
-from holdshelf.cli import access, delivery, holds, instance, patrons, reports, serve
+from holdshelf.cli import access, delivery, holds, ils, instance, patrons, reports, serve
 from holdshelf.cli.common import Context, fail
 from holdshelf.errors import HoldshelfError
 from holdshelf.settings import default_instance_dir
@@ -77,6 +77,7 @@ for _command in (
     reports.export,
     reports.stats,
     serve.serve,
+    ils.ils,
 ):
     cli.add_command(_command)
 

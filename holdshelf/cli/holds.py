@@ -13,6 +13,7 @@ from holdshelf.cli.common import (
     Context,
     branch_option,
     entry_line,
+    fail,
     json_option,
     optional_date,
     pass_context,
@@ -22,12 +23,17 @@ from holdshelf.cli.common import (
     write_out,
 )
 from holdshelf.domain.holds import PickupMode, ShelfEntry
+from holdshelf.workflow.checkin import NothingTrapped, SendElsewhere
 
 
 @click.command()
 @click.option("--branch", "branch_id", required=True, help="Pickup branch id, e.g. MAIN.")
 @click.option("--item", required=True, help="Item barcode.")
-@click.option("--patron", "card", required=True, help="Patron card number, or - for stdin.")
+@click.option(
+    "--patron",
+    "card",
+    help="Patron card number, or - for stdin (without it, the connected ILS is asked).",
+)
 @click.option("--pickup-by", help="Last pickup day, YYYY-MM-DD (default: the branch's rule).")
 @click.option("--title", help="Title, shown only where slips or notices show titles.")
 @click.option("--email", help="Send the patron the code by email (kept encrypted until sent).")
@@ -38,7 +44,7 @@ def ready(
     ctx: Context,
     branch_id: str,
     item: str,
-    card: str,
+    card: str | None,
     pickup_by: str | None,
     title: str | None,
     email: str | None,
@@ -46,19 +52,41 @@ def ready(
     as_json: bool,
 ) -> None:
     """Mark a trapped item ready: queue its slip (and notices) and print its shelf code."""
-    entry = ctx.service.ready(
-        branch_id,
-        item,
-        read_card(card),
-        pickup_by=optional_date(pickup_by, "pickup-by date"),
-        title=title,
-        email=email,
-        sms=sms,
-    )
+    if card is None:
+        if pickup_by or title:
+            fail("--pickup-by and --title go with --patron (the ILS gives the pickup-by date)")
+        entry = _ready_from_ils(ctx, branch_id, item, email=email, sms=sms)
+    else:
+        entry = ctx.service.ready(
+            branch_id,
+            item,
+            read_card(card),
+            pickup_by=optional_date(pickup_by, "pickup-by date"),
+            title=title,
+            email=email,
+            sms=sms,
+        )
     if as_json:
         print_json(entry.as_dict())
     else:
         click.echo(entry_line(entry))
+
+
+def _ready_from_ils(
+    ctx: Context, branch_id: str, item: str, *, email: str | None, sms: str | None
+) -> ShelfEntry:
+    """The hold the ILS says the item fills; exit 1 with one line for anything else."""
+    checkin = ctx.root.checkin
+    if checkin is None:
+        fail('give --patron: no ILS is connected ([ils] kind = "none")')
+    outcome = checkin.scan(branch_id, item, email=email, sms=sms)
+    if isinstance(outcome, SendElsewhere):
+        fail(f"in transit: no code made; send the item to {outcome.destination}")
+    if isinstance(outcome, NothingTrapped):
+        fail("no hold for this item: it goes back to the shelf")
+    if outcome.message:
+        click.echo(f"the ILS says: {outcome.message}", err=True)
+    return outcome.entry
 
 
 def _code_or_item(command: Callable[..., Any]) -> Callable[..., Any]:
