@@ -186,3 +186,58 @@ def test_ils_check_says_which_branch_fails(cli, koha: KohaApi, monkeypatch):
     result = cli("ils", "check", "--branch", "MAIN")  # a report on stdout, the verdict on stderr
     assert result.code == 1 and "1 of 1 branches cannot reach the ILS" in result.err
     assert result.out.startswith("MAIN: FAILED: ") and len(result.out.splitlines()) == 1
+
+
+# -- SIP2: one scan at the desk against the SIP2 ILS process -------------------------------
+
+
+@pytest.fixture
+def sip2_desk(tmp_path_factory, instance_dir: Path, clock):
+    """A desk whose ILS is the pysip2-built SIP2 server (tests/peers/sip2_ils.py): MAIN is
+    its MAIN, EAST its WEST, each branch with its own SIP account."""
+    from holdshelf.web import create_app
+    from tests.helpers.web import STAFF, sign_in
+    from tests.test_ils_sip2 import _start_peer
+
+    for peer in _start_peer(tmp_path_factory.mktemp("sip2-desk")):
+        environ = {
+            "HOLDSHELF_ILS__KIND": "sip2",
+            "HOLDSHELF_ILS__HOST": "127.0.0.1",
+            "HOLDSHELF_ILS__PORT": str(peer.port),
+            "HOLDSHELF_ILS__INSTITUTION": "MAIN",
+            "HOLDSHELF_BRANCHES__MAIN__ILS_LOGIN": "hs-main",
+            "HOLDSHELF_BRANCHES__MAIN__ILS_PASSWORD": "main-secret",
+            "HOLDSHELF_BRANCHES__EAST__ILS_LOCATION": "WEST",
+            "HOLDSHELF_BRANCHES__EAST__ILS_LOGIN": "hs-west",
+            "HOLDSHELF_BRANCHES__EAST__ILS_PASSWORD": "west-secret",
+        }
+        parts = Holdshelf(load_settings(instance_dir, environ=environ), clock=clock)
+        app = create_app(parts)
+        parts.accounts.add_user(*STAFF, "staff")
+        client = app.test_client()
+        sign_in(client)
+        post(client, "/branch", {"branch": "MAIN"})
+        yield client, parts
+        parts.close()
+
+
+def test_one_scan_over_sip2_prints_and_keeps_nothing_the_ils_sent(sip2_desk, caplog):
+    from tests.peers import sip2_ils as sip
+
+    client, parts = sip2_desk
+    caplog.set_level("DEBUG")
+    page = post(client, "/checkin", {"item": "HOLD-MAIN-CM"}, page="/checkin").get_data(
+        as_text=True
+    )
+    (entry,) = parts.service.shelf("MAIN")
+    assert entry.code.display in page and entry.pickup_by == dt.date(2026, 12, 5)  # CM
+    assert "The ILS says: Hold waiting" in page  # AF, for the clerk
+    assert len(parts.service.patron(sip.CARD).holds) == 1  # CY became the pseudonym
+    page = post(client, "/checkin", {"item": "HOLD-WEST"}, page="/checkin").get_data(as_text=True)
+    assert "Send this item to <strong>Eastside Branch</strong>" in page
+    page = post(client, "/checkin", {"item": "PLAIN"}, page="/checkin").get_data(as_text=True)
+    assert "No hold for this item" in page
+    stored = raw_database_bytes(parts.service)
+    for secret in sip.SECRETS:
+        assert secret not in page and secret not in caplog.text
+        assert secret.encode() not in stored
