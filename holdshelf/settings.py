@@ -95,10 +95,6 @@ class IlsSettings:
     username: str = ""
     password: str = field(default="", repr=False)
 
-    @property
-    def enabled(self) -> bool:
-        return self.kind != "none"
-
 
 @dataclass(frozen=True)
 class MailSettings:

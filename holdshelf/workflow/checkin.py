@@ -8,7 +8,6 @@ own words for the clerk (a SIP2 screen message) are shown, never stored or logge
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from dataclasses import dataclass
 
 from holdshelf.domain.holds import ShelfEntry
@@ -18,8 +17,6 @@ from holdshelf.ils.answers import Connector, IlsAccount, InTransit, NoHold
 from holdshelf.service import HoldService
 from holdshelf.settings import BranchSettings, Settings
 from holdshelf.workflow.making_ready import CARD_IN_THE_WRONG_FIELD
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
