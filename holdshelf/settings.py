@@ -81,6 +81,9 @@ class IlsSettings:
 
     kind: str  # one of ILS_KINDS
     timeout: float
+    # A hold an ILS registered ahead of its item (API "print": "on-scan") and not scanned
+    # this long shows on the desk as waiting for its slip.
+    scan_within: dt.timedelta = dt.timedelta(minutes=30)
     host: str = ""
     port: int = 6001
     tls: bool = False
@@ -513,6 +516,9 @@ def _ils(
     ils = IlsSettings(
         kind=checks.choice(table, "kind", where, ILS_KINDS),
         timeout=checks.number(table, "timeout", where, 0.5, 60),
+        scan_within=dt.timedelta(
+            minutes=checks.whole(table, "scan_within_minutes", where, 1, 7 * 24 * 60)
+        ),
         port=checks.whole(table, "port", where, 1, 65535),
         tls=checks.flag(table, "tls", where),
         ca_file=checks.pem_file(table, "ca_file", where, instance_dir),

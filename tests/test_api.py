@@ -82,6 +82,7 @@ def test_make_a_hold_ready(api, app, patrons) -> None:
         "pickup_by",
         "mode",
         "move_to_desk",
+        "awaiting_scan",
         "print_status",
     }
     assert body["branch"] == "MAIN" and body["mode"] == "shelf"

@@ -106,6 +106,7 @@ def test_shelf_entries_carry_no_patron_and_sort_as_shelved() -> None:
         "pickup_by",
         "mode",
         "move_to_desk",
+        "awaiting_scan",
     }
 
 

@@ -23,7 +23,7 @@ from holdshelf.cli.common import (
     write_out,
 )
 from holdshelf.domain.holds import PickupMode, ShelfEntry
-from holdshelf.workflow.checkin import NothingTrapped, SendElsewhere
+from holdshelf.workflow.checkin import NothingTrapped, SendElsewhere, scan_registered
 
 
 @click.command()
@@ -32,7 +32,8 @@ from holdshelf.workflow.checkin import NothingTrapped, SendElsewhere
 @click.option(
     "--patron",
     "card",
-    help="Patron card number, or - for stdin (without it, the connected ILS is asked).",
+    help="Patron card number, or - for stdin (without it: the hold an ILS registered for the "
+    "item, else the connected ILS is asked).",
 )
 @click.option("--pickup-by", help="Last pickup day, YYYY-MM-DD (default: the branch's rule).")
 @click.option("--title", help="Title, shown only where slips or notices show titles.")
@@ -75,11 +76,16 @@ def ready(
 def _ready_from_ils(
     ctx: Context, branch_id: str, item: str, *, email: str | None, sms: str | None
 ) -> ShelfEntry:
-    """The hold the ILS says the item fills; exit 1 with one line for anything else."""
+    """The hold the ILS registered for the item or says it fills; exit 1 with one line for
+    anything else."""
     checkin = ctx.root.checkin
-    if checkin is None:
-        fail('give --patron: no ILS is connected ([ils] kind = "none")')
-    outcome = checkin.scan(branch_id, item, email=email, sms=sms)
+    contacts = {"email": email, "sms": sms}
+    if checkin is not None:
+        outcome = checkin.scan(branch_id, item, **contacts)
+    else:
+        outcome = scan_registered(ctx.service, branch_id, item, **contacts)
+    if outcome is None:
+        fail('give --patron: no ILS is connected ([ils] kind = "none") to ask whose hold it is')
     if isinstance(outcome, SendElsewhere):
         fail(f"in transit: no code made; send the item to {outcome.destination}")
     if isinstance(outcome, NothingTrapped):

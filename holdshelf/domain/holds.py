@@ -126,10 +126,17 @@ class ShelfEntry:
     pickup_by: dt.date
     mode: PickupMode
     move_to_desk: bool = False
+    # When the ILS registered it ahead of the item's scan (API "print": "on-scan"); None once
+    # the scan printed its slip, and for every other hold.
+    awaiting_scan_since: dt.datetime | None = None
 
     @property
     def section(self) -> str:
         return self.code.section
+
+    @property
+    def awaits_scan(self) -> bool:
+        return self.awaiting_scan_since is not None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -140,4 +147,5 @@ class ShelfEntry:
             "pickup_by": self.pickup_by.isoformat(),
             "mode": self.mode.value,
             "move_to_desk": self.move_to_desk,
+            "awaiting_scan": self.awaits_scan,
         }

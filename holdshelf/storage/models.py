@@ -108,6 +108,9 @@ class Hold(Base):
     ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     # Set when the patron opted out while this hold stood on the open shelf.
     move_to_desk: Mapped[bool] = mapped_column(default=False)
+    # A hold an ILS registered ahead of the item's scan (API "print": "on-scan"): its title and
+    # contacts, sealed, until the scan queues its slip and notices; then None.
+    on_scan: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         ForeignKeyConstraint(["branch", "code"], ["shelf_codes.branch", "shelf_codes.code"]),

@@ -143,6 +143,7 @@ def _slip_words(slip: SlipStatus) -> str:
         return f"waiting to print (attempt {slip.attempts}: {slip.error})"
     return {
         SlipState.NONE: "no slip",
+        SlipState.AWAITING_SCAN: "waiting for the item's scan at the desk",
         SlipState.QUEUED: "queued for the printer",
         SlipState.PRINTED: "printed",
         SlipState.DROPPED: "not printed (hold ended)",
@@ -202,14 +203,16 @@ def _make_ready(data: dict[str, str], branch: str | None) -> tuple[dict[str, Any
     existing = service.repeat_of(request_)  # Conflict: another patron's or branch's hold
     if existing is not None:
         return _hold(existing), 200
+    on_scan = data.get("print") == "on-scan"
     try:
-        entry = service.ready_request(request_)
+        entry = service.ready_request(request_, on_scan=on_scan)
     except Conflict:
         existing = service.repeat_of(request_)  # a concurrent retry won
         if existing is None:
             raise
         return _hold(existing), 200
-    desk().wake_worker()
+    if not on_scan:
+        desk().wake_worker()
     return _hold(entry), 201
 
 

@@ -34,7 +34,7 @@ from holdshelf.service import SlipState, SlipStatus
 from holdshelf.web import charts
 from holdshelf.web.extensions import desk
 from holdshelf.web.guards import login_required
-from holdshelf.workflow.checkin import CheckIn, SendElsewhere, Shelved
+from holdshelf.workflow.checkin import CheckIn, SendElsewhere, Shelved, scan_registered
 
 bp = Blueprint("desk", __name__)
 
@@ -61,6 +61,15 @@ def _branch() -> str:
 @bp.app_template_filter("day")
 def day_with_year(date: dt.date) -> str:
     return desk_day(date, desk().service.today())
+
+
+@bp.app_template_filter("moment")
+def moment(instant: dt.datetime) -> str:
+    """An instant in the library's zone: the time for today, the day and time before."""
+    local = instant.astimezone(desk().settings.timezone)
+    if local.date() == desk().service.today():
+        return local.strftime("at %H:%M")
+    return f"{desk_day(local.date(), desk().service.today())} at {local.strftime('%H:%M')}"
 
 
 @bp.get("/")
@@ -96,6 +105,8 @@ def _checkin_page(
             result = None
     return render_template(
         "checkin.html",
+        awaiting=service.awaiting_scan(_branch()),
+        scan_within=int(desk().settings.ils.scan_within.total_seconds() // 60),
         result=result,
         print_status=status,
         error=error,
@@ -177,15 +188,21 @@ def _checkin_by_item(checkin: CheckIn, item: str) -> Any:
 
 def _checkin_with_card(item: str) -> Any:
     card = ""
+    contacts = {"email": request.form.get("email"), "sms": request.form.get("sms")}
     try:
+        known = scan_registered(desk().service, _branch(), item, **contacts)
+        if isinstance(known, SendElsewhere):
+            return _checkin_page(ils=IlsOutcome(send_to=known.destination))
+        if known is not None:  # an ILS registered the hold: no card needed
+            desk().wake_worker()
+            return redirect(url_for("desk.checkin", code=known.entry.code.display))
         card = _scanned_card()
         entry = desk().service.ready(
             _branch(),
             item,
             card,
             title=request.form.get("title") or None,
-            email=request.form.get("email"),
-            sms=request.form.get("sms"),
+            **contacts,
         )
     except HoldshelfError as exc:
         return _refused_checkin(exc, item, card), 422
@@ -237,6 +254,7 @@ def slip_words(slip: SlipStatus) -> str:
         )
     return {
         SlipState.NONE: "no slip",
+        SlipState.AWAITING_SCAN: "waiting for the item's scan",
         SlipState.QUEUED: "waiting for the printer",
         SlipState.PRINTED: "printed",
         SlipState.DROPPED: "not printed (the hold ended)",
@@ -408,10 +426,12 @@ def pickup_post() -> Any:
 def shelf() -> str:
     entries = desk().service.shelf(_branch())
     today = desk().service.today()
+    shelved = [e for e in entries if not e.awaits_scan]  # a registered item is not here yet
     return render_template(
         "shelf.html",
-        on_shelf=[e for e in entries if e.mode is PickupMode.SHELF],
-        at_desk=[e for e in entries if e.mode is PickupMode.DESK],
+        on_shelf=[e for e in shelved if e.mode is PickupMode.SHELF],
+        at_desk=[e for e in shelved if e.mode is PickupMode.DESK],
+        awaiting=desk().service.awaiting_scan(_branch()),
         to_move=[e for e in entries if e.move_to_desk],
         overdue=sum(1 for e in entries if e.pickup_by < today),
         notices=desk().worker.notices.of_branch(_branch()),

@@ -43,7 +43,15 @@ from holdshelf.workflow.views import (
 
 log = logging.getLogger(__name__)
 
-ENTRY_COLUMNS = (Hold.code, Hold.branch, Hold.pickup_by, Hold.mode, Hold.move_to_desk)
+ENTRY_COLUMNS = (
+    Hold.code,
+    Hold.branch,
+    Hold.pickup_by,
+    Hold.mode,
+    Hold.move_to_desk,
+    Hold.ready_at,
+    Hold.on_scan,
+)
 
 
 def _as_card(item: str) -> str | None:
@@ -272,6 +280,7 @@ class HoldsBase:
             pickup_by=hold.pickup_by,
             mode=PickupMode(hold.mode),
             move_to_desk=hold.move_to_desk,
+            awaiting_scan_since=hold.ready_at if hold.on_scan is not None else None,
         )
 
     def _repeat_of(self, session: Session, request: HoldRequest) -> ShelfEntry | None:

@@ -68,6 +68,9 @@ class CheckIn:
         item = checked("item_barcode", branch.barcodes.item, item)
         if self._service.is_a_card(item, branch.id):  # never ask the ILS about a card
             raise InvalidInput(CARD_IN_THE_WRONG_FIELD["item_barcode"], field="item_barcode")
+        known = scan_registered(self._service, branch.id, item, email=email, sms=sms)
+        if known is not None:  # the ILS told Holdshelf already: no need to ask it again
+            return known
         answer = self._connector.trapped_hold(account_of(branch), item)
         if isinstance(answer, NoHold):
             return NothingTrapped(answer.message)
@@ -105,6 +108,25 @@ class CheckIn:
     def _library_named(self, location: str) -> str:
         found = branch_at(self.settings, location)
         return found.name if found else location
+
+
+def scan_registered(
+    service: HoldService,
+    branch_id: str,
+    item: str,
+    *,
+    email: str | None = None,
+    sms: str | None = None,
+) -> Shelved | SendElsewhere | None:
+    """The scan of an item whose hold an ILS registered ahead of it (API "print": "on-scan"),
+    with or without an ILS connection: ready here with its slip queued, or bound for the branch
+    that registered it; None when Holdshelf awaits no scan of this item."""
+    entry = service.print_registered(branch_id, item, email=email, sms=sms)
+    if entry is None:
+        return None
+    if entry.branch != branch_id:
+        return SendElsewhere(entry.branch_name)
+    return Shelved(entry)
 
 
 def account_of(branch: BranchSettings) -> IlsAccount:

@@ -137,6 +137,7 @@ class Ending(HoldsBase):
     ) -> ShelfEntry:
         hold.status = end_transition(HoldStatus(hold.status), outcome).value
         hold.ended_at = now
+        hold.on_scan = None  # a registered hold's sealed contacts go with it
         entry = self._entry(hold)
         session.execute(
             update(ShelfCodeClaim)

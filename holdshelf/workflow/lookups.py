@@ -24,6 +24,7 @@ from holdshelf.workflow.base import (
     HoldsBase,
 )
 from holdshelf.workflow.views import (
+    AwaitingScan,
     HoldRequest,
 )
 
@@ -76,6 +77,25 @@ class Lookups(HoldsBase):
         with self._reads() as session:
             rows = session.execute(query.order_by(Hold.branch, Hold.code)).all()
         return [self._entry(row) for row in rows]
+
+    def awaiting_scan(self, branch_id: str) -> list[AwaitingScan]:
+        """Holds an ILS registered at the branch whose items have not been scanned yet, oldest
+        first, each with its item barcode (what the clerk looks for) and whether it is late."""
+        late_from = self._clock() - self.settings.ils.scan_within
+        with self._reads() as session:
+            rows = session.execute(
+                select(*ENTRY_COLUMNS, Hold.item_barcode)
+                .where(
+                    Hold.branch == self.settings.branch(branch_id).id,
+                    Hold.status == HoldStatus.READY.value,
+                    Hold.on_scan.is_not(None),
+                )
+                .order_by(Hold.ready_at, Hold.id)
+            ).all()
+        return [
+            AwaitingScan(self._entry(row), row.item_barcode, late=row.ready_at <= late_from)
+            for row in rows
+        ]
 
     def overdue(self, branch_id: str, on: dt.date | None = None) -> list[ShelfEntry]:
         """Holds of a branch past their pickup-by date, in shelving order: what to pull (the

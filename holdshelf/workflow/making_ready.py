@@ -7,8 +7,9 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -131,11 +132,13 @@ class MakingReady(Slips):
             self.hold_request(branch_id, item, card, pickup_by, title=title, email=email, sms=sms)
         )
 
-    def ready_request(self, request: HoldRequest) -> ShelfEntry:
-        """Make a checked request ready, in one transaction."""
+    def ready_request(self, request: HoldRequest, *, on_scan: bool = False) -> ShelfEntry:
+        """Make a checked request ready, in one transaction. ``on_scan``: an ILS registers the
+        hold ahead of the item (API "print": "on-scan"); the item's scan at the desk queues its
+        slip and notices (see print_registered), until then they wait, sealed, with the hold."""
         now = self._clock()
         with self._sessions.begin() as session:
-            entry = self._ready_in(session, request, now)
+            entry = self._ready_in(session, request, now, on_scan=on_scan)
             bump(session, now.date(), entry.branch, HoldStatus.READY.value, entry.mode.value)
             return entry
 
@@ -214,10 +217,17 @@ class MakingReady(Slips):
             return BatchOutcome(error=str(exc))
 
     def _ready_in(
-        self, session: Session, request: HoldRequest, now: dt.datetime, *, checked: bool = False
+        self,
+        session: Session,
+        request: HoldRequest,
+        now: dt.datetime,
+        *,
+        checked: bool = False,
+        on_scan: bool = False,
     ) -> ShelfEntry:
-        """The hold, its code, slip and notices; the caller counts it (see ready_many), and
-        may have ``checked`` already that the item has no active hold."""
+        """The hold, its code, slip and notices (or, ``on_scan``, the hold alone, with what its
+        slip and notices need sealed); the caller counts it (see ready_many), and may have
+        ``checked`` already that the item has no active hold."""
         branch = request.branch
         for field_name, pseudonym in request.misplaced:
             if self._known_patron(session, pseudonym):
@@ -240,6 +250,7 @@ class MakingReady(Slips):
             pickup_by=request.due,
             ready_at=now,
             move_to_desk=False,
+            on_scan=self._sealer.seal(self._kept_for_the_scan(request)) if on_scan else None,
         )
         session.add(hold)
         try:  # the caller's transaction (or a batch row's savepoint) is rolled back with it
@@ -247,9 +258,75 @@ class MakingReady(Slips):
         except IntegrityError:  # the same item, trapped by a concurrent writer
             raise Conflict("this item already has an active hold") from None
         entry = self._entry(hold)
+        if on_scan:
+            log.info("hold %s registered at %s (%s): its scan prints it", hold.id, branch.id, mode)
+            return entry
         self._queue_slip(session, entry, "slip", now, item=request.item, title=request.title)
         self._queue_notices(session, entry, request.contacts, now, request.title)
         log.info("hold %s ready at %s (%s)", hold.id, branch.id, mode.value)
+        return entry
+
+    def print_registered(
+        self, branch_id: str, item: str, *, email: str | None = None, sms: str | None = None
+    ) -> ShelfEntry | None:
+        """The item's scan at the desk for a hold an ILS registered ahead of it: at its own
+        branch the slip is queued and the notices go (to ``email`` and ``sms`` too, typed at
+        the scan). None when no hold of the item waits for a scan; a hold waiting at another
+        branch comes back untouched (the item goes there)."""
+        branch = self.settings.branch(branch_id)
+        item = checked("item_barcode", branch.barcodes.item, item)
+        with self._reads() as session:  # most scans find nothing: no write lock for them
+            waiting = session.scalar(
+                select(Hold.id).where(
+                    Hold.item_barcode == item,
+                    Hold.status == HoldStatus.READY.value,
+                    Hold.on_scan.is_not(None),
+                )
+            )
+        if waiting is None:
+            return None
+        now = self._clock()
+        with self._sessions.begin() as session:
+            hold = self._active_hold_of(session, item)
+            if hold is None or hold.on_scan is None:  # ended, or scanned, meanwhile
+                return None
+            if hold.branch != branch.id:
+                return self._entry(hold)
+            typed = self._contacts(email, sms)  # checked only where they would be used
+            entry = self._print_on_scan(session, hold, now, typed)
+        log.info("hold %s scanned: slip queued", hold.id)
+        return entry
+
+    def _requeue_slip(self, session: Session, hold: Hold, now: dt.datetime) -> ShelfEntry:
+        """A registered hold's first slip, however it is asked for (a reprint, a new date),
+        is its scan: the notices go with it."""
+        if hold.on_scan is not None:
+            return self._print_on_scan(session, hold, now)
+        return super()._requeue_slip(session, hold, now)
+
+    def _print_on_scan(
+        self,
+        session: Session,
+        hold: Hold,
+        now: dt.datetime,
+        typed: dict[str, str] | None = None,
+    ) -> ShelfEntry:
+        """Queue the slip and notices of a registered hold, once: a concurrent scan that
+        printed it first leaves this one nothing to do."""
+        sealed = hold.on_scan
+        taken = session.execute(
+            update(Hold)
+            .where(Hold.id == hold.id, Hold.on_scan.is_not(None))
+            .values(on_scan=None, ready_at=now)
+            .execution_options(synchronize_session="fetch")
+        ).rowcount
+        entry = self._entry(hold)
+        if not taken or sealed is None:
+            return entry
+        kept = self._sealer.unseal(sealed)
+        title, contacts = kept.get("title"), dict(kept.get("contacts") or {}) | (typed or {})
+        self._queue_slip(session, entry, "slip", now, item=hold.item_barcode, title=title)
+        self._queue_notices(session, entry, contacts, now, title)
         return entry
 
     def _contacts(self, email: str | None, sms: str | None) -> dict[str, str]:
@@ -267,6 +344,16 @@ class MakingReady(Slips):
             contacts["sms"] = checked("sms", clean_phone, sms)
         return contacts
 
+    def _kept_for_the_scan(self, request: HoldRequest) -> dict[str, Any]:
+        """What a registered hold's slip and notices will need at the scan, and only what the
+        library lets reach them: the title where slips or notices show it, the contacts."""
+        shows_title = self.settings.slip_options.show_title or self.settings.notices.show_title
+        return {"title": request.title if shows_title else None, "contacts": request.contacts}
+
+    @property
+    def _sealer(self) -> Sealer:
+        return Sealer(self.settings.data_key)
+
     def _queue_notices(
         self,
         session: Session,
@@ -277,7 +364,7 @@ class MakingReady(Slips):
     ) -> None:
         if not contacts:
             return
-        sealer = Sealer(self.settings.data_key)
+        sealer = self._sealer
         shown_title = title if self.settings.notices.show_title and title else None
         for channel, address in contacts.items():
             session.add(

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from holdshelf.domain.codes import ShelfCode
 from holdshelf.domain.holds import (
+    HoldStatus,
     ShelfEntry,
 )
 from holdshelf.domain.slips import Slip
@@ -122,6 +123,20 @@ class Slips(HoldsBase):
         )
         return None if payload is None else Slip.from_payload(json.loads(payload))
 
+    @staticmethod
+    def _awaits_scan(session: Session, code: ShelfCode, branch_id: str) -> bool:
+        return (
+            session.scalar(
+                select(Hold.id).where(
+                    Hold.branch == branch_id,
+                    Hold.code == code.compact,
+                    Hold.status == HoldStatus.READY.value,
+                    Hold.on_scan.is_not(None),
+                )
+            )
+            is not None
+        )
+
     def print_status(self, code: ShelfCode, branch_id: str) -> SlipStatus:
         """How the newest slip of a hold is doing."""
         with self._reads() as session:
@@ -131,6 +146,9 @@ class Slips(HoldsBase):
                 .order_by(PrintJob.id.desc())
                 .limit(1)
             )
+            awaits_scan = job is None and self._awaits_scan(session, code, branch_id)
+        if awaits_scan:
+            return SlipStatus(SlipState.AWAITING_SCAN)
         if job is None:
             return SlipStatus(SlipState.NONE)
         if job.status == Delivery.SENT:

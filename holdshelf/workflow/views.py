@@ -39,6 +39,15 @@ class HoldRequest:
 
 
 @dataclass(frozen=True)
+class AwaitingScan:
+    """For staff: a hold an ILS registered whose item has not been scanned here yet."""
+
+    entry: ShelfEntry
+    item: str  # the barcode to look for: the item carries no slip yet
+    late: bool  # not scanned within [ils] scan_within_minutes: waiting for its slip
+
+
+@dataclass(frozen=True)
 class BatchOutcome:
     """What became of one request of a batch: a new hold, a skipped one, or an error."""
 
@@ -65,6 +74,7 @@ class PatronView:
 
 class SlipState(StrEnum):
     NONE = "none"
+    AWAITING_SCAN = "awaiting-scan"  # registered by the ILS: the item's scan prints it
     QUEUED = "queued"  # not tried yet
     RETRYING = "retrying"  # the printer failed; tried again with backoff
     PRINTED = "printed"
@@ -82,7 +92,12 @@ class SlipStatus:
     @property
     def settled(self) -> bool:
         """Nothing will change by itself any more (worth no further polling)."""
-        return self.state in (SlipState.PRINTED, SlipState.DROPPED, SlipState.NONE)
+        return self.state in (
+            SlipState.PRINTED,
+            SlipState.DROPPED,
+            SlipState.NONE,
+            SlipState.AWAITING_SCAN,
+        )
 
 
 @dataclass(frozen=True)
