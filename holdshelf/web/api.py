@@ -19,7 +19,6 @@ from flask import Blueprint, Flask, Response, g, request
 from holdshelf.domain.holds import ShelfEntry
 from holdshelf.domain.inputs import checked, clean_barcode, parse_date
 from holdshelf.errors import (
-    Conflict,
     HoldshelfError,
     InvalidInput,
 )
@@ -200,20 +199,11 @@ def _make_ready(data: dict[str, str], branch: str | None) -> tuple[dict[str, Any
         email=data.get("email"),
         sms=data.get("sms"),
     )
-    existing = service.repeat_of(request_)  # Conflict: another patron's or branch's hold
-    if existing is not None:
-        return _hold(existing), 200
     on_scan = data.get("print") == "on-scan"
-    try:
-        entry = service.ready_request(request_, on_scan=on_scan)
-    except Conflict:
-        existing = service.repeat_of(request_)  # a concurrent retry won
-        if existing is None:
-            raise
-        return _hold(existing), 200
-    if not on_scan:
+    entry, made = service.ready_once(request_, on_scan=on_scan)
+    if made and not on_scan:
         desk().wake_worker()
-    return _hold(entry), 201
+    return _hold(entry), 201 if made else 200
 
 
 @bp.get("/holds")

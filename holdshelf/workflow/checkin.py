@@ -87,10 +87,8 @@ class CheckIn:
             email=email,
             sms=sms,
         )
-        repeated = self._service.repeat_of(request)
-        if repeated is not None:
-            return Shelved(repeated, answer.message, repeated=True)
-        return Shelved(self._service.ready_request(request), answer.message)
+        entry, made = self._service.ready_once(request)
+        return Shelved(entry, answer.message, repeated=not made)
 
     def check(self, branch_id: str) -> str:
         return self._connector.check(account_of(self.settings.branch(branch_id)))

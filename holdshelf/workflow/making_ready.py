@@ -142,6 +142,25 @@ class MakingReady(Slips):
             bump(session, now.date(), entry.branch, HoldStatus.READY.value, entry.mode.value)
             return entry
 
+    def ready_once(self, request: HoldRequest, *, on_scan: bool = False) -> tuple[ShelfEntry, bool]:
+        """``ready_request`` where a repeat (the same item, patron and branch: an API retry, a
+        second scan) is that hold again, not a conflict; one transaction. Returns the hold and
+        whether it was made now. Another patron's or branch's active hold is a Conflict."""
+        now = self._clock()
+        try:
+            with self._sessions.begin() as session:
+                repeated = self._repeat_of(session, request)
+                if repeated is not None:
+                    return repeated, False
+                entry = self._ready_in(session, request, now, checked=True, on_scan=on_scan)
+                bump(session, now.date(), entry.branch, HoldStatus.READY.value, entry.mode.value)
+                return entry, True
+        except Conflict:
+            existing = self.repeat_of(request)  # a concurrent writer made this very hold
+            if existing is None:
+                raise
+            return existing, False
+
     def ready_many(
         self, requests: Sequence[HoldRequest], *, atomic: bool = False, dry_run: bool = False
     ) -> list[BatchOutcome]:
