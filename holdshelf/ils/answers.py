@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from holdshelf.errors import HoldshelfError
@@ -54,11 +56,31 @@ class NoHold:
 TrapAnswer = Trapped | InTransit | NoHold
 
 
+class HoldState(StrEnum):
+    """Where the ILS says a hold Holdshelf has stands (the sync's question)."""
+
+    WAITING = "waiting"  # still on the hold shelf for the same patron
+    PICKED_UP = "picked-up"  # the item is checked out
+    EXPIRED = "expired"  # the ILS ended the hold because its pickup period ran out
+    ENDED = "ended"  # cancelled, back on the shelf, missing, or trapped for another patron
+    UNKNOWN = "unknown"  # the ILS does not know the item or does not say: the hold stays
+
+
+# Whether a card the ILS names is the hold's patron's. The sync compares pseudonyms, so the
+# connector never learns whose hold it is asked about, and no card leaves it.
+IsPatron = Callable[[str], bool]
+
+
 class Connector(Protocol):
     """One library's ILS. Thread-safe; keeps its connections (or tokens) between calls."""
 
     def trapped_hold(self, account: IlsAccount, item_barcode: str) -> TrapAnswer:
         """Whose hold does this item fill? Raises IlsUnavailable when the ILS cannot say."""
+        ...
+
+    def hold_state(self, account: IlsAccount, item_barcode: str, is_patron: IsPatron) -> HoldState:
+        """Is the hold on this item (for the patron ``is_patron`` recognises) still waiting?
+        Reads only: never checks the item in. Raises IlsUnavailable when the ILS cannot say."""
         ...
 
     def check(self, account: IlsAccount) -> str:
