@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from holdshelf.ils.answers import IlsAccount, IlsUnavailable, InTransit, NoHold, Trapped
+from holdshelf.ils.answers import HoldState, IlsAccount, IlsUnavailable, InTransit, NoHold, Trapped
 from holdshelf.ils.folio import FolioConnector, cql_string
 from tests.peers import folio_api as f
 from tests.peers.base import Gate
@@ -342,3 +342,51 @@ def _outcome(scan: Callable[[], object]) -> list[str]:
         return []
     assert error.__cause__ is None and error.__context__ is None
     return [str(error), "".join(traceback.format_exception(error))]
+
+
+# -- the sync's question: is the hold still waiting? -----------------------------------------
+
+
+def is_ada(card: str) -> bool:
+    return card == ADA.card
+
+
+def test_a_request_still_awaiting_pickup_is_waiting(folio):
+    assert connect(folio).hold_state(MAIN, f.WAITING_HERE, is_ada) is HoldState.WAITING
+    (call,) = [c for c in folio.calls if c.path == "/circulation/requests"]
+    assert "sortby requestDate/sort.descending" in call.query["query"][0]
+
+
+@pytest.mark.parametrize(
+    ("closed", "state"),
+    [
+        ("Closed - Filled", HoldState.PICKED_UP),
+        ("Closed - Pickup expired", HoldState.EXPIRED),
+        ("Closed - Cancelled", HoldState.ENDED),
+        ("Closed - Unfilled", HoldState.ENDED),
+    ],
+)
+def test_a_closed_request_says_how_the_hold_ended(folio, closed, state):
+    folio.close_request(f.WAITING_HERE, ADA, closed)
+    assert connect(folio).hold_state(MAIN, f.WAITING_HERE, is_ada) is state
+
+
+def test_the_patrons_newest_request_decides(folio):
+    folio.close_request(f.WAITING_HERE, ADA, "Closed - Cancelled")
+    folio.add_newer_request(
+        f.WAITING_HERE, ADA, status="Closed - Filled", pickup=point_id(folio, "MAIN")
+    )
+    assert connect(folio).hold_state(MAIN, f.WAITING_HERE, is_ada) is HoldState.PICKED_UP
+
+
+def test_an_item_trapped_for_another_patron_has_ended_for_ours(folio):
+    assert connect(folio).hold_state(MAIN, f.WAITING_HERE, lambda card: False) is HoldState.ENDED
+
+
+def test_an_item_folio_has_no_request_for_is_unknown(folio):
+    assert connect(folio).hold_state(MAIN, f.UNKNOWN, is_ada) is HoldState.UNKNOWN
+
+
+def test_a_down_folio_cannot_say(folio):
+    folio.status = 503
+    assert "503" in str(refusal(lambda: connect(folio).hold_state(MAIN, f.WAITING_HERE, is_ada)))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from holdshelf.errors import ConfigError
-from holdshelf.ils.answers import IlsAccount, IlsUnavailable, InTransit, NoHold, Trapped
+from holdshelf.ils.answers import HoldState, IlsAccount, IlsUnavailable, InTransit, NoHold, Trapped
 from holdshelf.ils.koha import KohaConnector
 from holdshelf.ils.koha import _answer as koha_answer
 from tests.peers import koha_api as k
@@ -331,3 +331,43 @@ def _outcome(scan: Callable[[], object]) -> list[str]:
         return []
     assert error.__cause__ is None and error.__context__ is None
     return [str(error), "".join(traceback.format_exception(error))]
+
+
+# -- the sync's question: is the hold still waiting? -----------------------------------------
+
+
+def is_ada(card: str) -> bool:
+    return card == ADA.card
+
+
+def test_a_hold_still_waiting_for_its_patron_is_waiting(koha):
+    assert connect(koha).hold_state(MAIN, k.WAITING_HERE, is_ada) is HoldState.WAITING
+
+
+def test_a_waiting_hold_for_another_patron_has_ended_for_ours(koha):
+    assert connect(koha).hold_state(MAIN, k.WAITING_HERE, lambda card: False) is HoldState.ENDED
+
+
+def test_an_item_checked_out_at_a_self_check_was_picked_up(koha):
+    koha.check_out(101)
+    assert connect(koha).hold_state(MAIN, k.WAITING_HERE, is_ada) is HoldState.PICKED_UP
+
+
+def test_a_hold_cancelled_at_the_ils_has_ended(koha):
+    koha.end_waiting_hold(101)
+    assert connect(koha).hold_state(MAIN, k.WAITING_HERE, is_ada) is HoldState.ENDED
+
+
+def test_an_item_koha_does_not_know_is_unknown_not_ended(koha):
+    assert connect(koha).hold_state(MAIN, k.UNKNOWN, is_ada) is HoldState.UNKNOWN
+
+
+def test_a_withheld_patron_cannot_be_checked(koha):
+    with pytest.raises(IlsUnavailable, match="withheld the card number"):
+        connect(koha).hold_state(MAIN, k.WITHHELD, is_ada)
+
+
+def test_the_sync_reads_only(koha):
+    connect(koha).hold_state(MAIN, k.WAITING_HERE, is_ada)
+    writes = [(c.method, c.path) for c in koha.calls if c.method != "GET"]
+    assert writes == [("POST", "/api/v1/oauth/token")]

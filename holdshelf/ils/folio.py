@@ -8,9 +8,11 @@ mod-authtoken redeems a refresh token once and revokes every token of the user w
 used twice, so renewals happen one at a time for all threads.
 
 A scan is one CQL query on ``/circulation/requests``: the item's open requests that are
-awaiting pickup (trapped) or in transit. Of a request only ``status``, ``requester.barcode``,
-``pickupServicePointId``, ``pickupServicePoint.code`` and ``holdShelfExpirationDate`` are read;
-requester names, titles and addresses are dropped where the JSON is parsed.
+awaiting pickup (trapped) or in transit. A sync asks for the item's newest requests (by
+``requestDate``) and reads the state of the patron's. Of a request only ``status``,
+``requester.barcode``, ``pickupServicePointId``, ``pickupServicePoint.code``,
+``holdShelfExpirationDate`` and ``requestDate`` are read; requester names, titles and addresses
+are dropped where the JSON is parsed.
 
 Locations: a branch's ``ils_location`` is its FOLIO service point's code (as in Settings >
 Tenant > Service points) or the service point's UUID; the connector answers with whichever of
@@ -28,7 +30,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from holdshelf.ils.answers import IlsAccount, IlsUnavailable, InTransit, NoHold, TrapAnswer, Trapped
+from holdshelf.ils.answers import (
+    HoldState,
+    IlsAccount,
+    IlsUnavailable,
+    InTransit,
+    IsPatron,
+    NoHold,
+    TrapAnswer,
+    Trapped,
+)
 from holdshelf.ils.http import (
     HttpJson,
     Reply,
@@ -48,6 +59,12 @@ REQUESTS = "/circulation/requests"
 AWAITING = "Open - Awaiting pickup"
 IN_TRANSIT = "Open - In transit"
 PERMISSION = "circulation.requests.collection.get"
+SYNC_REQUESTS = 20  # an item's newest requests the sync reads: the patron's is among them
+_SYNC_STATES = {
+    AWAITING: HoldState.WAITING,
+    "Closed - Filled": HoldState.PICKED_UP,
+    "Closed - Pickup expired": HoldState.EXPIRED,
+}
 
 
 def cql_string(value: str) -> str:
@@ -93,10 +110,24 @@ class FolioConnector:
             f'(status=="{AWAITING}" or status=="{IN_TRANSIT}"))'
         )
         body = self._get(account, REQUESTS, {"query": query, "limit": "10"})
-        requests = body.get("requests") if isinstance(body, dict) else None
-        if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
-            raise unexpected_shape(SYSTEM, REQUESTS)
-        return self._answer(account, item_barcode, requests)
+        return self._answer(account, item_barcode, _requests_in(body))
+
+    def hold_state(self, account: IlsAccount, item_barcode: str, is_patron: IsPatron) -> HoldState:
+        """The patron's newest request on the item: awaiting pickup is still waiting;
+        Closed - Filled was picked up, Closed - Pickup expired expired, any other state ended
+        (cancelled, unfilled, or the item went to another request). FOLIO keeps closed
+        requests, so an item it has no request for at all is unknown, not ended."""
+        query = f"(item.barcode=={cql_string(item_barcode)}) sortby requestDate/sort.descending"
+        body = self._get(account, REQUESTS, {"query": query, "limit": str(SYNC_REQUESTS)})
+        requests = _requests_in(body)
+        wanted = item_barcode.casefold()
+        mine = [r for r in requests if _barcode(r) in (None, wanted)]
+        if not mine:
+            return HoldState.UNKNOWN
+        theirs = [r for r in mine if _is_theirs(r, is_patron)]
+        if not theirs:
+            return HoldState.ENDED
+        return _SYNC_STATES.get(_text(theirs[0].get("status")) or "", HoldState.ENDED)
 
     def check(self, account: IlsAccount) -> str:
         self._get(account, REQUESTS, {"limit": "0"})
@@ -220,6 +251,19 @@ def _cookies(reply: Reply) -> dict[str, str]:
     if broken:
         return {}
     return {name: morsel.value for name, morsel in jar.items()}
+
+
+def _requests_in(body: Any) -> list[dict[str, Any]]:
+    requests = body.get("requests") if isinstance(body, dict) else None
+    if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
+        raise unexpected_shape(SYSTEM, REQUESTS)
+    return requests
+
+
+def _is_theirs(request: dict[str, Any], is_patron: IsPatron) -> bool:
+    requester = request.get("requester")
+    barcode = requester.get("barcode") if isinstance(requester, dict) else None
+    return isinstance(barcode, str) and bool(barcode.strip()) and is_patron(barcode)
 
 
 def _barcode(request: dict[str, Any]) -> str | None:

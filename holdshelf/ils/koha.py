@@ -22,7 +22,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from holdshelf.ils.answers import IlsAccount, IlsUnavailable, InTransit, NoHold, TrapAnswer, Trapped
+from holdshelf.ils.answers import (
+    HoldState,
+    IlsAccount,
+    IlsUnavailable,
+    InTransit,
+    IsPatron,
+    NoHold,
+    TrapAnswer,
+    Trapped,
+)
 from holdshelf.ils.http import (
     HttpJson,
     Reply,
@@ -71,16 +80,27 @@ class KohaConnector:
         self._tokens: TokenCache[_Token] = TokenCache(clock)
 
     def trapped_hold(self, account: IlsAccount, item_barcode: str) -> TrapAnswer:
-        item_id = self._item_id(account, item_barcode)
-        if item_id is None:
+        item = self._item(account, item_barcode)
+        if item is None:
             return NoHold("Koha knows no item with this barcode")
-        holds = self._get(
-            account,
-            HOLDS,
-            {"item_id": str(item_id), "_match": "exact", "q": json.dumps({"status": FOUND})},
-            {"x-koha-embed": "patron"},
-        )
-        return _answer(holds, item_id)
+        return _answer(self._found_holds(account, item["item_id"]), item["item_id"])
+
+    def hold_state(self, account: IlsAccount, item_barcode: str, is_patron: IsPatron) -> HoldState:
+        """The item's found holds, then the item itself: a hold waiting (W) for the patron
+        is still waiting; a checked-out item (item.yaml ``checked_out_date``) was picked up;
+        otherwise the hold ended (cancelled, expired, or the item trapped for someone else).
+        Koha keeps no "expired" apart from "cancelled" in what these reads show."""
+        item = self._item(account, item_barcode)
+        if item is None:
+            return HoldState.UNKNOWN
+        holds = self._found_holds(account, item["item_id"])
+        mine = [h for h in holds if str(h.get("item_id")) == str(item["item_id"])]
+        waiting = [h for h in mine if h.get("status") == "W"]
+        if any(is_patron(_trapped(hold).card) for hold in waiting):
+            return HoldState.WAITING
+        if item.get("checked_out_date"):
+            return HoldState.PICKED_UP
+        return HoldState.ENDED
 
     def check(self, account: IlsAccount) -> str:
         self._get(account, ITEMS, {"q": json.dumps({"item_id": 0})})
@@ -93,7 +113,19 @@ class KohaConnector:
     def close(self) -> None:
         self._tokens.clear()
 
-    def _item_id(self, account: IlsAccount, barcode: str) -> int | None:
+    def _found_holds(self, account: IlsAccount, item_id: int) -> list[dict[str, Any]]:
+        holds = self._get(
+            account,
+            HOLDS,
+            {"item_id": str(item_id), "_match": "exact", "q": json.dumps({"status": FOUND})},
+            {"x-koha-embed": "patron"},
+        )
+        if not isinstance(holds, list) or not all(isinstance(h, dict) for h in holds):
+            raise unexpected_shape(SYSTEM, HOLDS)
+        return holds
+
+    def _item(self, account: IlsAccount, barcode: str) -> dict[str, Any] | None:
+        """The item with this very barcode (its ``item_id`` checked), or None."""
         items = self._get(account, ITEMS, {"external_id": barcode, "_match": "exact"})
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise unexpected_shape(SYSTEM, ITEMS)
@@ -104,7 +136,7 @@ class KohaConnector:
             if isinstance(external_id, str) and external_id.casefold() == wanted:
                 if not isinstance(item_id, int) or isinstance(item_id, bool):
                     raise unexpected_shape(SYSTEM, ITEMS)
-                return item_id
+                return item
         return None
 
     def _get(
@@ -172,10 +204,8 @@ class KohaConnector:
         return _Token(value), usable_until(self._clock(), lifetime)
 
 
-def _answer(holds: Any, item_id: int) -> TrapAnswer:
+def _answer(holds: list[dict[str, Any]], item_id: int) -> TrapAnswer:
     """Only a found hold on this very item counts; the queue behind it does not."""
-    if not isinstance(holds, list) or not all(isinstance(h, dict) for h in holds):
-        raise unexpected_shape(SYSTEM, HOLDS)
     mine = [h for h in holds if str(h.get("item_id")) == str(item_id)]
     first = {_text(h.get("status")): h for h in reversed(mine)}
     if "W" in first:

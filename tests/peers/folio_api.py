@@ -120,6 +120,22 @@ class FolioApi(Peer):
             request["holdShelfExpirationDate"] = expires
         self.requests.append(request)
 
+    def close_request(self, barcode: str, person: Person, status: str) -> None:
+        """What a self-check (Closed - Filled), a cancel or the expiry job did to the
+        patron's open request on the item."""
+        for request in self.requests:
+            theirs = request.get("requester", {}).get("barcode") == person.card
+            open_ = request["status"].startswith("Open")
+            if request["item"]["barcode"] == barcode and theirs and open_:
+                request["status"] = status
+                return
+        raise KeyError(barcode)
+
+    def add_newer_request(self, barcode: str, person: Person, *, status: str, pickup: str) -> None:
+        """A request placed after the others (a re-trap for another patron)."""
+        self.add_request(barcode, person, status=status, pickup=pickup)
+        self.requests[-1]["requestDate"] = "2026-11-25T09:00:00.000+00:00"
+
     # -- Okapi ------------------------------------------------------------------------------
 
     def handle(self, call: Call) -> Answer:
@@ -200,11 +216,16 @@ class FolioApi(Peer):
         if fault is not None:
             return fault
         try:
-            query = call.query.get("query", [""])[0]
+            query, _, order = call.query.get("query", [""])[0].partition(" sortby ")
             matches = _cql(query) if query and not self.loose_query else (lambda r: True)
         except CqlError:
             return Answer.text(422, "Invalid CQL")
         found = [r for r in self.requests if matches(r)]
+        if order:  # CQL sortby: one index, its modifier /sort.ascending or /sort.descending
+            index, _, modifier = order.strip().partition("/")
+            if modifier not in ("", "sort.ascending", "sort.descending"):
+                return Answer.text(422, "Invalid CQL")
+            found.sort(key=lambda r: str(_field(r, index)), reverse=modifier == "sort.descending")
         limit = int(call.query.get("limit", ["10"])[0])
         return self.json(
             200, {"requests": found[:limit], "totalRecords": len(found)}, "requests.json"

@@ -95,10 +95,21 @@ class KohaApi(Peer):
                 "lost_status": 0,
                 "withdrawn": 0,
                 "holds_count": 3,
+                "checked_out_date": None,
                 "timestamp": "2026-11-20T10:00:00+00:00",
             }
         )
         return item_id
+
+    def check_out(self, item_id: int, on: str = "2026-11-30") -> None:
+        """The waiting hold's patron took the item at a self-check: Koha fills the hold (it
+        moves to old_reserves) and the item is on loan."""
+        self.end_waiting_hold(item_id)
+        next(i for i in self.items if i["item_id"] == item_id)["checked_out_date"] = on
+
+    def end_waiting_hold(self, item_id: int) -> None:
+        """Cancelled or expired at the ILS: the hold is gone from the current holds."""
+        self.holds = [h for h in self.holds if not (h["item_id"] == item_id and h["status"] == "W")]
 
     def add_hold(
         self,
