@@ -22,6 +22,7 @@ from holdshelf.settings import Settings
 from holdshelf.storage import database
 from holdshelf.worker import HousekeepingReport, Worker, housekeep
 from holdshelf.workflow.checkin import CheckIn
+from holdshelf.workflow.sync import IlsSync
 
 
 class Holdshelf:
@@ -65,7 +66,9 @@ class Holdshelf:
 
     @cached_property
     def worker(self) -> Worker:
-        return Worker(self.settings, self.sessions, self.clock, housekeeping=self.housekeep)
+        return Worker(
+            self.settings, self.sessions, self.clock, housekeeping=self.housekeep, sync=self.sync
+        )
 
     @cached_property
     def connector(self) -> Connector | None:
@@ -78,6 +81,13 @@ class Holdshelf:
         if self.connector is None:
             return None
         return CheckIn(self.settings, self.service, self.connector)
+
+    @cached_property
+    def sync(self) -> IlsSync | None:
+        """Holds ended in the ILS, learned from it, when an ILS is connected."""
+        if self.connector is None:
+            return None
+        return IlsSync(self.settings, self.service, self.connector, self.clock)
 
     def housekeep(self) -> HousekeepingReport:
         """Everything retention asks to delete, now, with the services built here."""

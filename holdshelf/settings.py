@@ -84,6 +84,10 @@ class IlsSettings:
     # A hold an ILS registered ahead of its item (API "print": "on-scan") and not scanned
     # this long shows on the desk as waiting for its slip.
     scan_within: dt.timedelta = dt.timedelta(minutes=30)
+    # How often the worker asks the ILS whether active holds ended there (None: never), and
+    # how many holds a second it asks about at most.
+    sync_every: dt.timedelta | None = dt.timedelta(minutes=5)
+    sync_per_second: float = 20.0
     host: str = ""
     port: int = 6001
     tls: bool = False
@@ -519,6 +523,8 @@ def _ils(
         scan_within=dt.timedelta(
             minutes=checks.whole(table, "scan_within_minutes", where, 1, 7 * 24 * 60)
         ),
+        sync_every=_minutes_or_never(checks.whole(table, "sync_minutes", where, 0, 1440)),
+        sync_per_second=checks.number(table, "sync_per_second", where, 0.1, 1000),
         port=checks.whole(table, "port", where, 1, 65535),
         tls=checks.flag(table, "tls", where),
         ca_file=checks.pem_file(table, "ca_file", where, instance_dir),
@@ -539,6 +545,10 @@ def _ils(
                     "(one SIP account per branch)"
                 )
     return ils
+
+
+def _minutes_or_never(minutes: int) -> dt.timedelta | None:
+    return dt.timedelta(minutes=minutes) if minutes else None
 
 
 _ILS_TEXT = ("host", "institution", "client_id", "client_secret", "tenant", "username", "password")

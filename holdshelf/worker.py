@@ -25,6 +25,7 @@ from holdshelf.print_worker import PrintWorker
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
 from holdshelf.storage import database
+from holdshelf.workflow.sync import IlsSync
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 # ended holds' links, rested codes, finished slips and notices, sessions, old audit entries.
 HOUSEKEEPING_EVERY = dt.timedelta(hours=1)
 HOUSEKEEPING_RETRY = dt.timedelta(minutes=1)
+SYNC_FIRST_DELAY = dt.timedelta(minutes=1)  # a starting server serves the desk first
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,13 @@ class Worker:
         clock: Clock,
         *,
         housekeeping: Callable[[], HousekeepingReport],
+        sync: IlsSync | None = None,
     ) -> None:
         self.prints = PrintWorker(settings, sessions, clock)
         self.notices = NoticeWorker(settings, sessions, clock)
         self._housekeeping = housekeeping  # the composition root's, with its services
+        self._sync = sync if settings.ils.sync_every is not None else None
+        self._sync_every = settings.ils.sync_every or dt.timedelta(minutes=5)
         self._clock = clock
         self._next_housekeeping: dt.datetime | None = None
         self._wake = threading.Event()
@@ -119,6 +124,12 @@ class Worker:
             (partial(self.run_once, stop=stop), "worker pass"),
             (self.housekeep_if_due, "purge"),
         )
+        syncing = None
+        if self._sync is not None:  # its own thread: a long sync must not hold up the slips
+            syncing = threading.Thread(
+                target=self._sync_forever, args=(self._sync, stop), name="ils-sync", daemon=True
+            )
+            syncing.start()
         while not stop.is_set():
             # Each on its own: a printer queue that keeps failing must not stop retention.
             for task, name in tasks:
@@ -130,3 +141,16 @@ class Worker:
                     log.error("%s failed: %s", name, unexpected(exc))
             self._wake.wait(poll_seconds)
             self._wake.clear()
+        if syncing is not None:
+            syncing.join(timeout=5)
+
+    def _sync_forever(self, sync: IlsSync, stop: threading.Event) -> None:
+        """The ILS sync every [ils] sync_minutes, from the first minute on; the holds made in
+        its last minute are left to the next one."""
+        wait = SYNC_FIRST_DELAY
+        while not stop.wait(wait.total_seconds()):
+            try:
+                sync.run(settle=True, stop=stop)
+            except Exception as exc:  # the database away for a moment: try again next time
+                log.error("ILS sync failed: %s", unexpected(exc))
+            wait = self._sync_every

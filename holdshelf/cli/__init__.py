@@ -78,6 +78,7 @@ for _command in (
     reports.stats,
     serve.serve,
     ils.ils,
+    ils.sync,
 ):
     cli.add_command(_command)
 

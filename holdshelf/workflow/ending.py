@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -32,6 +33,7 @@ from holdshelf.storage.models import (
 from holdshelf.workflow.base import (
     HoldsBase,
 )
+from holdshelf.workflow.views import ActiveHold
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,43 @@ class Ending(HoldsBase):
         self._fold_erased()
         log.info("hold %s %s", hold.id, outcome.label)
         return entry
+
+    def active_holds(
+        self, branch_id: str, made_before: dt.datetime | None = None
+    ) -> list[ActiveHold]:
+        """The branch's active holds as the ILS sync asks about them, oldest first."""
+        query = select(Hold.id, Hold.item_barcode, Hold.patron, Hold.pickup_by).where(
+            Hold.branch == self.settings.branch(branch_id).id,
+            Hold.status == HoldStatus.READY.value,
+        )
+        if made_before is not None:
+            query = query.where(Hold.ready_at < made_before)
+        with self._reads() as session:
+            rows = session.execute(query.order_by(Hold.id)).all()
+        return [ActiveHold(r.id, r.item_barcode, r.patron or "", r.pickup_by) for r in rows]
+
+    def is_patron(self, hold: ActiveHold) -> Callable[[str], bool]:
+        """Whether a card the ILS names is this hold's patron's, by pseudonym."""
+        return lambda card: hmac.compare_digest(self._pseudonym(card), hold.patron)
+
+    def end_in_ils(self, ended: Sequence[tuple[ActiveHold, HoldStatus]]) -> list[HoldStatus]:
+        """End holds the ILS says ended, in one transaction; how each that ended did. A hold
+        that changed meanwhile (ended here, or made again for another patron) is left."""
+        now = self._clock()
+        entries = []
+        with self._sessions.begin() as session:
+            for hold_view, outcome in ended:
+                hold = session.get(Hold, hold_view.id, with_for_update=True)
+                if hold is None or hold.status != HoldStatus.READY.value:
+                    continue
+                if hold.patron != hold_view.patron:
+                    continue
+                self._end(session, hold, outcome, now)
+                entries.append(outcome)
+        if entries:
+            self._fold_erased()
+        log.info("%d holds ended in the ILS", len(entries))
+        return entries
 
     def _fold_erased(self) -> None:
         """After a transaction that erased a link or a contact: fold SQLite's WAL now, so the

@@ -39,6 +39,17 @@ class HoldRequest:
 
 
 @dataclass(frozen=True)
+class ActiveHold:
+    """An active hold as the ILS sync asks about it. ``patron`` is the pseudonym, compared,
+    never shown."""
+
+    id: int
+    item: str
+    patron: str
+    pickup_by: dt.date
+
+
+@dataclass(frozen=True)
 class AwaitingScan:
     """For staff: a hold an ILS registered whose item has not been scanned here yet."""
 
