@@ -22,9 +22,11 @@ from pathlib import Path
 
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.instance import write_config
-from holdshelf.integrations import Integrations
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
+
+sys.path.insert(0, str(Path(__file__).parent))
+from csv_import import barcode  # the demo checks barcodes: 14 digits, Luhn
 
 
 def free_port() -> int:
@@ -54,11 +56,9 @@ def serve_and_measure(holds: int, clients: int, printer: str) -> None:
             )
         settings = load_settings(instance)
         database.upgrade(database.make_engine(settings.database_url))
-        service = Holdshelf(settings).service
-        token = Integrations(settings, service.sessions, service.clock).create_token(
-            "bench", ["MAIN"]
-        )
-        service.engine.dispose()
+        root = Holdshelf(settings)
+        token = root.integrations.create_token("bench", ["MAIN"])
+        root.close()
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOLDSHELF_")}
         env["HOLDSHELF_API__REQUESTS_PER_MINUTE"] = "1000000"  # measure the server, not the limit
@@ -86,9 +86,8 @@ def run(port: int, token: str, holds: int, clients: int, printer: str) -> None:
     def client(number: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         for n in range(per_client):
-            body = json.dumps(
-                {"item_barcode": f"39{number:02d}{n:08d}", "patron_card": f"21{number:02d}{n:010d}"}
-            )
+            k = number * 10**8 + n
+            body = json.dumps({"item_barcode": barcode("3", k), "patron_card": barcode("2", k)})
             start = time.perf_counter()
             connection.request("POST", "/api/v1/holds", body=body, headers=headers)
             response = connection.getresponse()

@@ -57,7 +57,6 @@ from holdshelf.bootstrap import Holdshelf
 from holdshelf.ils.sip2 import Sip2Connector
 from holdshelf.ils.sip2_wire import request, sip_datetime
 from holdshelf.instance import write_config
-from holdshelf.print_worker import PrintWorker
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
 from holdshelf.workflow.checkin import Shelved, account_of
@@ -227,7 +226,7 @@ def measure(instance: Path, database_url: str, peer: Peer, printer: FakePrinter,
     plain = Holdshelf(
         load_settings(instance, environ={"HOLDSHELF_DATABASE_URL": database_url}), engine=engine
     )
-    worker = PrintWorker(plain.settings, plain.sessions, plain.clock)
+    worker = plain.worker.prints  # the print queue only
     connectors = {
         command: Sip2Connector("127.0.0.1", peer.port, institution="MAIN", lookup=lookup)
         for command, lookup in LOOKUPS.items()

@@ -47,7 +47,6 @@ from sqlalchemy import select
 
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.instance import write_config
-from holdshelf.notice_worker import NoticeWorker
 from holdshelf.print_worker import PrintWorker
 from holdshelf.service import HoldService
 from holdshelf.settings import load_settings
@@ -69,6 +68,10 @@ class Clock:
 
     def __call__(self) -> dt.datetime:
         return self.now
+
+    def today(self) -> dt.date:
+        """The library's date: the demo leaves its time zone empty (this machine's)."""
+        return self.now.astimezone().date()
 
     def advance(self, **delta: float) -> None:
         self.now += dt.timedelta(**delta)
@@ -93,7 +96,7 @@ class Result:
 
 
 @contextmanager
-def instance(printer_table: str, extra: str = "") -> Iterator[tuple[HoldService, Clock]]:
+def instance(printer_table: str, extra: str = "") -> Iterator[tuple[Holdshelf, Clock]]:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder)
         write_config(path, demo=True)
@@ -108,11 +111,11 @@ def instance(printer_table: str, extra: str = "") -> Iterator[tuple[HoldService,
         settings = load_settings(path)
         database.upgrade(database.make_engine(settings.database_url))
         clock = Clock()
-        service = Holdshelf(settings, clock=clock).service
+        root = Holdshelf(settings, clock=clock)
         try:
-            yield service, clock
+            yield root, clock
         finally:
-            service.engine.dispose()
+            root.close()
 
 
 def network(printer: FakePrinter, profile: str = "TM-T88V") -> str:
@@ -162,8 +165,8 @@ def printing_run(kind: str, count: int, arm: Callable[[FakePrinter], None]) -> R
     printer = FakePrinter(print_seconds=PRINT_SECONDS).start()
     started = time.perf_counter()
     try:
-        with instance(network(printer)) as (service, clock):
-            worker = PrintWorker(service.settings, service.sessions, clock)
+        with instance(network(printer)) as (root, clock):
+            service, worker = root.service, root.worker.prints
             codes = []
             for n in range(count):
                 arm(printer)
@@ -192,8 +195,8 @@ def record_window(count: int, profile: str) -> float:
     printer = FakePrinter(print_seconds=PRINT_SECONDS).start()
     windows = []
     try:
-        with instance(network(printer, profile)) as (service, clock):
-            worker = PrintWorker(service.settings, service.sessions, clock)
+        with instance(network(printer, profile)) as (root, _clock):
+            service, worker = root.service, root.worker.prints
             recorded = worker._record
 
             def timed(row_id, outcome):
@@ -225,9 +228,8 @@ def _stamp_when(printer: FakePrinter, stamp: list[float]):
     return thread
 
 
-def _child(settings, url: str, clock: Clock) -> None:
-    engine = database.make_engine(url)
-    PrintWorker(settings, database.session_factory(engine), clock).run_once()
+def _child(settings, clock: Clock) -> None:
+    Holdshelf(settings, clock=clock).worker.prints.run_once()  # its own engine and connections
     os._exit(0)
 
 
@@ -238,15 +240,14 @@ def kill_run(kind: str, count: int, profile: str, rng: random.Random) -> Result:
     landed = 0
     fork = multiprocessing.get_context("fork")
     try:
-        with instance(network(printer, profile)) as (service, clock):
+        with instance(network(printer, profile)) as (root, clock):
+            service = root.service
             codes = []
             for n in range(count):
                 printer.whole_slip.clear()
                 codes.append(ready(service, n))
                 service.engine.dispose()  # the child opens its own connections
-                child = fork.Process(
-                    target=_child, args=(service.settings, service.settings.database_url, clock)
-                )
+                child = fork.Process(target=_child, args=(service.settings, clock))
                 child.start()
                 if printer.whole_slip.wait(5):
                     time.sleep(rng.uniform(0, window))
@@ -254,7 +255,8 @@ def kill_run(kind: str, count: int, profile: str, rng: random.Random) -> Result:
                 child.join(5)
                 landed += unsent(service, PrintJob) > 0  # killed before it recorded the slip
                 clock.advance(minutes=3)  # the dead worker's lease runs out
-                until_sent(PrintWorker(service.settings, service.sessions, clock), clock, service)
+                successor = Holdshelf(root.settings, clock=clock, engine=root.engine).worker.prints
+                until_sent(successor, clock, service)
             time.sleep(0.2)
             doubled, marked, lost = tally(printer, codes)
             lost = max(lost, unsent(service, PrintJob))
@@ -273,8 +275,8 @@ def smtp_run(kind: str, count: int, lose: bool) -> Result:
         'sender = "Library <holds@library.example.org>"\ntimeout = 5\n'
     )
     try:
-        with instance(network(printer), mail) as (service, clock):
-            worker = NoticeWorker(service.settings, service.sessions, clock)
+        with instance(network(printer), mail) as (root, clock):
+            service, worker = root.service, root.worker.notices
             addresses = []
             for n in range(count):
                 mailbox.lose_replies = 1 if lose else 0

@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from holdshelf.accounts import Accounts
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.importer import import_holds
 from holdshelf.instance import write_config
@@ -87,9 +86,9 @@ class Desk:
 
     def __post_init__(self) -> None:
         settings = load_settings(self.instance, environ=ENVIRON)
-        service = Holdshelf(settings).service
-        Accounts(settings, service.sessions, service.clock).add_user(*ACCOUNT, "staff")
-        self.client = create_app(Holdshelf(settings, engine=service.engine)).test_client()
+        root = Holdshelf(settings)
+        root.accounts.add_user(*ACCOUNT, "staff")
+        self.client = create_app(root).test_client()
         token = self._token("/login")
         data = {"name": ACCOUNT[0], "password": ACCOUNT[1], "csrf_token": token}
         self.client.post("/login", data=data)

@@ -18,17 +18,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.helpers
+sys.path.insert(0, str(Path(__file__).parent))  # for csv_import
 
+from csv_import import barcode
 from holdshelf.printers.config import printer_from_table
 from holdshelf.printers.slips import RenderedSlip
 
 from holdshelf.bootstrap import Holdshelf
+from holdshelf.config_sources import read_toml
 from holdshelf.domain.codes import ShelfCode
 from holdshelf.domain.slips import Slip
 from holdshelf.instance import write_config
-from holdshelf.print_worker import PrintWorker
 from holdshelf.resources import resource_dir
-from holdshelf.settings import load_settings, read_toml
+from holdshelf.settings import load_settings
 from holdshelf.storage import database
 from tests.helpers.fake_printer import FakePrinter
 
@@ -78,16 +80,18 @@ def ready_to_printer(count: int) -> None:
         )
         settings = load_settings(instance)
         database.upgrade(database.make_engine(settings.database_url))
-        service = Holdshelf(settings).service
-        worker = PrintWorker(settings, service.sessions)
+        root = Holdshelf(settings)
+        service = root.service
+        worker = root.worker.prints  # the print queue only, as before
         latencies = []
         for n in range(count):
+            item, card = barcode("3", n), barcode("2", n)  # the demo checks both
             start = time.perf_counter()
-            service.ready("MAIN", f"3901{n:08d}", f"2101{n:010d}")
+            service.ready("MAIN", item, card)
             worker.run_once()
             printer.wait_for_connections(n + 1)
             latencies.append(printer.last_byte_at[n] - start)
-        service.engine.dispose()
+        root.close()
     printer.stop()
     latencies.sort()
     print(

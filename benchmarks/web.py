@@ -15,12 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from holdshelf.accounts import Accounts
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.instance import write_config
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
 from holdshelf.web import create_app
+
+sys.path.insert(0, str(Path(__file__).parent))
+from csv_import import barcode  # the demo checks barcodes: 14 digits, Luhn
 
 ACCOUNT = ("bench", "benchmark password")
 
@@ -43,9 +45,10 @@ def main() -> None:
         write_config(instance, demo=True)
         settings = load_settings(instance)
         database.upgrade(database.make_engine(settings.database_url))
-        service = Holdshelf(settings).service
-        Accounts(settings, service.sessions, service.clock).add_user(*ACCOUNT, "staff")
-        app = create_app(Holdshelf(settings, engine=service.engine))
+        root = Holdshelf(settings)
+        service = root.service
+        root.accounts.add_user(*ACCOUNT, "staff")
+        app = create_app(root)
         client = app.test_client()
         page = client.get("/login").get_data(as_text=True)
         token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
@@ -59,19 +62,22 @@ def main() -> None:
         def check_in(n: int) -> None:
             response = client.post(
                 "/checkin",
-                data={"item": f"3901{n:08d}", "card": f"2101{n:010d}", "csrf_token": token},
+                data={"item": barcode("3", n), "card": barcode("2", n), "csrf_token": token},
             )
             assert response.status_code == 302, response.status_code
 
         median, p95 = timed(check_in, 300)
         print(f"check-in POST: median {median:.1f} ms, p95 {p95:.1f} ms (SQLite, 300 requests)")
-        code = client.post("/checkin", data={"item": "X-1", "card": "2", "csrf_token": token})
+        code = client.post(
+            "/checkin",
+            data={"item": barcode("3", active), "card": barcode("2", active), "csrf_token": token},
+        )
         result_path = code.headers["Location"]
         median, p95 = timed(lambda n: client.get(result_path), 100)
         print(f"check-in result page (with print status): median {median:.1f} ms, p95 {p95:.1f} ms")
 
         for n in range(300, active):
-            service.ready("MAIN", f"3901{n:08d}", f"2101{n:010d}")
+            service.ready("MAIN", barcode("3", n), barcode("2", n))
         assert len(service.shelf("MAIN")) >= active
         median, p95 = timed(lambda n: client.get("/shelf"), 20)
         size = len(client.get("/shelf").data)
@@ -79,7 +85,7 @@ def main() -> None:
             f"hold shelf page, {active:,} active holds: median {median:.0f} ms, "
             f"p95 {p95:.0f} ms, {size / 1024:.0f} KiB"
         )
-        service.engine.dispose()
+        root.close()
 
 
 if __name__ == "__main__":
