@@ -545,6 +545,18 @@ def _every_path(connect, ils: Peer) -> tuple[list[object], list[IlsUnavailable]]
     return answers, errors
 
 
+def _assert_kept_out(logged: str, errors: list[IlsUnavailable]) -> None:
+    """No card, name, contact or title in the log or in an exception; one-line errors."""
+    raised = "\n".join("".join(traceback.format_exception(error)) for error in errors)
+    for secret in SECRETS:
+        assert secret not in logged, "the ILS's data reached the log"
+        assert secret not in raised, "the ILS's data reached an exception"
+    for error in errors:
+        assert "\n" not in str(error)
+        assert error.__cause__ is None
+        assert error.__suppress_context__ or error.__context__ is None
+
+
 def test_nothing_the_ils_sends_beyond_the_card_is_logged_or_raised(
     connect, ils: Peer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -554,17 +566,42 @@ def test_nothing_the_ils_sends_beyond_the_card_is_logged_or_raised(
     assert len(errors) == 8
     logged = caplog.text
     assert "SIP2 09 for branch MAIN failed" in logged  # the failures are logged, as facts
-    raised = "\n".join("".join(traceback.format_exception(error)) for error in errors)
-    for secret in SECRETS:
-        assert secret not in logged, "the ILS's data reached the log"
-        assert secret not in raised, "the ILS's data reached an exception"
-    for error in errors:
-        assert "\n" not in str(error)
-        assert error.__cause__ is None
-        assert error.__suppress_context__ or error.__context__ is None
+    _assert_kept_out(logged, errors)
     for answer in answers:  # only the card, in its own field, comes back
         fields = [answer.message] + ([answer.location] if isinstance(answer, Trapped) else [])
         assert not any(secret in (field or "") for field in fields for secret in SECRETS)
+
+
+def test_hold_state_logs_and_raises_nothing_the_ils_sends(
+    connect, ils: Peer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    connector, hasty = connect(), connect(timeout=0.3)
+    states: list[HoldState] = []
+    for _, item, _, _ in HOLD_STATES:
+        for account in (KOHA, EVERGREEN):
+            if item is None:
+                ils.item("ITEM", known=False)
+            else:
+                ils.item("ITEM", **item)
+            states.append(connector.hold_state(account, "ITEM", Patron()))
+    assert set(states) == {WAITING, PICKED_UP, ENDED, UNKNOWN}
+    errors: list[IlsUnavailable] = []
+    for client, faults in (
+        (connector, ("ok", "drop")),
+        (hasty, ("ok", "slow")),
+        (connector, ("ok", *("garbage",) * 3)),
+        (connector, ("ok", "resequence")),
+    ):
+        client.close()
+        ils.arm(answers=faults, delay=2.0)
+        with pytest.raises(IlsUnavailable) as caught:
+            client.hold_state(EVERGREEN, "HOLD-MAIN", Patron())
+        errors.append(caught.value)
+        ils.reset()
+    logged = caplog.text
+    assert "SIP2 17 for branch MAIN failed" in logged
+    _assert_kept_out(logged, errors)
 
 
 # -- the wire format ------------------------------------------------------------------------
