@@ -211,7 +211,8 @@ class Patron:
     """The sync's ``is_patron``: recognises one card, remembers what it was asked."""
 
     def __init__(self, card: str = CARD) -> None:
-        self.card, self.asked = card, []
+        self.card = card
+        self.asked: list[str] = []
 
     def __call__(self, card: str) -> bool:
         self.asked.append(card)

@@ -463,8 +463,8 @@ def item_state(answer: Answer, item_barcode: str, is_patron: IsPatron) -> HoldSt
       cancellation or expiry of a waiting hold elsewhere; Evergreen: also a transit to fill
       a hold), 11 claimed returned, 12 lost, 13 missing.
 
-    EXPIRED never: an 18 tells a hold that expired from one cancelled no more than it says
-    whose it was (Koha cancels expired waiting holds, Evergreen clears them off the shelf);
+    EXPIRED never: an 18 does not tell an expired hold from a cancelled one (Koha's
+    CancelExpiredReserves cancels it, Evergreen's clear-shelf run takes it off the shelf);
     ENDED covers both. An answer for another item raises IlsUnavailable."""
     status = _circulation_status(answer)
     fields = _for_item(answer, item_barcode)
