@@ -20,17 +20,18 @@ from typing import Any
 
 import pytest
 
-from holdshelf.ils.answers import IlsAccount, IlsUnavailable, InTransit, NoHold, Trapped
+from holdshelf.ils.answers import HoldState, IlsAccount, IlsUnavailable, InTransit, NoHold, Trapped
 from holdshelf.ils.sip2 import Sip2Connector
 from holdshelf.ils.sip2_wire import ChecksumError, checksum, read_answer, request, sip_date
 from tests.helpers.certificates import make_certificates
 from tests.helpers.servers import free_port
-from tests.peers.sip2_ils import CARD, SECRETS
+from tests.peers.sip2_ils import CARD, OTHER_CARD, SECRETS
 
 PEER = Path(__file__).parent / "peers" / "sip2_ils.py"
 MAIN = IlsAccount("MAIN", "MAIN", "hs-main", "main-secret")
 WEST = IlsAccount("WEST", "WEST", "hs-west", "west-secret")
 EVERGREEN = IlsAccount("MAIN", "MAIN", "hs-eg", "eg-secret")
+KOHA = IlsAccount("MAIN", "MAIN", "hs-koha", "koha-secret")  # its 18 is Koha's: no CY, no CT
 SHELF_EXPIRES = dt.date(2026, 12, 5)
 
 
@@ -58,6 +59,10 @@ class Peer:
         self, answers: tuple[str, ...] = (), requests: tuple[str, ...] = (), delay: float = 0.0
     ) -> None:
         self._call("/faults", {"answers": answers, "requests": requests, "delay": delay})
+
+    def item(self, barcode: str, **fields: Any) -> None:
+        """What the ILS knows of the item now (until the next reset): Item's fields."""
+        self._call("/items", {"barcode": barcode, **fields})
 
 
 def _start_peer(folder: Path, *args: str) -> Iterator[Peer]:
@@ -161,6 +166,128 @@ def test_item_information_without_the_hold_patron_is_not_a_guess(connect) -> Non
 def test_an_unknown_lookup_is_refused() -> None:
     with pytest.raises(ValueError, match="lookup"):
         Sip2Connector("127.0.0.1", 6001, institution="MAIN", lookup="patron")
+
+
+# -- the sync's question: hold_state ----------------------------------------------------------
+
+WAITING, PICKED_UP, ENDED, UNKNOWN = (
+    HoldState.WAITING,
+    HoldState.PICKED_UP,
+    HoldState.ENDED,
+    HoldState.UNKNOWN,
+)
+ON_SHELF = {"circulation": "08", "pickup": "MAIN"}  # a hold waits on it, for CARD by default
+# (the item as the ILS has it, Koha's state, Evergreen's state; None: that server cannot say so)
+HOLD_STATES: list[tuple[str, dict[str, Any] | None, HoldState | None, HoldState | None]] = [
+    ("waiting", ON_SHELF, WAITING, WAITING),
+    # Koha's 18 names no patron: an item trapped for another patron still reads as waiting.
+    ("trapped-for-another", {**ON_SHELF, "card": OTHER_CARD}, WAITING, ENDED),
+    ("cancelled-on-the-shelf", {"circulation": "08"}, None, ENDED),  # Evergreen: CF 0, no CY
+    ("checked-out", {"circulation": "04"}, PICKED_UP, PICKED_UP),
+    ("checked-out-not-recalled", {"circulation": "05"}, PICKED_UP, PICKED_UP),
+    ("unknown-item", None, UNKNOWN, UNKNOWN),  # 01 01 01, AB, empty AJ
+    ("other-damaged", {"circulation": "01"}, UNKNOWN, UNKNOWN),  # Koha: AF "Item is damaged"
+    ("not-a-sip2-status", {"circulation": "99"}, UNKNOWN, UNKNOWN),
+    ("on-order", {"circulation": "02"}, ENDED, ENDED),
+    ("back-on-the-shelf", {"circulation": "03"}, ENDED, ENDED),
+    ("in-process", {"circulation": "06"}, ENDED, ENDED),
+    ("recalled", {"circulation": "07"}, ENDED, ENDED),
+    ("to-be-reshelved", {"circulation": "09"}, ENDED, ENDED),
+    ("in-transit-home", {"circulation": "10", "in_transit_to": "WEST"}, ENDED, ENDED),
+    ("in-transit-to-a-hold", {"circulation": "10", "pickup": "WEST"}, ENDED, ENDED),  # EG: CY
+    ("claimed-returned", {"circulation": "11"}, ENDED, ENDED),
+    ("lost", {"circulation": "12"}, ENDED, ENDED),
+    ("missing", {"circulation": "13"}, ENDED, ENDED),
+]
+HOLD_STATE_CASES = [
+    pytest.param(account, item, expected, id=f"{name}-{flavor}")
+    for name, item, koha, evergreen in HOLD_STATES
+    for account, flavor, expected in ((KOHA, "koha", koha), (EVERGREEN, "evergreen", evergreen))
+    if expected is not None
+]
+
+
+class Patron:
+    """The sync's ``is_patron``: recognises one card, remembers what it was asked."""
+
+    def __init__(self, card: str = CARD) -> None:
+        self.card = card
+        self.asked: list[str] = []
+
+    def __call__(self, card: str) -> bool:
+        self.asked.append(card)
+        return card == self.card
+
+
+@pytest.mark.parametrize(("account", "item", "expected"), HOLD_STATE_CASES)
+def test_hold_states(connect, ils: Peer, account: IlsAccount, item, expected) -> None:
+    if item is None:
+        ils.item("ITEM", known=False)
+    else:
+        ils.item("ITEM", **item)
+    patron = Patron()
+    assert connect().hold_state(account, "ITEM", patron) is expected
+    named = account is EVERGREEN and item is not None and item.get("pickup") is not None
+    if named and item["circulation"] == "08":  # the card only ever goes to is_patron
+        assert patron.asked == [item.get("card", CARD)]
+    else:
+        assert patron.asked == []
+    assert ils.stats()["requests"].get("17") == 1
+
+
+@pytest.mark.parametrize("lookup", ["checkin", "item-information"])
+def test_hold_state_reads_without_checking_in(connect, ils: Peer, lookup: str) -> None:
+    connector = connect(lookup=lookup)
+    for account in (MAIN, KOHA, EVERGREEN):
+        assert connector.hold_state(account, "HOLD-MAIN", Patron()) is WAITING
+    assert connector.hold_state(EVERGREEN, "HOLD-WEST", Patron()) is ENDED  # 10, not 02
+    requests = ils.stats()["requests"]
+    assert requests["17"] == 4
+    assert "09" not in requests
+
+
+def test_hold_state_follows_the_hold_from_shelf_to_checkout(connect, ils: Peer) -> None:
+    connector = connect()
+    for account in (KOHA, EVERGREEN):
+        ils.item("SYNCED", **ON_SHELF)
+        assert connector.hold_state(account, "SYNCED", Patron()) is WAITING
+        ils.item("SYNCED", circulation="04")  # checked out at a self-check
+        assert connector.hold_state(account, "SYNCED", Patron()) is PICKED_UP
+        ils.item("SYNCED", circulation="03")  # returned since
+        assert connector.hold_state(account, "SYNCED", Patron()) is ENDED
+    stats = ils.stats()
+    assert stats["logins"] == {"hs-koha": 1, "hs-eg": 1}  # a sync round keeps its connections
+    assert stats["requests"]["17"] == 6
+
+
+def test_hold_state_after_the_ils_dropped_the_connection(connect, ils: Peer) -> None:
+    connector = connect()
+    assert connector.hold_state(EVERGREEN, "HOLD-MAIN", Patron()) is WAITING
+    ils.drop()  # idle between two sync rounds: asked again on a new connection
+    assert connector.hold_state(EVERGREEN, "HOLD-MAIN", Patron()) is WAITING
+    assert ils.stats()["logins"] == {"hs-eg": 2}
+
+
+@pytest.mark.parametrize(
+    ("timeout", "faults", "reason"),
+    [
+        (3.0, ("ok", "drop"), r"^the ILS closed the SIP connection$"),
+        (0.3, ("ok", "slow"), r"^the ILS did not answer within 0\.3 s$"),
+        (3.0, ("ok", *("bad-checksum",) * 3), r"^the SIP2 answer failed its checksum$"),
+    ],
+)
+def test_hold_state_when_the_ils_cannot_say(
+    connect, ils: Peer, timeout: float, faults: tuple[str, ...], reason: str
+) -> None:
+    connector = connect(timeout=timeout)
+    ils.arm(answers=faults, delay=2.0)
+    patron = Patron()
+    with pytest.raises(IlsUnavailable, match=reason) as caught:
+        connector.hold_state(EVERGREEN, "HOLD-MAIN", patron)
+    assert "\n" not in str(caught.value)
+    assert patron.asked == []
+    ils.reset()
+    assert connector.hold_state(EVERGREEN, "HOLD-MAIN", patron) is WAITING  # the next round
 
 
 # -- connections ----------------------------------------------------------------------------
@@ -419,6 +546,18 @@ def _every_path(connect, ils: Peer) -> tuple[list[object], list[IlsUnavailable]]
     return answers, errors
 
 
+def _assert_kept_out(logged: str, errors: list[IlsUnavailable]) -> None:
+    """No card, name, contact or title in the log or in an exception; one-line errors."""
+    raised = "\n".join("".join(traceback.format_exception(error)) for error in errors)
+    for secret in SECRETS:
+        assert secret not in logged, "the ILS's data reached the log"
+        assert secret not in raised, "the ILS's data reached an exception"
+    for error in errors:
+        assert "\n" not in str(error)
+        assert error.__cause__ is None
+        assert error.__suppress_context__ or error.__context__ is None
+
+
 def test_nothing_the_ils_sends_beyond_the_card_is_logged_or_raised(
     connect, ils: Peer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -428,17 +567,42 @@ def test_nothing_the_ils_sends_beyond_the_card_is_logged_or_raised(
     assert len(errors) == 8
     logged = caplog.text
     assert "SIP2 09 for branch MAIN failed" in logged  # the failures are logged, as facts
-    raised = "\n".join("".join(traceback.format_exception(error)) for error in errors)
-    for secret in SECRETS:
-        assert secret not in logged, "the ILS's data reached the log"
-        assert secret not in raised, "the ILS's data reached an exception"
-    for error in errors:
-        assert "\n" not in str(error)
-        assert error.__cause__ is None
-        assert error.__suppress_context__ or error.__context__ is None
+    _assert_kept_out(logged, errors)
     for answer in answers:  # only the card, in its own field, comes back
         fields = [answer.message] + ([answer.location] if isinstance(answer, Trapped) else [])
         assert not any(secret in (field or "") for field in fields for secret in SECRETS)
+
+
+def test_hold_state_logs_and_raises_nothing_the_ils_sends(
+    connect, ils: Peer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    connector, hasty = connect(), connect(timeout=0.3)
+    states: list[HoldState] = []
+    for _, item, _, _ in HOLD_STATES:
+        for account in (KOHA, EVERGREEN):
+            if item is None:
+                ils.item("ITEM", known=False)
+            else:
+                ils.item("ITEM", **item)
+            states.append(connector.hold_state(account, "ITEM", Patron()))
+    assert set(states) == {WAITING, PICKED_UP, ENDED, UNKNOWN}
+    errors: list[IlsUnavailable] = []
+    for client, faults in (
+        (connector, ("ok", "drop")),
+        (hasty, ("ok", "slow")),
+        (connector, ("ok", *("garbage",) * 3)),
+        (connector, ("ok", "resequence")),
+    ):
+        client.close()
+        ils.arm(answers=faults, delay=2.0)
+        with pytest.raises(IlsUnavailable) as caught:
+            client.hold_state(EVERGREEN, "HOLD-MAIN", Patron())
+        errors.append(caught.value)
+        ils.reset()
+    logged = caplog.text
+    assert "SIP2 17 for branch MAIN failed" in logged
+    _assert_kept_out(logged, errors)
 
 
 # -- the wire format ------------------------------------------------------------------------

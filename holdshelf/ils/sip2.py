@@ -4,6 +4,8 @@ Lookups: ``checkin`` sends 09 and reads the 3M extension fields Koha and Evergre
 10 answer (CY hold patron's card, CT pickup library, CV alert type, CM pickup date); checking
 in is what traps the hold. ``item-information`` sends 17 and reads Evergreen's 18 answer
 (circulation status 08 on the hold shelf / 10 in transit, CY, CT, CM) without changing the ILS.
+The sync's question (``hold_state``) always sends 17, whatever the lookup: it must never check
+an item in, and 17 changes nothing (see ``item_state`` for what each status means).
 
 Connections: one per branch account (its own SIP login), opened and logged in (93) on first
 use and kept. Its lock makes calls on it one at a time, since SIP2 answers carry no request
@@ -16,12 +18,14 @@ clients) the call is made once more on a new connection. That may repeat a check
 answer was lost, which is safe because both servers answer a repeated checkin alike: Koha's
 AddReturn (C4/Circulation.pm) runs CheckReserves again, finds the hold it trapped and answers
 CV 01/02 with CY again; Evergreen's checkin of a copy on the holds shelf is NO_CHANGE with that
-hold (Circ/Circulate.pm), answered the same way. A fresh connection that fails, a timeout or a
-refusal is not retried: the clerk hears at once and can scan again.
+hold (Circ/Circulate.pm), answered the same way; a 17 only reads, so asking again is safe.
+A fresh connection that fails, a timeout or a refusal is not retried: the clerk hears at once
+and can scan again (the sync asks again on its next round).
 
 Privacy: frames are parsed where they arrive and only the fields named in ``_KEEP`` survive
 (sip2_wire drops DA names, BF phones, titles); no frame is logged or put into an exception,
-which are raised ``from None``; the card is returned, never logged.
+which are raised ``from None``; the card is returned, never logged. ``hold_state`` does not
+even return it: it hands CY to the caller's ``is_patron`` and answers only a HoldState.
 """
 
 from __future__ import annotations
@@ -36,7 +40,16 @@ import threading
 import time
 from typing import NoReturn
 
-from holdshelf.ils.answers import IlsAccount, IlsUnavailable, InTransit, NoHold, TrapAnswer, Trapped
+from holdshelf.ils.answers import (
+    HoldState,
+    IlsAccount,
+    IlsUnavailable,
+    InTransit,
+    IsPatron,
+    NoHold,
+    TrapAnswer,
+    Trapped,
+)
 from holdshelf.ils.sip2_wire import (
     Answer,
     FrameError,
@@ -58,7 +71,7 @@ _KEEP = {  # the only fields read from each answer; everything else is dropped u
     "96": frozenset(),
     "98": frozenset({"BX"}),
     "10": frozenset({"AB", "AF", "CM", "CT", "CV", "CY"}),
-    "18": frozenset({"AB", "AF", "CM", "CT", "CY"}),
+    "18": frozenset({"AB", "AF", "CF", "CM", "CT", "CY"}),
 }
 _BX_ITEM_INFORMATION = 10  # position of 17 in the 98 answer's supported-messages field
 
@@ -112,21 +125,36 @@ class Sip2Connector:
     # -- the Connector protocol ---------------------------------------------------------------
 
     def trapped_hold(self, account: IlsAccount, item_barcode: str) -> TrapAnswer:
-        now = sip_datetime(dt.datetime.now())
         if self.lookup == "checkin":
             # 09: no block N, transaction and return date now; AP tells the ILS where the
             # item is (Koha and Evergreen check it in there and choose CV 01 or 02 by it).
+            now = sip_datetime(dt.datetime.now())
             fields = (("AP", account.location), ("AO", self.institution), ("AB", item_barcode))
-            body, reply, read = f"09N{now}{now}", "10", checkin_answer
+            body = f"09N{now}{now}" + self._fields(*fields, ("AC", ""))  # AC: the login is it
+            reply, read = "10", checkin_answer
         else:
-            fields = (("AO", self.institution), ("AB", item_barcode))
-            body, reply, read = f"17{now}", "18", item_answer
-        body += self._fields(*fields, ("AC", ""))  # no terminal password: the login is it
+            body, reply, read = self._item_information(item_barcode), "18", item_answer
         answer = self._call(account, body, reply)
         try:
             return read(answer, account, item_barcode)
         except IlsUnavailable as exc:
             self._fail(account, body, exc)
+
+    def hold_state(self, account: IlsAccount, item_barcode: str, is_patron: IsPatron) -> HoldState:
+        """17 Item Information, whatever ``lookup`` is: a sync round must not check items in
+        (a 09 would trap, or re-trap, holds on them). ``is_patron`` is asked about CY after
+        the connection is released; the card goes nowhere else."""
+        body = self._item_information(item_barcode)
+        answer = self._call(account, body, "18")
+        try:
+            return item_state(answer, item_barcode, is_patron)
+        except IlsUnavailable as exc:
+            self._fail(account, body, exc)
+
+    def _item_information(self, item_barcode: str) -> str:
+        """17: transaction date now; no terminal password (AC): the login is it."""
+        now = sip_datetime(dt.datetime.now())
+        return f"17{now}" + self._fields(("AO", self.institution), ("AB", item_barcode), ("AC", ""))
 
     def check(self, account: IlsAccount) -> str:
         self._forget(account)  # a check logs in afresh: the login is part of what it checks
@@ -379,9 +407,7 @@ def item_answer(answer: Answer, account: IlsAccount, item_barcode: str) -> TrapA
     hold patron's card, CT the pickup library and CM its shelf expiry (SIP date); 10 in
     transit with CT the destination. Evergreen sends CT (the item's circ library) for every
     item, so CT alone means nothing. Koha's 18 sends 08 and CM but no CY."""
-    status = answer.fixed[:2]
-    if not status.isdigit():
-        raise IlsUnavailable("the ILS answered with a malformed SIP2 item status")
+    status = _circulation_status(answer)
     fields = _for_item(answer, item_barcode)
     message = fields.get("AF") or None
     if status == "10":
@@ -403,6 +429,69 @@ def item_answer(answer: Answer, account: IlsAccount, item_barcode: str) -> TrapA
         pickup_by=sip_date(fields.get("CM")),
         message=message,
     )
+
+
+_CHARGED = frozenset({"04", "05"})  # charged; charged, not to be recalled yet
+_SPEC_STATUSES = frozenset(f"{code:02d}" for code in range(1, 14))  # SIP2 2.00: 01..13
+
+
+def item_state(answer: Answer, item_barcode: str, is_patron: IsPatron) -> HoldState:
+    """What an 18 Item Information response says of a hold Holdshelf has on the item.
+
+    The circulation status (SIP2 2.00) as Koha (C4/SIP/Sip/MsgType.pm handle_item_information,
+    status from C4/SIP/ILS/Item.pm sip_circulation_status) and Evergreen (OpenILS/Application/
+    SIP2.pm handle_item_info, status and fields from SIP2/Item.pm get_item_details and
+    circulation_status) send it:
+
+    - 08 waiting on hold shelf: with CY (Evergreen: the card of the captured, open hold's
+      patron) WAITING if ``is_patron`` recognises the card, else ENDED (trapped for another
+      patron). Without CY and with CF 0 ENDED: Evergreen names no hold and counts none when
+      the hold was cancelled while its copy sits on the shelf (Circ/Holds.pm cancel_hold
+      leaves the copy status 08 until it is checked in). Without CY otherwise WAITING, since
+      Koha's 18 never sends CY (08 means a W/P/T hold is attached, CF counts the queue):
+      the patron cannot be verified, only that the item still waits for a hold.
+    - 04 charged, 05 charged (not to be recalled): PICKED_UP. Both servers answer 04 for a
+      checked-out item (Koha: a checkout, unless a transfer, a return claim or a lost flag
+      comes first; Evergreen: copy status Checked out), with AH the due date.
+    - 01 other: UNKNOWN. Both answer an item they do not know with 01 01 01, AB echoed and an
+      empty AJ; Koha also says 01 for a damaged item, Evergreen for any copy status it does
+      not map (damaged, discard, long overdue...). A status outside 01..13 is also UNKNOWN:
+      a server's own code is not the ILS saying the hold ended.
+    - anything else ENDED: 03 available (back on the shelf: Koha after a cancelled or expired
+      waiting hold without a transfer), 02 on order, 06 in process, 07 recalled, 09 waiting
+      to be re-shelved (Koha: CART), 10 in transit (Koha: any transfer, as after the
+      cancellation or expiry of a waiting hold elsewhere; Evergreen: also a transit to fill
+      a hold), 11 claimed returned, 12 lost, 13 missing.
+
+    EXPIRED never: an 18 does not tell an expired hold from a cancelled one (Koha's
+    CancelExpiredReserves cancels it, Evergreen's clear-shelf run takes it off the shelf);
+    ENDED covers both. An answer for another item raises IlsUnavailable."""
+    status = _circulation_status(answer)
+    fields = _for_item(answer, item_barcode)
+    if status == "08":
+        card = fields.get("CY")
+        if card:
+            return HoldState.WAITING if is_patron(card) else HoldState.ENDED
+        if _count(fields.get("CF")) == 0:  # Evergreen: no open hold on the copy any more
+            return HoldState.ENDED
+        return HoldState.WAITING  # Koha: no CY, so the patron cannot be verified
+    if status in _CHARGED:
+        return HoldState.PICKED_UP
+    if status == "01" or status not in _SPEC_STATUSES:
+        return HoldState.UNKNOWN
+    return HoldState.ENDED
+
+
+def _circulation_status(answer: Answer) -> str:
+    status = answer.fixed[:2]
+    if not status.isdigit():
+        raise IlsUnavailable("the ILS answered with a malformed SIP2 item status")
+    return status
+
+
+def _count(value: str | None) -> int | None:
+    value = (value or "").strip()
+    return int(value) if value.isdigit() else None
 
 
 def _hold(

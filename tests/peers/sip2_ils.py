@@ -1,11 +1,18 @@
 """A SIP2 ILS for the connector's tests, run as its own process: pysip2's server side answering
 checkins like Koha (C4/SIP/Sip/MsgType.pm handle_checkin) or Evergreen (OpenILS/Application/
-SIP2.pm handle_checkin), and item information like Evergreen (handle_item_info), behind a
-small wire that injects faults. A control port (HTTP, JSON) counts and arms them:
+SIP2.pm handle_checkin), and item information like Evergreen (handle_item_info) or, for the
+hs-koha account, like Koha (MsgType.pm handle_item_information: no CY, no CT), behind a
+small wire that injects faults. A control port (HTTP, JSON) counts and arms them, and sets
+what the ILS knows about an item:
 
     GET  /stats   logins per account, refused logins, connections, requests per message type,
                   the most requests one connection had unanswered at once
-    POST /reset   zero the counters, disarm the faults
+    POST /reset   zero the counters, disarm the faults, restore the items below
+    POST /items   {"barcode": "X", "circulation": "04", "pickup": "MAIN", "card": "...", ...}:
+                  add or replace item X; the other keys are Item's fields (home defaults to
+                  MAIN, pickup null = no hold on it, card = its hold patron's, CARD unless
+                  given); {"barcode": "X", "known": false} makes the ILS forget X. Answers
+                  {"barcode": "X", "item": {...} or null}; 400 for an unknown key
     POST /drop    close every open connection (as an ILS dropping idle SIP clients)
     POST /faults  {"answers": [...], "requests": ["corrupt"], "delay": seconds}: the next
                   answers, in order, are "bad-checksum", "malformed" (truncated, valid
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import select
 import socket
@@ -31,30 +39,37 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-# The patron whose hold the items fill, and a previous borrower (Koha's AA on checkin):
-# none of this may reach Holdshelf's logs or exceptions; only CARD may reach its answers.
+# The patron whose hold the items fill, another patron an item may be trapped for, and a
+# previous borrower (Koha's AA on checkin): none of this may reach Holdshelf's logs or
+# exceptions; only the hold patron's card (CARD, OTHER_CARD) may reach its answers.
 CARD = "21000000000017"
+OTHER_CARD = "21000000000025"
 PREVIOUS_BORROWER = "21000000000099"
 NAME = "Jane Reader"
 EMAIL = "jane@example.org"
 PHONE = "555-0100"
 TITLE = "Confessions of a Private Reader"
-SECRETS = (CARD, PREVIOUS_BORROWER, NAME, EMAIL, PHONE, TITLE)
+SECRETS = (CARD, OTHER_CARD, PREVIOUS_BORROWER, NAME, EMAIL, PHONE, TITLE)
 KOHA_DA = f"{NAME} ({EMAIL}, {PHONE})"  # C4/SIP/ILS/Item.pm hold_patron_name, no template
 SHELF_EXPIRES = "20261205    235900"  # Koha's timestamp() of a YYYY-MM-DD date; EG's sipdate
+KOHA_DUE = "20261219    235900"  # AH of a checked-out item: Koha's timestamp()
+EVERGREEN_DUE = "2026-12-19 23:59:00"  # Evergreen's default '%F %T' (SIP2/Item.pm)
+CHARGED = ("04", "05")
 
 
 @dataclass(frozen=True)
 class Account:
     password: str
     location: str  # the SIP account's library (Koha: institution; Evergreen: workstation org)
-    flavor: str = "koha"
+    flavor: str = "koha"  # how it answers 09
+    items: str = "evergreen"  # how it answers 17 (hs-main's and hs-west's predate Koha's 18)
 
 
 ACCOUNTS = {
     "hs-main": Account("main-secret", "MAIN"),
     "hs-west": Account("west-secret", "WEST"),
     "hs-eg": Account("eg-secret", "MAIN", flavor="evergreen"),
+    "hs-koha": Account("koha-secret", "MAIN", items="koha"),
 }
 
 
@@ -63,6 +78,7 @@ class Item:
     home: str  # AQ / circ lib
     pickup: str | None = None  # the pickup library of the hold it fills, if any
     circulation: str = "03"  # its 18 circulation status
+    card: str = CARD  # the card of that hold's patron
     checkin_cm: str | None = None  # CM on checkin (Koha sends none; some servers do)
     message: str | None = None  # AF
     bare: bool = False  # a minimal server: CY and CV, nothing else
@@ -70,7 +86,7 @@ class Item:
     cy_in_18: bool = True  # Koha's 18 has no CY
 
 
-ITEMS = {
+INITIAL_ITEMS = {
     "HOLD-MAIN": Item("MAIN", pickup="MAIN", circulation="08"),
     "HOLD-MAIN-CM": Item("MAIN", pickup="MAIN", checkin_cm=SHELF_EXPIRES, message="Hold waiting"),
     "HOLD-MAIN-ISO": Item("MAIN", pickup="MAIN", checkin_cm="2026-12-05"),
@@ -81,6 +97,22 @@ ITEMS = {
     "PLAIN": Item("MAIN"),
     "HOME-WEST": Item("WEST"),
 }
+ITEMS = dict(INITIAL_ITEMS)  # what the ILS knows now: POST /items changes it, /reset restores it
+
+
+def set_item(body: dict[str, Any]) -> Item | None:
+    """POST /items: add, replace or (``"known": false``) forget one item."""
+    body = dict(body)
+    barcode = body.pop("barcode")
+    if body.pop("known", True) is False:
+        ITEMS.pop(barcode, None)
+        return None
+    names = {field.name for field in dataclasses.fields(Item)}
+    if not isinstance(barcode, str) or not barcode or set(body) - names:
+        raise ValueError(f"an item is a barcode and some of {', '.join(sorted(names))}")
+    item = Item(**{"home": "MAIN", **body})
+    ITEMS[barcode] = item
+    return item
 
 
 class Stats:
@@ -109,7 +141,7 @@ class Stats:
 # -- the ILS: pysip2 models for the 3M extension fields, and the handlers -------------------
 
 
-def _models() -> tuple[type, type, type]:
+def _models() -> tuple[type, type, type, type]:
     """Checkin and item-information answers with the fields Koha and Evergreen add, in the
     order they send them, registered with pysip2's codec for encoding."""
     from pysip2 import CheckinResponse, ItemInformationResponse
@@ -132,6 +164,9 @@ def _models() -> tuple[type, type, type]:
     class EvergreenItem(ItemInformationResponse, frozen=True, kw_only=True):
         destination_location: str | None = None
         hold_patron_id: str | None = None
+
+    class KohaItem(ItemInformationResponse, frozen=True, kw_only=True):
+        pass
 
     head = (fix("ok", 1), fix("resensitize", 1), fix("magnetic_media", 1), fix("alert", 1))
     koha = (  # MsgType.pm handle_checkin (CM: not Koha's, for servers that send it)
@@ -174,6 +209,7 @@ def _models() -> tuple[type, type, type]:
         fix("fee_type", 2),
         F_TXN_DATE,
         ident("item_identifier", "AB"),
+        ident("due_date", "AH"),
         ident("title_identifier", "AJ"),
         ident("current_location", "AP"),
         ident("permanent_location", "AQ"),
@@ -184,15 +220,27 @@ def _models() -> tuple[type, type, type]:
         ident("hold_patron_id", "CY"),
         ident("screen_message", "AF", repeatable=True),
     )
+    koha_item = (  # MsgType.pm handle_item_information: neither CY nor CT
+        *item[:4],
+        ident("screen_message", "AF", repeatable=True),  # "Item is damaged" comes first
+        ident("item_identifier", "AB"),
+        ident("title_identifier", "AJ"),
+        ident("permanent_location", "AQ"),
+        ident("current_location", "AP"),
+        ident("owner", "BG"),
+        ident("hold_queue_length", "CF"),
+        ident("due_date", "AH"),
+        ident("hold_pickup_date", "CM"),
+    )
     for model, fields in (
         (KohaCheckin, koha),
         (EvergreenCheckin, evergreen),
         (EvergreenItem, item),
+        (KohaItem, koha_item),
     ):
-        MESSAGE_SPECS_BY_TYPE[model] = MessageSpec(
-            "18" if model is EvergreenItem else "10", model, fields
-        )
-    return KohaCheckin, EvergreenCheckin, EvergreenItem
+        command = "18" if issubclass(model, ItemInformationResponse) else "10"
+        MESSAGE_SPECS_BY_TYPE[model] = MessageSpec(command, model, fields)
+    return KohaCheckin, EvergreenCheckin, EvergreenItem, KohaItem
 
 
 def _koha_checkin(model: type, req: Any, account: Account, now: str) -> Any:
@@ -217,7 +265,7 @@ def _koha_checkin(model: type, req: Any, account: Account, now: str) -> Any:
     if item.pickup:  # Transaction/Checkin.pm: ResFound, 01 here, 02 elsewhere
         alert = "01" if item.pickup == branch else "02"
         hold = {
-            "hold_patron_id": CARD,
+            "hold_patron_id": item.card,
             "destination_location": item.pickup,
             "hold_patron_name": KOHA_DA,
         }
@@ -229,7 +277,7 @@ def _koha_checkin(model: type, req: Any, account: Account, now: str) -> Any:
             resensitize="Y",
             magnetic_media="U",
             alert="Y",
-            hold_patron_id=CARD,
+            hold_patron_id=item.card,
             alert_type=alert,
             **common,
         )
@@ -265,7 +313,7 @@ def _evergreen_checkin(model: type, req: Any, account: Account, now: str) -> Any
     if item.pickup:  # SIP2/Checkin.pm handle_hold: 01 when pickup_lib is the workstation's
         alert = "01" if item.pickup == account.location else "02"
         hold = {
-            "hold_patron_id": CARD,
+            "hold_patron_id": item.card,
             "destination_location": item.pickup,
             "hold_patron_name": NAME,
             "home_phone": PHONE,
@@ -287,18 +335,27 @@ def _evergreen_checkin(model: type, req: Any, account: Account, now: str) -> Any
     )
 
 
+def _unknown_item(model: type, req: Any, now: str) -> Any:
+    """An item the ILS does not know, alike in both: Koha's handle_item_information and
+    Evergreen's handle_item_info answer 01 01 01 (other, other, unknown), AB and an empty AJ."""
+    return model(
+        circulation_status="01",
+        security_marker="01",
+        fee_type="01",
+        transaction_date=now,
+        item_identifier=req.item_identifier,
+        title_identifier="",
+    )
+
+
 def _evergreen_item(model: type, req: Any, now: str) -> Any:
+    """SIP2.pm handle_item_info with SIP2/Item.pm get_item_details: CY, CM and CF 1 only
+    while a captured hold is open (a hold cancelled on the shelf leaves the copy 08, CF 0);
+    CT the hold's pickup library, the transit's destination or else the circ library."""
     item = ITEMS.get(req.item_identifier)
-    if item is None:  # handle_item_info: 01 01 01, AB and an empty AJ
-        return model(
-            circulation_status="01",
-            security_marker="01",
-            fee_type="01",
-            transaction_date=now,
-            item_identifier=req.item_identifier,
-            title_identifier="",
-        )
-    waiting = item.circulation == "08"
+    if item is None:
+        return _unknown_item(model, req, now)
+    waiting = item.circulation == "08" and item.pickup is not None
     destination = item.in_transit_to or item.pickup or item.home  # CT: circ lib by default
     return model(
         circulation_status=item.circulation,
@@ -306,6 +363,7 @@ def _evergreen_item(model: type, req: Any, now: str) -> Any:
         fee_type="01",
         transaction_date=now,
         item_identifier=req.item_identifier,
+        due_date=EVERGREEN_DUE if item.circulation in CHARGED else None,
         title_identifier=TITLE,
         current_location=item.home,
         permanent_location=item.home,
@@ -313,14 +371,40 @@ def _evergreen_item(model: type, req: Any, now: str) -> Any:
         hold_queue_length="1" if item.pickup else "0",
         hold_pickup_date=SHELF_EXPIRES if waiting else None,
         destination_location=destination,
-        hold_patron_id=CARD if item.pickup and item.cy_in_18 else None,
+        hold_patron_id=item.card if item.pickup and item.cy_in_18 else None,
+    )
+
+
+def _koha_item(model: type, req: Any, now: str) -> Any:
+    """MsgType.pm handle_item_information, status from C4/SIP/ILS/Item.pm
+    sip_circulation_status (10 transfer, 11 claim, 12 lost, 04 checked out, 08 a hold
+    attached, 09 cart, 01 damaged, 02 on order, else 03): CF only when holds are queued,
+    CM the waiting hold's expiry, AF "Item is damaged" for 01; never CY or CT."""
+    item = ITEMS.get(req.item_identifier)
+    if item is None:
+        return _unknown_item(model, req, now)
+    damaged = ("Item is damaged",) if item.circulation == "01" else ()
+    return model(
+        circulation_status=item.circulation,
+        security_marker="02",
+        fee_type="01",
+        transaction_date=now,
+        screen_message=damaged,
+        item_identifier=req.item_identifier,
+        title_identifier=TITLE,
+        permanent_location=item.home,
+        current_location=item.home,
+        owner=item.home,
+        hold_queue_length="1" if item.pickup else None,
+        due_date=KOHA_DUE if item.circulation in CHARGED else None,
+        hold_pickup_date=SHELF_EXPIRES if item.circulation == "08" and item.pickup else None,
     )
 
 
 def build_ils(stats: Stats) -> Any:
     from pysip2 import CHECKIN, ITEM_INFORMATION, LOGIN, LoginResponse, SIP2Server
 
-    koha, evergreen, item_model = _models()
+    koha, evergreen, evergreen_item, koha_item = _models()
     app = SIP2Server(institution_id="MAIN", login_required=True, library_name="Test Library")
 
     @app.route(LOGIN)
@@ -343,7 +427,9 @@ def build_ils(stats: Stats) -> Any:
 
     @app.route(ITEM_INFORMATION)
     async def item_information(req: Any, ctx: Any) -> Any:
-        return _evergreen_item(item_model, req, ctx.now_18())
+        if ctx.connection.state["account"].items == "koha":
+            return _koha_item(koha_item, req, ctx.now_18())
+        return _evergreen_item(evergreen_item, req, ctx.now_18())
 
     return app
 
@@ -513,7 +599,17 @@ def control_server(wire: Wire, stats: Stats) -> ThreadingHTTPServer:
                 wire.disarm()
                 with stats.lock:
                     stats.reset()
+                ITEMS.clear()
+                ITEMS.update(INITIAL_ITEMS)
                 self._reply({})
+            elif self.path == "/items":
+                try:
+                    item = set_item(body)
+                except (KeyError, TypeError, ValueError) as exc:
+                    self.send_error(400, str(exc))
+                    return
+                stored = dataclasses.asdict(item) if item else None
+                self._reply({"barcode": body["barcode"], "item": stored})
             elif self.path == "/drop":
                 self._reply({"dropped": wire.drop_all()})
             elif self.path == "/faults":
