@@ -242,3 +242,12 @@ def test_folio_requests_closed_end_their_holds(instance_dir, clock, folio, close
         assert parts.service.shelf("MAIN") == []
     finally:
         parts.close()
+
+
+def test_a_hold_registered_ahead_of_its_item_is_not_asked_about(koha_root, koha):
+    service = koha_root.service
+    request = service.hold_request("MAIN", k.WAITING_HERE, ADA.card)
+    service.ready_request(request, on_scan=True)  # the ILS pushed it; the item is on its way
+    koha.end_waiting_hold(101)  # what an item still in transit looks like to the sync
+    assert koha_root.sync.run().checked == 0
+    assert len(service.shelf("MAIN")) == 1

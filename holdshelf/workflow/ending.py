@@ -130,10 +130,13 @@ class Ending(HoldsBase):
     def active_holds(
         self, branch_id: str, made_before: dt.datetime | None = None
     ) -> list[ActiveHold]:
-        """The branch's active holds as the ILS sync asks about them, oldest first."""
+        """The branch's active holds as the ILS sync asks about them, oldest first. Holds
+        registered ahead of their items are left out: the ILS may still show such an item in
+        transit, which would read as an ended hold."""
         query = select(Hold.id, Hold.item_barcode, Hold.patron, Hold.pickup_by).where(
             Hold.branch == self.settings.branch(branch_id).id,
             Hold.status == HoldStatus.READY.value,
+            Hold.on_scan.is_(None),
         )
         if made_before is not None:
             query = query.where(Hold.ready_at < made_before)
