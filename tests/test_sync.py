@@ -251,3 +251,60 @@ def test_a_hold_registered_ahead_of_its_item_is_not_asked_about(koha_root, koha)
     koha.end_waiting_hold(101)  # what an item still in transit looks like to the sync
     assert koha_root.sync.run().checked == 0
     assert len(service.shelf("MAIN")) == 1
+
+
+# -- SIP2: a self-check, a cancel and an expiry at the pysip2-built ILS process ---------------
+
+
+@pytest.fixture
+def sip2_root(tmp_path_factory, instance_dir: Path, clock: Clock) -> Iterator[tuple]:
+    from tests.test_ils_sip2 import _start_peer
+
+    for peer in _start_peer(tmp_path_factory.mktemp("sip2-sync")):
+        environ = {
+            "HOLDSHELF_ILS__KIND": "sip2",
+            "HOLDSHELF_ILS__HOST": "127.0.0.1",
+            "HOLDSHELF_ILS__PORT": str(peer.port),
+            "HOLDSHELF_ILS__INSTITUTION": "MAIN",
+            "HOLDSHELF_BRANCHES__MAIN__ILS_LOGIN": "hs-main",
+            "HOLDSHELF_BRANCHES__MAIN__ILS_PASSWORD": "main-secret",
+            "HOLDSHELF_BRANCHES__EAST__ILS_LOCATION": "WEST",
+            "HOLDSHELF_BRANCHES__EAST__ILS_LOGIN": "hs-west",
+            "HOLDSHELF_BRANCHES__EAST__ILS_PASSWORD": "west-secret",
+        }
+        parts = connected(instance_dir, clock, environ)
+        yield parts, peer
+        parts.close()
+
+
+def test_sip2_pickups_cancels_and_expiry_end_holds_within_one_sync(sip2_root, clock, caplog):
+    from tests.peers import sip2_ils as sip
+
+    parts, peer = sip2_root
+    caplog.set_level(logging.DEBUG)
+    items = ["SYNC-OUT", "SYNC-BACK", "SYNC-OTHER", "SYNC-LATE", "SYNC-STAYS"]
+    for item in items:
+        peer.item(item, circulation="08", pickup="MAIN")
+        assert parts.checkin.scan("MAIN", item).entry.branch == "MAIN"
+    pseudonym = parts.service._pseudonym(sip.CARD)
+    assert parts.sync.run().waiting == 5
+    peer.item("SYNC-OUT", circulation="04", pickup=None)  # checked out at the self-check
+    peer.item("SYNC-BACK", circulation="03", pickup=None)  # cancelled: back on the shelf
+    peer.item("SYNC-OTHER", circulation="08", pickup="MAIN", card=sip.OTHER_CARD)  # re-trapped
+    before = peer.stats()["requests"]
+    report = parts.sync.run()
+    assert report.ended == {HoldStatus.PICKED_UP: 1, HoldStatus.CANCELLED: 2}
+    assert (report.waiting, report.unchecked) == (2, 0)
+    after = peer.stats()["requests"]
+    assert after.get("17", 0) - before.get("17", 0) == 5  # one item information per hold
+    assert after.get("09", 0) == before.get("09", 0)  # and never a checkin
+    peer.item("SYNC-LATE", circulation="09", pickup=None)  # the ILS's expiry job ran
+    clock.advance(days=30)  # past the pickup-by date: "ended" counts as expired
+    assert parts.sync.run().ended == {HoldStatus.EXPIRED: 1}
+    assert len(parts.service.shelf("MAIN")) == 1
+    assert pseudonym.encode() in raw_database_bytes(parts.service)  # SYNC-STAYS keeps its link
+    peer.item("SYNC-STAYS", circulation="04", pickup=None)
+    assert parts.sync.run().ended[HoldStatus.PICKED_UP] == 1
+    assert pseudonym.encode() not in raw_database_bytes(parts.service)
+    for secret in sip.SECRETS:
+        assert secret not in caplog.text
