@@ -308,3 +308,19 @@ def test_sip2_pickups_cancels_and_expiry_end_holds_within_one_sync(sip2_root, cl
     assert pseudonym.encode() not in raw_database_bytes(parts.service)
     for secret in sip.SECRETS:
         assert secret not in caplog.text
+
+
+def test_many_ended_holds_end_in_short_transactions(service, monkeypatch, patrons):
+    from holdshelf.workflow import ending
+
+    monkeypatch.setattr(ending, "ENDED_PER_TRANSACTION", 2)
+    for n in range(5):
+        service.ready("MAIN", f"I{n}", patrons[n].card)
+    begun: list[int] = []
+    real_begin = service.sessions.begin
+    monkeypatch.setattr(service.sessions, "begin", lambda: begun.append(1) or real_begin())
+    holds = service.active_holds("MAIN")
+    assert service.end_in_ils([(h, HoldStatus.PICKED_UP) for h in holds]) == 5 * [
+        HoldStatus.PICKED_UP
+    ]
+    assert len(begun) == 3 and service.shelf("MAIN") == []

@@ -37,6 +37,7 @@ from holdshelf.workflow.views import ActiveHold
 
 log = logging.getLogger(__name__)
 
+ENDED_PER_TRANSACTION = 20  # holds the ILS sync ends per transaction (~2-10 ms each)
 ERASE_CHECKPOINT_WAIT_MS = 250  # a desk request's longest wait for readers, folding an erasure
 
 
@@ -153,15 +154,18 @@ class Ending(HoldsBase):
         that changed meanwhile (ended here, or made again for another patron) is left."""
         now = self._clock()
         entries = []
-        with self._sessions.begin() as session:
-            for hold_view, outcome in ended:
-                hold = session.get(Hold, hold_view.id, with_for_update=True)
-                if hold is None or hold.status != HoldStatus.READY.value:
-                    continue
-                if hold.patron != hold_view.patron:
-                    continue
-                self._end(session, hold, outcome, now)
-                entries.append(outcome)
+        # Short transactions: on SQLite each holds the one write lock, and a desk check-in
+        # waits for it (a first sync after an outage may end thousands).
+        for start in range(0, len(ended), ENDED_PER_TRANSACTION):
+            with self._sessions.begin() as session:
+                for hold_view, outcome in ended[start : start + ENDED_PER_TRANSACTION]:
+                    hold = session.get(Hold, hold_view.id, with_for_update=True)
+                    if hold is None or hold.status != HoldStatus.READY.value:
+                        continue
+                    if hold.patron != hold_view.patron:
+                        continue
+                    self._end(session, hold, outcome, now)
+                    entries.append(outcome)
         if entries:
             self._fold_erased()
         log.info("%d holds ended in the ILS", len(entries))

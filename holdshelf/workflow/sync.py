@@ -134,8 +134,10 @@ def _outcome(state: HoldState, hold: ActiveHold, today: dt.date) -> HoldStatus:
 
 
 def _pace(next_at: float, interval: float) -> float:
-    """Wait until ``next_at``; the time the lookup after this one may start."""
-    delay = next_at - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-    return max(next_at, time.monotonic()) + interval
+    """Wait until ``next_at``; the time the lookup after this one may start. The next slot
+    follows this one, not the moment the sleep ended, so waking late does not lower the rate;
+    a sync that fell behind (a slow ILS) goes on from now rather than bursting to catch up."""
+    now = time.monotonic()
+    if next_at > now:
+        time.sleep(next_at - now)
+    return max(next_at, now) + interval
