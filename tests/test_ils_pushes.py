@@ -23,6 +23,7 @@ HELPERS = Path(__file__).parent / "helpers"
 PERL_MODULES = ("Template", "Config::General", "LWP::UserAgent", "JSON::PP", "Modern::Perl")
 REQUIRE = os.environ.get("HOLDSHELF_TEST_REQUIRE_PERL") == "1"
 PLACEHOLDERS = ("https://holdshelf.library.example.org", "hs_THE_INTEGRATION_TOKEN")
+KOHA_CLASS = "Koha::Plugin::Org::Example::Holdshelf"
 ITEM = "39010001234567"
 
 
@@ -207,3 +208,129 @@ def test_evergreen_barcodes_with_quotes_and_backslashes_arrive_whole(
     broken = call_http(usual, {"target_copy": {}})
     assert broken["request"]["content"] == '{"item_barcode": "39"01"}'
     assert broken["status"] == 400
+
+
+# -- Koha: the plugin, its hooks called as Koha calls them --------------------------------------
+
+
+def koha_hold(who, item: str | None = ITEM, branch: str = "MAIN", **fields: Any) -> dict:
+    """A Koha::Hold (or the Koha::Old::Hold of fill and cancel) as far as the plugin reads it."""
+    return {
+        "item": {"barcode": item} if item else None,
+        "patron": {"cardnumber": who.card},
+        "branchcode": branch,
+        "expirationdate": "2026-12-01",
+        **fields,
+    }
+
+
+def hold_action(action: str, hold: dict) -> dict:
+    return {"hook": "after_hold_action", "action": action, "hold": hold}
+
+
+def checkout(item: str = ITEM) -> dict:
+    return {
+        "hook": "after_circ_action",
+        "action": "checkout",
+        "type": "issue",
+        "checkout": {"item": {"barcode": item}, "branchcode": "MAIN"},
+    }
+
+
+@pytest.fixture
+def koha(tmp_path: Path, server: str, token: str):
+    """Runs the README's plugin on a list of hook calls; returns what it sent and warned."""
+    module = tmp_path / "plugins" / (KOHA_CLASS.replace("::", "/") + ".pm")
+    module.parent.mkdir(parents=True)
+    module.write_text(readme_block("koha-plugin"), encoding="utf-8")
+    data = {"base_url": server, "token": token}
+
+    def run(*calls: dict) -> dict[str, Any]:
+        payload = {"class": KOHA_CLASS, "data": data, "calls": list(calls)}
+        return run_perl("koha_plugin.pl", payload, str(module.parents[4]))
+
+    run.data = data
+    return run
+
+
+def bodies(result: dict[str, Any]) -> list[tuple[str, int, dict]]:
+    return [
+        (e["uri"].rsplit("/api/v1", 1)[1], e["status"], json.loads(e["content"]))
+        for e in result["exchanges"]
+    ]
+
+
+def test_koha_waiting_registers_and_fill_then_checkout_record_the_pickup(
+    app, koha, token, patrons
+) -> None:
+    service = app.extensions["holdshelf"].service
+    waiting = koha(hold_action("waiting", koha_hold(patrons[0])))
+    assert bodies(waiting) == [
+        (
+            "/holds",
+            201,
+            {
+                "item_barcode": ITEM,
+                "branch": "MAIN",
+                "patron_card": patrons[0].card,
+                "print": "on-scan",
+                "pickup_by": "2026-12-01",
+            },
+        )
+    ]
+    (sent,) = waiting["exchanges"]
+    assert sent["headers"]["Content-Type"] == "application/json"
+    assert sent["headers"]["Authorization"] == f"Bearer {token}"
+    assert_no_patron_data(sent["body"], patrons)
+    assert [e.awaits_scan for e in service.shelf("MAIN")] == [True]
+    # a checkout of the hold: Koha fills it, then reports the checkout; the second finds it ended
+    done = koha(hold_action("fill", koha_hold(patrons[0])), checkout())
+    assert bodies(done) == [
+        ("/pickups", 200, {"item_barcode": ITEM, "branch": "MAIN"}),
+        ("/pickups", 404, {"item_barcode": ITEM}),
+    ]
+    assert done["warnings"] == [] and waiting["warnings"] == []
+    assert service.shelf() == [] and counts(app, "picked_up") == {"MAIN": 1}
+
+
+def test_koha_cancel_cancels_and_a_repeat_is_quiet(app, koha, patrons) -> None:
+    result = koha(
+        hold_action("waiting", koha_hold(patrons[0], expirationdate=None)),
+        hold_action("waiting", koha_hold(patrons[1], "I2", branch="EAST")),
+        hold_action("cancel", koha_hold(patrons[0])),
+        hold_action("cancel", koha_hold(patrons[0])),
+    )
+    sent = bodies(result)
+    assert "pickup_by" not in sent[0][2]  # no expiration date: the branch's rule
+    assert [(path, status) for path, status, _ in sent] == [
+        ("/holds", 201),
+        ("/holds", 201),
+        ("/cancellations", 200),
+        ("/cancellations", 404),
+    ]
+    assert sent[2][2] == {"item_barcode": ITEM, "branch": "MAIN"}
+    assert result["warnings"] == []
+    assert [e.branch for e in app.extensions["holdshelf"].service.shelf()] == ["EAST"]
+    assert counts(app, "cancelled") == {"MAIN": 1}
+
+
+def test_koha_sends_nothing_for_what_a_shelf_does_not_need(app, koha, patrons) -> None:
+    result = koha(
+        hold_action("waiting", koha_hold(patrons[0], item=None)),  # record-level, no item yet
+        hold_action("waiting", koha_hold(patrons[0], patron={"cardnumber": None})),
+        *(hold_action(a, koha_hold(patrons[0])) for a in ("place", "transfer", "suspend")),
+        {**checkout(), "action": "checkin"},
+    )
+    assert result == {"exchanges": [], "warnings": []}
+    assert app.extensions["holdshelf"].service.shelf() == []
+
+
+def test_koha_warns_of_a_refusal_without_stopping(app, koha, patrons) -> None:
+    koha.data["token"] = "hs_revoked"
+    result = koha(
+        hold_action("waiting", koha_hold(patrons[0])),
+        hold_action("waiting", koha_hold(patrons[1], "I2")),
+    )
+    assert [e["status"] for e in result["exchanges"]] == [401, 401]
+    assert result["warnings"] == ["Holdshelf holds: 401 UNAUTHORIZED\n"] * 2
+    assert app.extensions["holdshelf"].service.shelf() == []
