@@ -51,14 +51,15 @@ def perl() -> None:
 
 @pytest.fixture
 def server(app, perl) -> Iterator[str]:
-    """The app on waitress, on a free loopback port."""
-    import waitress
+    """The app on a free loopback port, stopped cleanly after the test."""
+    from werkzeug.serving import make_server
 
-    httpd = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=httpd.run, daemon=True)
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.effective_port}"
-    httpd.close()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    thread.join(timeout=30)
 
 
 @pytest.fixture
