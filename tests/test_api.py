@@ -268,6 +268,82 @@ def test_cancel(api, patrons) -> None:
     problem(api.post("/holds/K7Q4MX/cancel?branch=NOWHERE"), 400, "invalid-input")
 
 
+def test_cancel_by_item(api, app, patrons) -> None:
+    service = app.extensions["holdshelf"].service
+    code = api.post("/holds", hold(patrons[0], "I1", branch="MAIN")).get_json()["code"]
+    kept = api.post("/holds", hold(patrons[1], "I2", branch="MAIN")).get_json()["code"]
+    done = api.post("/cancellations", {"item_barcode": "I1", "branch": "main"})
+    assert done.status_code == 200 and done.mimetype == "application/json"
+    assert done.get_json()["code"] == code and done.get_json()["branch"] == "MAIN"
+    assert [e.code.display for e in service.shelf()] == [kept]  # only that item's hold ended
+    assert service.stats()[0].counts["cancelled"] == {"shelf": 1}
+    # the ILS retries (its first answer was lost): the hold has ended, nothing more to do
+    again = problem(api.post("/cancellations", {"item_barcode": "I1"}), 404, "not-found")
+    assert again["detail"] == "no active hold for item I1"
+    problem(api.post(f"/holds/{code}/pickup"), 409, "conflict")  # cancelled, not picked up
+    api.post("/pickups", {"item_barcode": "I2"})
+    problem(api.post("/cancellations", {"item_barcode": "I2"}), 404, "not-found")  # collected
+    problem(api.post("/cancellations", {"item_barcode": "NEVER"}), 404, "not-found")
+
+
+def test_cancel_by_item_keeps_to_the_tokens_branches(api, main_api, app, patrons) -> None:
+    service = app.extensions["holdshelf"].service
+    api.post("/holds", hold(patrons[0], "I1", branch="MAIN"))
+    east = api.post("/holds", hold(patrons[1], "I2", branch="EAST")).get_json()["code"]
+    # a token limited to MAIN: its branch by default, no other branch (as for pickups)
+    assert main_api.post("/cancellations", {"item_barcode": "I1"}).get_json()["branch"] == "MAIN"
+    problem(main_api.post("/cancellations", {"item_barcode": "I2"}), 404, "not-found")
+    body = {"item_barcode": "I2", "branch": "EAST"}
+    problem(main_api.post("/cancellations", body), 403, "forbidden-branch")
+    problem(api.post("/cancellations", {**body, "branch": "MAIN"}), 404, "not-found")
+    assert [e.code.display for e in service.shelf()] == [east]  # refused: still on the shelf
+    assert api.post("/cancellations", {"item_barcode": "I2"}).get_json()["code"] == east
+    assert service.shelf() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "item_barcode"),
+        ({"item_barcode": ""}, "item_barcode"),
+        ({"item_barcode": "   "}, "item_barcode"),
+        ({"item_barcode": "I\u0007"}, "item_barcode"),
+        ({"item_barcode": "I" * 65}, "item_barcode"),
+        ({"item_barcode": 17}, "item_barcode"),
+        ({"item_barcode": "I1", "branch": "MOON"}, "branch"),
+        ({"item_barcode": "I1", "patron_card": "21010009"}, "patron_card"),
+        ({"item_barcode": "I1", "reason": "patron request"}, "reason"),
+    ],
+)
+def test_cancellation_bodies_are_checked(api, app, patrons, body: dict, field: str) -> None:
+    api.post("/holds", hold(patrons[0], "I1", branch="MAIN"))
+    answer = problem(api.post("/cancellations", body), 400, "invalid-input")
+    assert answer["field"] == field
+    assert len(app.extensions["holdshelf"].service.shelf()) == 1
+
+
+def test_cancellations_need_a_token_json_and_keep_the_rate_limit(api, app, patrons) -> None:
+    api.post("/holds", hold(patrons[0], "I1", branch="MAIN"))
+    anonymous = app.test_client().post("/api/v1/cancellations", json={"item_barcode": "I1"})
+    problem(anonymous, 401, "unauthorized")
+    as_form = api.post("/cancellations", data="item_barcode=I1", content_type="text/plain")
+    problem(as_form, 415, "unsupported-media-type")
+    problem(api.post("/cancellations", [1]), 400, "invalid-input")
+    assert len(app.extensions["holdshelf"].service.shelf()) == 1
+    app.extensions["holdshelf"].api_limiter.limit = 1
+    problem(api.post("/cancellations", {"item_barcode": "I1"}), 429, "rate-limited")
+    assert len(app.extensions["holdshelf"].service.shelf()) == 1
+
+
+def test_a_registered_hold_cancelled_before_its_scan_never_prints(api, app, patrons) -> None:
+    service = app.extensions["holdshelf"].service
+    made = api.post("/holds", hold(patrons[0], "I1", branch="MAIN", print="on-scan"))
+    assert made.get_json()["awaiting_scan"] is True
+    assert api.post("/cancellations", {"item_barcode": "I1"}).status_code == 200
+    assert service.print_registered("MAIN", "I1") is None  # the scan finds nothing to print
+    assert service.shelf() == []
+
+
 def test_list_holds_of_the_tokens_branches(api, main_api, patrons) -> None:
     api.post("/holds", hold(patrons[0], "I1", branch="MAIN"))
     api.post("/holds", hold(patrons[1], "I2", branch="EAST"))
@@ -344,12 +420,14 @@ def test_no_patron_data_in_responses_logs_or_exports(api, app, patrons, caplog, 
     api.get("/holds")
     api.get("/stats")
     api.post("/pickups", {"item_barcode": "I1"})
+    api.post("/cancellations", {"item_barcode": "I2"})
+    api.post("/cancellations", {"item_barcode": "I2"})  # a retry: 404, naming the item only
     service = app.extensions["holdshelf"].service
     exports = export_holds(service.shelf(), "csv") + export_holds(service.shelf(), "json")
     exports += export_stats(service.stats(), "csv") + export_stats(service.stats(), "json")
     logs = "\n".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
     assert_no_patron_data("\n".join(api.bodies) + exports + logs, patrons)
-    assert len(service.shelf()) == 9 and ",MAIN," in exports  # the check above saw real data
+    assert len(service.shelf()) == 8 and ",MAIN," in exports  # the check above saw real data
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(app, tmp_path: Path) -> None:

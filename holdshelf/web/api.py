@@ -3,7 +3,7 @@
 Named integration tokens (Bearer), limited to branches. Errors are RFC 9457 problem details
 with a stable ``type``; never an HTML page, never a traceback. Retries are safe: a repeated
 POST for an item whose hold is active returns that hold, and an Idempotency-Key replays the
-first answer.
+first answer; a repeated pickup or cancellation by item finds no active hold (404).
 """
 
 from __future__ import annotations
@@ -227,10 +227,22 @@ def cancel(code: str) -> Any:
 
 @bp.post("/pickups")
 def pickup_by_item() -> Any:
-    data = _json_body("PickupRequest")
-    branch = _branch(data.get("branch"), required=False)
-    item = checked("item_barcode", clean_barcode, data["item_barcode"])
+    item, branch = _item_and_branch("PickupRequest")
     return desk().service.pickup(item=item, branch_id=branch, within=_within()).as_dict()
+
+
+@bp.post("/cancellations")
+def cancel_by_item() -> Any:
+    """The ILS cancelled the item's hold. A repeat finds no active hold: 404, as for pickups."""
+    item, branch = _item_and_branch("CancellationRequest")
+    return desk().service.cancel(item=item, branch_id=branch, within=_within()).as_dict()
+
+
+def _item_and_branch(schema: str) -> tuple[str, str | None]:
+    """The item barcode and branch of a body that ends an item's hold."""
+    data = _json_body(schema)
+    branch = _branch(data.get("branch"), required=False)
+    return checked("item_barcode", clean_barcode, data["item_barcode"]), branch
 
 
 @bp.get("/stats")
