@@ -292,3 +292,24 @@ def test_two_scans_at_once_print_one_slip(root, patrons):
     jobs, notices = outbox(root)
     assert sorted(j.code for j in jobs) == sorted({j.code for j in jobs}) and len(jobs) == 5
     assert len(notices) == 5
+
+
+def test_the_api_takes_the_ils_s_code_for_a_branch(instance_dir, clock, patrons):
+    from holdshelf.web import create_app
+
+    coded = load_settings(instance_dir, environ={"HOLDSHELF_BRANCHES__EAST__ILS_LOCATION": "ESB"})
+    parts = Holdshelf(coded, clock=clock)
+    try:
+        token = parts.integrations.create_token("koha", [])
+        client = create_app(parts).test_client()
+        headers = {"Authorization": f"Bearer {token}"}
+        made = client.post(
+            "/api/v1/holds", json=registration(patrons[0], branch="ESB"), headers=headers
+        )
+        assert made.status_code == 201 and made.get_json()["branch"] == "EAST"
+        unknown = client.post(
+            "/api/v1/holds", json=registration(patrons[1], branch="XYZ"), headers=headers
+        )
+        assert unknown.status_code == 400 and unknown.get_json()["field"] == "branch"
+    finally:
+        parts.close()

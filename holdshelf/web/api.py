@@ -21,12 +21,14 @@ from holdshelf.domain.inputs import checked, clean_barcode, parse_date
 from holdshelf.errors import (
     HoldshelfError,
     InvalidInput,
+    UnknownBranch,
 )
 from holdshelf.integrations import ApiClient, Integrations, KeyInUse, KeyReused
 from holdshelf.resources import PACKAGE_DIR
 from holdshelf.service import SlipState, SlipStatus
 from holdshelf.web.extensions import desk
 from holdshelf.web.problems import Problem, problem_from
+from holdshelf.workflow.checkin import branch_at
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -126,10 +128,23 @@ def _branch(requested: str | None, *, required: bool) -> str | None:
         if required:
             raise Problem(400, "invalid-input", "branch is required", field="branch")
         return None
-    branch = desk().settings.branch(requested).id  # UnknownBranch: a 400 naming the field
+    branch = _branch_named(requested)
     if not client.may_use(branch):
         raise Problem(403, "forbidden-branch", f"this token may not act for branch {branch}")
     return branch
+
+
+def _branch_named(name: str) -> str:
+    """A branch by its Holdshelf id or by the ILS's code for it (``ils_location``): an ILS
+    pushes its own library codes. UnknownBranch otherwise, a 400 naming the field."""
+    settings = desk().settings
+    try:
+        return settings.branch(name).id
+    except UnknownBranch:
+        found = branch_at(settings, name)
+        if found is None:
+            raise
+        return found.id
 
 
 def _within() -> frozenset[str] | None:
