@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from holdshelf.errors import InvalidInput
 from holdshelf.importer import import_holds, spreadsheet_safe
+from holdshelf.report_reading import parse_columns, parse_report_date
 from holdshelf.service import HoldService
 from holdshelf.workflow import making_ready
 from tests.conftest import Patron, assert_no_patron_data, raw_database_bytes
@@ -129,8 +131,8 @@ def test_missing_column_and_unknown_format(service, tmp_path) -> None:
     path = write(tmp_path / "x.csv", ["barcode,name", "1,Ana"])
     with pytest.raises(InvalidInput, match="no column for the card number"):
         import_holds(service, path, "MAIN", "koha")
-    with pytest.raises(InvalidInput, match="unknown format 'folio'"):
-        import_holds(service, path, "MAIN", "folio")
+    with pytest.raises(InvalidInput, match="unknown format 'alma'"):
+        import_holds(service, path, "MAIN", "alma")
     with pytest.raises(InvalidInput, match="the file is empty"):
         import_holds(service, write(tmp_path / "empty.csv", []), "MAIN")
     latin = tmp_path / "latin.csv"
@@ -331,3 +333,195 @@ def test_a_re_trap_for_another_patron_is_reported_not_skipped(service, tmp_path,
     assert "already on the hold shelf for another patron at MAIN" in report.bad[0][1]
     assert_no_patron_data(report.bad[0][1], patrons)
     assert service.patron(ben.card).holds == []
+
+
+# -- reports as the ILSes export them (tests/fixtures/imports, written from their sources) ---
+
+FIXTURES = Path(__file__).parent / "fixtures" / "imports"
+# Everyone the fixtures name: only the cards reach Holdshelf, and none of it may be kept.
+FIXTURE_PATRONS = [
+    Patron("21010000000011", "Ana Okafor", "ana.okafor@example.org", "+1 312 555 0101"),
+    Patron("21010000000029", "Bo Lindqvist", "bo.lindqvist@example.org", "+1 312 555 0102"),
+    Patron("21010000000037", "Chidi Marquez", "chidi.marquez@example.org", "+1 312 555 0103"),
+    Patron("21010000000045", "Dolores Nakamura", "dolores.n@example.org", "+1 312 555 0104"),
+    Patron("21010000000052", "Eun-ji Petrov", "eunji.petrov@example.org", "+1 312 555 0105"),
+]
+POLARIS_COLUMNS = "title,-,-,-,-,pickup_by,patron_card,item_barcode"
+CARD_EMPTY = "the card number is empty"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "fmt", "columns", "bad", "dates"),
+    [
+        # two awaiting pickup (UTC: 05:59Z on the 28th is the 27th in Chicago), two other
+        # statuses left out, one without a requester barcode
+        ("folio-requests.csv", "folio", None, [(5, CARD_EMPTY)], ["2026-11-27", "2026-11-30"]),
+        (
+            "evergreen-holds-shelf.csv",
+            "evergreen",
+            None,
+            [(4, CARD_EMPTY)],
+            ["2026-11-27", "2026-11-28", "2026-11-30"],
+        ),
+        (
+            "evergreen-holds-grid-eg2.csv",
+            "evergreen",
+            None,
+            [(3, "the pickup-by date is not a date")],
+            ["2026-11-28"],
+        ),
+        (
+            "shoutbomb-holds.txt",
+            "shoutbomb",
+            None,
+            [(4, CARD_EMPTY)],
+            ["2026-11-27", "2026-11-28", "2026-11-30"],
+        ),
+        (
+            "polaris-holds-with-item.txt",
+            "generic",
+            POLARIS_COLUMNS,
+            [(3, "the pickup-by date must be a date as YYYY-MM-DD")],
+            ["2026-11-27", "2026-11-28", "2026-11-30"],
+        ),
+        (
+            "koha-waiting-holds.csv",
+            "koha",
+            None,
+            [(4, CARD_EMPTY)],
+            ["2026-11-27", "2026-11-28", "2026-11-30"],
+        ),
+    ],
+)
+def test_reports_libraries_export(service, fixture, fmt, columns, bad, dates) -> None:
+    names = parse_columns(columns) if columns else None
+    report = import_holds(service, FIXTURES / fixture, "MAIN", fmt, columns=names)
+    assert report.bad == bad
+    assert sorted(e.pickup_by.isoformat() for e in service.shelf("MAIN")) == dates
+    assert len(report.imported) == len(dates)
+    again = import_holds(service, FIXTURES / fixture, "MAIN", fmt, columns=names)
+    assert (again.imported, again.skipped) == ([], len(dates))
+    service.purge()
+    assert_no_patron_data(raw_database_bytes(service), FIXTURE_PATRONS)
+
+
+def test_a_folio_export_keeps_only_requests_awaiting_pickup(service) -> None:
+    report = import_holds(service, FIXTURES / "folio-requests.csv", "MAIN", "folio")
+    assert (report.rows, report.not_waiting, len(report.imported)) == (5, 2, 2)
+    export = (FIXTURES / "folio-requests.csv").read_text(encoding="utf-8-sig")
+    without_status = write(
+        Path(service.settings.instance_dir) / "no-status.csv",
+        [",".join(line.split(",")[:1] + line.split(",")[2:]) for line in export.splitlines()],
+    )
+    with pytest.raises(InvalidInput, match="no column for the request status"):
+        import_holds(service, without_status, "MAIN", "folio")
+
+
+@pytest.mark.parametrize(
+    ("fixture", "fmt", "columns", "message"),
+    [
+        ("folio-hold-shelf-clearance.csv", "folio", None, "FOLIO's hold shelf clearance report"),
+        ("folio-hold-shelf-clearance.csv", "generic", None, "it lists items to pull"),
+        ("koha-holds-awaiting-pickup.csv", "koha", None, "waiting-holds SQL report"),
+        ("polaris-holds.txt", "generic", None, "add hn.ItemBarcode (Results.Polaris.HoldNotices)"),
+        ("polaris-holds.txt", "shoutbomb", None, "Polaris's hold-notice feed for Shoutbomb"),
+        ("koha-waiting-holds.csv", "koha", "title,patron_card,pickup_by", "names no item_barcode"),
+        (
+            "koha-waiting-holds.csv",
+            "koha",
+            "item_barcode,patron_card,card",
+            "unknown column 'card'",
+        ),
+        ("koha-waiting-holds.csv", "koha", "item_barcode,patron_card,item_barcode", "twice"),
+        ("polaris-holds-with-item.txt", "generic", None, "the first line holds data"),
+    ],
+)
+def test_reports_that_cannot_be_imported_are_refused_by_shape(
+    service, fixture, fmt, columns, message
+) -> None:
+    def run() -> None:
+        names = parse_columns(columns) if columns else None
+        import_holds(service, FIXTURES / fixture, "MAIN", fmt, columns=names)
+
+    with pytest.raises(InvalidInput, match=re.escape(message)) as refused:
+        run()
+    assert "\n" not in str(refused.value)
+    assert_no_patron_data(str(refused.value), FIXTURE_PATRONS)
+    assert service.shelf() == []
+
+
+def test_columns_override_a_header_and_skip_it(service, tmp_path, patrons) -> None:
+    """An odd report's own header (no digits where the barcode and card go) is not a row."""
+    odd = write(
+        tmp_path / "odd.csv",
+        ["ItemBC;Borrower;Due", f"3901;{patrons[0].card};2026-11-30", f"3902;{patrons[1].card};"],
+    )
+    report = import_holds(
+        service, odd, "MAIN", columns=parse_columns("item_barcode,patron_card,pickup_by")
+    )
+    assert (report.rows, len(report.imported), report.bad) == (2, 2, [])
+    short = write(tmp_path / "short.csv", [f"3903,{patrons[2].card},2026-11-30,x"])
+    assert import_holds(
+        service, short, "MAIN", columns=parse_columns("item_barcode,patron_card,pickup_by")
+    ).bad == [(1, "4 cells where --columns names 3")]
+    empty = write(tmp_path / "empty.txt", [])  # Polaris writes no bytes when nothing waits
+    assert import_holds(service, empty, "MAIN", columns=parse_columns(POLARIS_COLUMNS)).rows == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("2026-11-28T05:59:59.000+00:00", "2026-11-27"),  # FOLIO: end of the 27th in Chicago
+        ("2026-11-28T06:00:00Z", "2026-11-28"),
+        ("2026-12-05T23:59:59-06", "2026-12-05"),
+        ("2026-12-05 00:00:00", "2026-12-05"),  # no offset: the date part
+        ("11/20/26 1:51 PM", "2026-11-20"),
+        ("11/20/26, 1:51 PM", "2026-11-20"),
+        ("12-05-2026", "2026-12-05"),
+    ],
+)
+def test_report_dates(text, day) -> None:
+    from zoneinfo import ZoneInfo
+
+    assert parse_report_date(text, ZoneInfo("America/Chicago")).isoformat() == day
+
+
+@pytest.fixture
+def dated_cli(cli, clock, monkeypatch):
+    """The holdshelf command on the tests' clock (the fixtures' dates are in late 2026)."""
+    from holdshelf.bootstrap import Holdshelf
+    from holdshelf.cli import common
+
+    monkeypatch.setattr(common, "Holdshelf", lambda settings: Holdshelf(settings, clock=clock))
+    return cli
+
+
+def test_the_import_command_on_the_formats(dated_cli) -> None:
+    cli = dated_cli
+    out = cli(
+        "import", str(FIXTURES / "folio-requests.csv"), "--branch", "MAIN", "--format", "folio"
+    )
+    assert out.code == 1
+    assert out.out.startswith(
+        "5 rows: imported 2, skipped 0 already active, 1 bad; 2 not awaiting pickup, left out\n"
+    )
+    cli.fails(
+        "import",
+        str(FIXTURES / "folio-hold-shelf-clearance.csv"),
+        "--branch",
+        "MAIN",
+        "--format",
+        "folio",
+        message="hold shelf clearance report",
+    )
+    cli.fails(
+        "import",
+        str(FIXTURES / "polaris-holds.txt"),
+        "--branch",
+        "MAIN",
+        "--columns",
+        "title,-,-,-,-,pickup_by,patron_card",
+        message="names no item_barcode",
+    )
+    for text in cli.outputs:
+        assert_no_patron_data(text, FIXTURE_PATRONS)

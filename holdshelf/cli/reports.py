@@ -19,7 +19,8 @@ from holdshelf.cli.common import (
 )
 from holdshelf.domain.holds import PickupMode
 from holdshelf.errors import HoldshelfError
-from holdshelf.importer import FORMATS, export_holds, export_stats, import_holds
+from holdshelf.importer import ImportReport, export_holds, export_stats, import_holds
+from holdshelf.report_reading import FORMATS, parse_columns
 
 
 @click.command("import")
@@ -36,6 +37,13 @@ from holdshelf.importer import FORMATS, export_holds, export_stats, import_holds
 @click.option("--dry-run", is_flag=True, help="Check and report; import nothing.")
 @click.option("--all-or-nothing", is_flag=True, help="Import nothing if any row is bad.")
 @click.option("--encoding", default="utf-8-sig", show_default=True)
+@click.option(
+    "--columns",
+    "columns_text",
+    metavar="NAMES",
+    help="The file's columns in order, for a report without a header (or to override it): "
+    "item_barcode, patron_card, pickup_by, email, sms, title; - for one to leave out.",
+)
 @pass_context
 def import_report(
     ctx: Context,
@@ -45,6 +53,7 @@ def import_report(
     dry_run: bool,
     all_or_nothing: bool,
     encoding: str,
+    columns_text: str | None,
 ) -> None:
     """Make the holds of a holds-ready report (CSV) ready; rows already active are skipped."""
     report = import_holds(
@@ -55,20 +64,32 @@ def import_report(
         dry_run=dry_run,
         all_or_nothing=all_or_nothing,
         encoding=encoding,
+        columns=parse_columns(columns_text) if columns_text is not None else None,
     )
-    verb = "would import" if dry_run else "imported"
-    if all_or_nothing and report.bad:
-        verb = "imported nothing of"
-        click.echo(f"{report.rows} rows: {verb} them, {len(report.bad)} bad")
+    _print_report(report)
+    if report.bad:
+        raise HoldshelfError(f"{len(report.bad)} rows were not imported (listed above)")
+
+
+def _print_report(report: ImportReport) -> None:
+    verb = "would import" if report.dry_run else "imported"
+    if report.all_or_nothing and report.bad:
+        click.echo(f"{report.rows} rows: imported nothing of them, {len(report.bad)} bad")
     else:
         click.echo(
             f"{report.rows} rows: {verb} {len(report.imported)}, "
-            f"skipped {report.skipped} already active, {len(report.bad)} bad"
+            f"skipped {report.skipped} already active, {len(report.bad)} bad" + _left_out(report)
         )
     for line, reason in report.bad:
         click.echo(f"  line {line}: {reason}")
-    if report.bad:
-        raise HoldshelfError(f"{len(report.bad)} rows were not imported (listed above)")
+
+
+def _left_out(report: ImportReport) -> str:
+    """The rows that are neither holds to make ready nor bad, said after the counts."""
+    parts = []
+    if report.not_waiting:
+        parts.append(f"{report.not_waiting} not awaiting pickup")
+    return "".join(f"; {part}, left out" for part in parts)
 
 
 @click.group()
