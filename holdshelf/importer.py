@@ -30,6 +30,8 @@ class ImportReport:
     skipped: int = 0
     bad: list[tuple[int, str]] = field(default_factory=list)
     not_waiting: int = 0  # requests of another status (FOLIO lists them all): left out
+    # Waiting past their pickup-by date: expired in the ILS, which has not cleared them yet.
+    expired: int = 0
     dry_run: bool = False
     all_or_nothing: bool = False
 
@@ -65,9 +67,14 @@ def import_holds(
             report.not_waiting += 1
             continue
         try:
-            requests.append((line, _request(service, branch, fields)))
+            request = _request(service, branch, fields)
         except HoldshelfError as exc:
             report.bad.append((line, str(exc)))
+            continue
+        if request is None:
+            report.expired += 1
+        else:
+            requests.append((line, request))
     if all_or_nothing and report.bad:
         return report
     outcomes = service.ready_many(
@@ -137,10 +144,14 @@ def _decoded(rows: Iterator[Any], path: Path, encoding: str) -> Iterator[Any]:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _request(service: HoldService, branch: str, fields: dict[str, str]) -> HoldRequest:
+def _request(service: HoldService, branch: str, fields: dict[str, str]) -> HoldRequest | None:
+    """The row's request; None for a hold the ILS still lists past its pickup-by date (the
+    patron had all of that day): expired there, not yet cleared from its shelf."""
     settings = service.settings
     due = fields.get("pickup_by")
     pickup_by = parse_report_date(due, settings.timezone) if due else None
+    if pickup_by is not None and pickup_by < service.today():
+        return None
     # Reports carry contacts whether or not notices are set up here: where a channel is not,
     # the ILS sends its own notice, and the contact is not even read.
     return service.hold_request(

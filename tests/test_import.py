@@ -354,7 +354,7 @@ CARD_EMPTY = "the card number is empty"
     ("fixture", "fmt", "columns", "bad", "dates"),
     [
         # two awaiting pickup (UTC: 05:59Z on the 28th is the 27th in Chicago), two other
-        # statuses left out, one without a requester barcode
+        # statuses left out, one without a requester barcode, one expired in FOLIO
         ("folio-requests.csv", "folio", None, [(5, CARD_EMPTY)], ["2026-11-27", "2026-11-30"]),
         (
             "evergreen-holds-shelf.csv",
@@ -407,7 +407,7 @@ def test_reports_libraries_export(service, fixture, fmt, columns, bad, dates) ->
 
 def test_a_folio_export_keeps_only_requests_awaiting_pickup(service) -> None:
     report = import_holds(service, FIXTURES / "folio-requests.csv", "MAIN", "folio")
-    assert (report.rows, report.not_waiting, len(report.imported)) == (5, 2, 2)
+    assert (report.rows, report.not_waiting, len(report.imported)) == (6, 2, 2)
     export = (FIXTURES / "folio-requests.csv").read_text(encoding="utf-8-sig")
     without_status = write(
         Path(service.settings.instance_dir) / "no-status.csv",
@@ -503,7 +503,8 @@ def test_the_import_command_on_the_formats(dated_cli) -> None:
     )
     assert out.code == 1
     assert out.out.startswith(
-        "5 rows: imported 2, skipped 0 already active, 1 bad; 2 not awaiting pickup, left out\n"
+        "6 rows: imported 2, skipped 0 already active, 1 bad; 1 expired in the ILS, not "
+        "imported; 2 not awaiting pickup, left out\n"
     )
     cli.fails(
         "import",
@@ -525,3 +526,26 @@ def test_the_import_command_on_the_formats(dated_cli) -> None:
     )
     for text in cli.outputs:
         assert_no_patron_data(text, FIXTURE_PATRONS)
+
+
+def test_holds_the_ils_lists_past_their_pickup_by_date_are_not_bad_rows(
+    dated_cli, tmp_path, patrons
+) -> None:
+    """The ILS clears its shelf later than the patron's last day: such rows are counted, not
+    failed, so a clean report exits 0 for cron. The pickup-by day itself is still good."""
+    report = write(
+        tmp_path / "waiting.csv",
+        [
+            "barcode,cardnumber,expirationdate",
+            f"39010001,{patrons[0].card},2026-11-22",  # yesterday: expired in Koha
+            f"39010002,{patrons[1].card},2026-11-23",  # today: the patron has all of it
+            f"39010003,{patrons[2].card},2026-11-30",
+        ],
+    )
+    done = dated_cli.ok("import", str(report), "--branch", "MAIN", "--format", "koha")
+    assert done.out == (
+        "3 rows: imported 2, skipped 0 already active, 0 bad; 1 expired in the ILS, not imported\n"
+    )
+    shelf = dated_cli.ok("shelf", "--branch", "MAIN").out
+    assert "Mon 2026-11-23" in shelf and "2026-11-22" not in shelf
+    assert_no_patron_data("".join(dated_cli.outputs), patrons)

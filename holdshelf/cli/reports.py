@@ -87,9 +87,11 @@ def _print_report(report: ImportReport) -> None:
 def _left_out(report: ImportReport) -> str:
     """The rows that are neither holds to make ready nor bad, said after the counts."""
     parts = []
+    if report.expired:
+        parts.append(f"{report.expired} expired in the ILS, not imported")
     if report.not_waiting:
-        parts.append(f"{report.not_waiting} not awaiting pickup")
-    return "".join(f"; {part}, left out" for part in parts)
+        parts.append(f"{report.not_waiting} not awaiting pickup, left out")
+    return "".join(f"; {part}" for part in parts)
 
 
 @click.group()
