@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from holdshelf.domain.holds import ShelfEntry
 from holdshelf.errors import HoldshelfError, InvalidInput
 from holdshelf.report_reading import is_waiting, parse_report_date, read_rows
-from holdshelf.service import DayCounts, HoldRequest, HoldService
+from holdshelf.service import BatchOutcome, DayCounts, HoldRequest, HoldService
 
 
 @dataclass
@@ -32,6 +32,8 @@ class ImportReport:
     not_waiting: int = 0  # requests of another status (FOLIO lists them all): left out
     # Waiting past their pickup-by date: expired in the ILS, which has not cleared them yet.
     expired: int = 0
+    # (line, the other patron's hold it ended, the new hold): imported, and said apart
+    retrapped: list[tuple[int, ShelfEntry, ShelfEntry]] = field(default_factory=list)
     dry_run: bool = False
     all_or_nothing: bool = False
 
@@ -55,9 +57,28 @@ def import_holds(
     columns in order instead of its header."""
     branch = service.settings.branch(branch).id
     report = ImportReport(dry_run=dry_run, all_or_nothing=all_or_nothing)
-    requests: list[tuple[int, HoldRequest]] = []
     with _open_report(path, encoding, service.settings.import_max_bytes) as lines:
         rows = list(_decoded(read_rows(lines, fmt, columns), path, encoding))
+    requests = _planned(service, branch, fmt, rows, report)
+    if all_or_nothing and report.bad:
+        return report
+    outcomes = service.ready_many(
+        [request for _, request in requests], atomic=all_or_nothing, dry_run=dry_run
+    )
+    _record(report, requests, outcomes)
+    return report
+
+
+def _planned(
+    service: HoldService,
+    branch: str,
+    fmt: str,
+    rows: list[tuple[int, dict[str, str] | str]],
+    report: ImportReport,
+) -> list[tuple[int, HoldRequest]]:
+    """The requests the rows make, counting in ``report`` the rows that make none."""
+    requests: list[tuple[int, HoldRequest]] = []
+    listed: dict[str, tuple[int, str]] = {}  # item -> the first line and patron listing it
     for line, fields in rows:
         report.rows += 1
         if isinstance(fields, str):
@@ -73,13 +94,20 @@ def import_holds(
             continue
         if request is None:
             report.expired += 1
-        else:
-            requests.append((line, request))
-    if all_or_nothing and report.bad:
-        return report
-    outcomes = service.ready_many(
-        [request for _, request in requests], atomic=all_or_nothing, dry_run=dry_run
-    )
+            continue
+        first, patron = listed.setdefault(request.item, (line, request.patron))
+        if patron != request.patron:  # one item cannot wait for two holds: never guessed
+            report.bad.append(
+                (line, f"item {request.item} is listed for another patron on line {first}")
+            )
+            continue
+        requests.append((line, request))
+    return requests
+
+
+def _record(
+    report: ImportReport, requests: list[tuple[int, HoldRequest]], outcomes: list[BatchOutcome]
+) -> None:
     for (line, _), outcome in zip(requests, outcomes, strict=True):
         if outcome.error:
             report.bad.append((line, outcome.error))
@@ -87,10 +115,11 @@ def import_holds(
             report.skipped += 1
         elif outcome.entry is not None:
             report.imported.append((line, outcome.entry))
-    if all_or_nothing and report.bad:
-        report.imported = []  # rolled back, every one
+            if outcome.replaced is not None:
+                report.retrapped.append((line, outcome.replaced, outcome.entry))
+    if report.all_or_nothing and report.bad:
+        report.imported, report.retrapped = [], []  # rolled back, every one
     report.bad.sort()
-    return report
 
 
 class _Limited(io.RawIOBase):

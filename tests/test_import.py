@@ -319,20 +319,66 @@ def test_csv_exports_never_carry_a_formula(service) -> None:
     assert spreadsheet_safe("K7Q-4MX") == "K7Q-4MX" and spreadsheet_safe(3) == 3
 
 
-def test_a_re_trap_for_another_patron_is_reported_not_skipped(service, tmp_path, patrons) -> None:
+def test_one_report_listing_an_item_for_two_patrons_is_refused_not_guessed(
+    service, tmp_path, patrons
+) -> None:
     anna, ben = patrons[0], patrons[1]
     first = write(tmp_path / "first.csv", ["item_barcode,patron_card", f"39010001,{anna.card}"])
     assert len(import_holds(service, first, "MAIN").imported) == 1
-    again = write(
-        tmp_path / "again.csv",
+    both = write(
+        tmp_path / "both.csv",
         ["item_barcode,patron_card", f"39010001,{anna.card}", f"39010001,{ben.card}"],
     )
-    report = import_holds(service, again, "MAIN")
+    report = import_holds(service, both, "MAIN")
     assert report.skipped == 1  # Anna's hold, reported again: the same hold
-    assert report.bad == [(3, report.bad[0][1])]
-    assert "already on the hold shelf for another patron at MAIN" in report.bad[0][1]
+    assert report.bad == [(3, "item 39010001 is listed for another patron on line 2")]
+    assert report.retrapped == []
     assert_no_patron_data(report.bad[0][1], patrons)
-    assert service.patron(ben.card).holds == []
+    assert service.patron(ben.card).holds == [] and len(service.patron(anna.card).holds) == 1
+
+
+def test_a_re_trap_ends_the_other_patrons_hold_and_makes_the_new_one(
+    service, tmp_path, patrons
+) -> None:
+    """Anna's hold was cancelled in the ILS and the item trapped for Ben: his report row ends
+    her hold as any cancel does (link erased, code resting, counted) and makes his."""
+    from holdshelf.storage.models import ShelfCodeClaim
+
+    anna, ben = patrons[0], patrons[1]
+    first = write(tmp_path / "first.csv", ["item_barcode,patron_card", f"39010001,{anna.card}"])
+    ((_, annas),) = import_holds(service, first, "MAIN").imported
+    retrap = write(tmp_path / "retrap.csv", ["item_barcode,patron_card", f"39010001,{ben.card}"])
+    assert import_holds(service, retrap, "MAIN", dry_run=True).retrapped[0][1] == annas
+    assert service.patron(anna.card).holds == [annas]  # a dry run ends nothing
+    report = import_holds(service, retrap, "MAIN")
+    ((line, ended, made),) = report.retrapped
+    assert (line, ended.code, report.imported) == (2, annas.code, [(2, made)])
+    assert service.patron(anna.card).holds == []
+    assert service.patron(ben.card).holds == [made] and made.code != annas.code
+    with service.sessions() as session:
+        claim = session.get(ShelfCodeClaim, ("MAIN", annas.code.compact))
+        assert claim is not None and claim.released_at is not None  # resting, not reissued
+    (main,) = [day for day in service.stats() if day.branch == "MAIN"]
+    assert (main.counts["ready"], main.counts["cancelled"]) == ({"shelf": 2}, {"shelf": 1})
+    again = import_holds(service, retrap, "MAIN")  # Ben's row again: his hold, skipped
+    assert (again.skipped, again.retrapped, again.bad) == (1, [], [])
+    assert_no_patron_data(raw_database_bytes(service), [anna])
+
+
+def test_a_re_trap_is_said_by_the_import_command(dated_cli, tmp_path, patrons) -> None:
+    anna, ben = patrons[0], patrons[1]
+    first = write(tmp_path / "first.csv", ["item_barcode,patron_card", f"39010001,{anna.card}"])
+    dated_cli.ok("import", str(first), "--branch", "MAIN")
+    (annas,) = dated_cli.ok("shelf", "--json").json
+    retrap = write(tmp_path / "retrap.csv", ["item_barcode,patron_card", f"39010001,{ben.card}"])
+    out = dated_cli.ok("import", str(retrap), "--branch", "MAIN").out.splitlines()
+    (bens,) = dated_cli.ok("shelf", "--json").json
+    assert out == [
+        "1 rows: imported 1, skipped 0 already active, 0 bad",
+        f"  line 2: re-trapped for another patron: {annas['code']} ended as cancelled, new "
+        f"hold {bens['code']} (its slip replaces the old one)",
+    ]
+    assert_no_patron_data("".join(dated_cli.outputs), patrons)
 
 
 # -- reports as the ILSes export them (tests/fixtures/imports, written from their sources) ---

@@ -80,6 +80,12 @@ def _print_report(report: ImportReport) -> None:
             f"{report.rows} rows: {verb} {len(report.imported)}, "
             f"skipped {report.skipped} already active, {len(report.bad)} bad" + _left_out(report)
         )
+    verb = "would end" if report.dry_run else "ended"
+    for line, ended, made in report.retrapped:
+        click.echo(
+            f"  line {line}: re-trapped for another patron: {ended.code.display} {verb} as "
+            f"cancelled, new hold {made.code.display} (its slip replaces the old one)"
+        )
     for line, reason in report.bad:
         click.echo(f"  line {line}: {reason}")
 

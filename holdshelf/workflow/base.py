@@ -287,7 +287,10 @@ class HoldsBase:
         """One rule for the desk, the CLI, the API and imports: a ready for an item whose hold
         is active for the same patron at the same branch is that hold again, not a new one;
         for another patron or branch it is a conflict (a re-trap the ILS must end first)."""
-        active = self._active_hold_of(session, request.item)
+        return self._repeat(self._active_hold_of(session, request.item), request)
+
+    def _repeat(self, active: Hold | None, request: HoldRequest) -> ShelfEntry | None:
+        """``_repeat_of`` with the item's active hold already looked up."""
         if active is None:
             return None
         if active.branch != request.branch.id or active.patron != request.patron:

@@ -54,6 +54,7 @@ class BatchOutcome:
     entry: ShelfEntry | None = None
     skipped: bool = False
     error: str | None = None
+    replaced: ShelfEntry | None = None  # a re-trap: the other patron's hold it ended
 
 
 @dataclass(frozen=True)
