@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import io
 import json
 from collections.abc import Iterator, Sequence
@@ -52,10 +53,15 @@ def import_holds(
     all_or_nothing: bool = False,
     encoding: str = "utf-8-sig",
     columns: Sequence[str] | None = None,
+    max_age: dt.timedelta | None = None,
 ) -> ImportReport:
     """Make the report's holds ready at ``branch``; ``columns`` (--columns) names the file's
-    columns in order instead of its header."""
+    columns in order instead of its header; a file last written more than ``max_age`` ago is
+    refused (an export that stopped leaves yesterday's shelf behind)."""
     branch = service.settings.branch(branch).id
+    written = _written_at(path)
+    if max_age is not None:
+        _check_age(path, service.clock() - written, max_age)
     report = ImportReport(dry_run=dry_run, all_or_nothing=all_or_nothing)
     with _open_report(path, encoding, service.settings.import_max_bytes) as lines:
         rows = list(_decoded(read_rows(lines, fmt, columns), path, encoding))
@@ -120,6 +126,27 @@ def _record(
     if report.all_or_nothing and report.bad:
         report.imported, report.retrapped = [], []  # rolled back, every one
     report.bad.sort()
+
+
+def _written_at(path: Path) -> dt.datetime:
+    """The file's modification time: when the ILS's export wrote it."""
+    try:
+        return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _check_age(path: Path, age: dt.timedelta, max_age: dt.timedelta) -> None:
+    if age > max_age:
+        raise InvalidInput(
+            f"{path} was written {_span(age)} ago, more than --max-age {_span(max_age)}: "
+            "is the ILS's export still running?"
+        )
+
+
+def _span(span: dt.timedelta) -> str:
+    hours, minutes = divmod(int(span.total_seconds()) // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
 class _Limited(io.RawIOBase):

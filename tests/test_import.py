@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import datetime as dt
 import io
 import json
 import os
@@ -595,3 +596,37 @@ def test_holds_the_ils_lists_past_their_pickup_by_date_are_not_bad_rows(
     shelf = dated_cli.ok("shelf", "--branch", "MAIN").out
     assert "Mon 2026-11-23" in shelf and "2026-11-22" not in shelf
     assert_no_patron_data("".join(dated_cli.outputs), patrons)
+
+
+def written(path: Path, clock, **ago: float) -> Path:
+    """Give the file the modification time an export would have left ``ago`` on the clock."""
+    moment = (clock() - dt.timedelta(**ago)).timestamp()
+    os.utime(path, (moment, moment))
+    return path
+
+
+def test_a_stale_report_is_refused_by_its_age(service, clock, tmp_path, patrons) -> None:
+    """An ILS export that stopped leaves its last file behind: importing it every few minutes
+    would keep yesterday's shelf."""
+    path = generic_report(tmp_path, patrons, bad=False)
+    written(path, clock, hours=2, minutes=5)
+    with pytest.raises(InvalidInput, match=r"written 2 h 5 min ago, more than --max-age 2 h 0"):
+        import_holds(service, path, "MAIN", max_age=dt.timedelta(hours=2))
+    assert service.shelf() == []
+    assert len(import_holds(service, path, "MAIN", max_age=dt.timedelta(minutes=130)).imported)
+    written(path, clock, minutes=-3)  # the ILS server's clock a little ahead: fresh
+    assert import_holds(service, path, "MAIN", max_age=dt.timedelta(minutes=1)).skipped == 6
+
+
+def test_the_max_age_option(dated_cli, clock, tmp_path, patrons) -> None:
+    path = str(written(generic_report(tmp_path, patrons, bad=False), clock, minutes=95))
+    dated_cli.fails(
+        "import", path, "--branch", "MAIN", "--max-age", "90m", message="written 1 h 35 min ago"
+    )
+    for wrong in ("90", "soon", "0h", "-2h"):
+        dated_cli.fails(
+            "import", path, "--branch", "MAIN", "--max-age", wrong, message="--max-age takes"
+        )
+    assert dated_cli.ok("import", path, "--branch", "MAIN", "--max-age", "2h").out.startswith(
+        "6 rows: imported 6"
+    )

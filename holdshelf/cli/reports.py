@@ -4,6 +4,7 @@ the shelf and the daily counts for the library's own reporting (``export``, ``st
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import click
@@ -18,7 +19,7 @@ from holdshelf.cli.common import (
     write_out,
 )
 from holdshelf.domain.holds import PickupMode
-from holdshelf.errors import HoldshelfError
+from holdshelf.errors import HoldshelfError, InvalidInput
 from holdshelf.importer import ImportReport, export_holds, export_stats, import_holds
 from holdshelf.report_reading import FORMATS, parse_columns
 
@@ -44,6 +45,12 @@ from holdshelf.report_reading import FORMATS, parse_columns
     help="The file's columns in order, for a report without a header (or to override it): "
     "item_barcode, patron_card, pickup_by, email, sms, title; - for one to leave out.",
 )
+@click.option(
+    "--max-age",
+    "max_age_text",
+    metavar="AGE",
+    help="Refuse a file written longer ago than this (by its modification time): 90m, 2h.",
+)
 @pass_context
 def import_report(
     ctx: Context,
@@ -54,6 +61,7 @@ def import_report(
     all_or_nothing: bool,
     encoding: str,
     columns_text: str | None,
+    max_age_text: str | None,
 ) -> None:
     """Make the holds of a holds-ready report (CSV) ready; rows already active are skipped."""
     report = import_holds(
@@ -65,10 +73,25 @@ def import_report(
         all_or_nothing=all_or_nothing,
         encoding=encoding,
         columns=parse_columns(columns_text) if columns_text is not None else None,
+        max_age=parse_age(max_age_text) if max_age_text is not None else None,
     )
     _print_report(report)
     if report.bad:
         raise HoldshelfError(f"{len(report.bad)} rows were not imported (listed above)")
+
+
+AGE = re.compile(r"(\d+)\s*(m|min|minutes?|h|hours?)", re.IGNORECASE)
+
+
+def parse_age(text: str) -> dt.timedelta:
+    """``--max-age``: minutes or hours, as 90m or 2h."""
+    age = AGE.fullmatch(text.strip())
+    if age is None or int(age.group(1)) == 0:
+        raise InvalidInput("--max-age takes minutes or hours, as 90m or 2h")
+    unit = (
+        dt.timedelta(hours=1) if age.group(2).lower().startswith("h") else dt.timedelta(minutes=1)
+    )
+    return int(age.group(1)) * unit
 
 
 def _print_report(report: ImportReport) -> None:
