@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from holdshelf.domain.holds import ShelfEntry
+from holdshelf.domain.inputs import checked
 from holdshelf.errors import HoldshelfError, InvalidInput
 from holdshelf.report_reading import is_waiting, parse_report_date, read_rows
-from holdshelf.service import BatchOutcome, DayCounts, HoldRequest, HoldService
+from holdshelf.service import BatchOutcome, DayCounts, HoldRequest, HoldService, Reconciliation
 
 
 @dataclass
@@ -35,6 +36,9 @@ class ImportReport:
     expired: int = 0
     # (line, the other patron's hold it ended, the new hold): imported, and said apart
     retrapped: list[tuple[int, ShelfEntry, ShelfEntry]] = field(default_factory=list)
+    # --complete: what the report did to the branch's other holds, or why it did nothing
+    reconciled: Reconciliation | None = None
+    unreconciled: str | None = None
     dry_run: bool = False
     all_or_nothing: bool = False
 
@@ -54,10 +58,12 @@ def import_holds(
     encoding: str = "utf-8-sig",
     columns: Sequence[str] | None = None,
     max_age: dt.timedelta | None = None,
+    complete: bool = False,
 ) -> ImportReport:
     """Make the report's holds ready at ``branch``; ``columns`` (--columns) names the file's
     columns in order instead of its header; a file last written more than ``max_age`` ago is
-    refused (an export that stopped leaves yesterday's shelf behind)."""
+    refused (an export that stopped leaves yesterday's shelf behind). ``complete``: the file
+    lists every hold waiting at the branch (see Reconciling)."""
     branch = service.settings.branch(branch).id
     written = _written_at(path)
     if max_age is not None:
@@ -65,14 +71,30 @@ def import_holds(
     report = ImportReport(dry_run=dry_run, all_or_nothing=all_or_nothing)
     with _open_report(path, encoding, service.settings.import_max_bytes) as lines:
         rows = list(_decoded(read_rows(lines, fmt, columns), path, encoding))
-    requests = _planned(service, branch, fmt, rows, report)
-    if all_or_nothing and report.bad:
-        return report
-    outcomes = service.ready_many(
-        [request for _, request in requests], atomic=all_or_nothing, dry_run=dry_run
-    )
-    _record(report, requests, outcomes)
+    listed: set[str] = set()
+    requests = _planned(service, branch, fmt, rows, report, listed)
+    if not (all_or_nothing and report.bad):
+        outcomes = service.ready_many(
+            [request for _, request in requests], atomic=all_or_nothing, dry_run=dry_run
+        )
+        _record(report, requests, outcomes)
+    if complete:
+        _reconcile(service, branch, report, listed, written)
     return report
+
+
+def _reconcile(
+    service: HoldService, branch: str, report: ImportReport, listed: set[str], written: dt.datetime
+) -> None:
+    """The branch's other holds against a complete report, unless it could not be read whole
+    (a bad row might be the very hold it would end) or lists nothing (an export that failed
+    more often than a shelf that emptied)."""
+    if report.bad:
+        report.unreconciled = f"{len(report.bad)} rows were bad, so no hold was ended or flagged"
+    elif not listed:
+        report.unreconciled = "it lists no waiting hold, so no hold was ended or flagged"
+    else:
+        report.reconciled = service.reconcile(branch, listed, written, dry_run=report.dry_run)
 
 
 def _planned(
@@ -81,10 +103,12 @@ def _planned(
     fmt: str,
     rows: list[tuple[int, dict[str, str] | str]],
     report: ImportReport,
+    listed: set[str],
 ) -> list[tuple[int, HoldRequest]]:
-    """The requests the rows make, counting in ``report`` the rows that make none."""
+    """The requests the rows make, counting in ``report`` the rows that make none; the items
+    of the holds the report lists as waiting (expired ones too) go into ``listed``."""
     requests: list[tuple[int, HoldRequest]] = []
-    listed: dict[str, tuple[int, str]] = {}  # item -> the first line and patron listing it
+    first_listed: dict[str, tuple[int, str]] = {}  # item -> the first line and patron for it
     for line, fields in rows:
         report.rows += 1
         if isinstance(fields, str):
@@ -95,13 +119,14 @@ def _planned(
             continue
         try:
             request = _request(service, branch, fields)
+            listed.add(request.item if request else _item(service, branch, fields))
         except HoldshelfError as exc:
             report.bad.append((line, str(exc)))
             continue
         if request is None:
             report.expired += 1
             continue
-        first, patron = listed.setdefault(request.item, (line, request.patron))
+        first, patron = first_listed.setdefault(request.item, (line, request.patron))
         if patron != request.patron:  # one item cannot wait for two holds: never guessed
             report.bad.append(
                 (line, f"item {request.item} is listed for another patron on line {first}")
@@ -198,6 +223,11 @@ def _decoded(rows: Iterator[Any], path: Path, encoding: str) -> Iterator[Any]:
         raise InvalidInput(f"{path} is not {encoding} text (try --encoding cp1252)") from None
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _item(service: HoldService, branch: str, fields: dict[str, str]) -> str:
+    """The row's item barcode as the branch's rules read it (as its hold would store it)."""
+    return checked("item_barcode", service.settings.branch(branch).barcodes.item, fields["item"])
 
 
 def _request(service: HoldService, branch: str, fields: dict[str, str]) -> HoldRequest | None:

@@ -630,3 +630,128 @@ def test_the_max_age_option(dated_cli, clock, tmp_path, patrons) -> None:
     assert dated_cli.ok("import", path, "--branch", "MAIN", "--max-age", "2h").out.startswith(
         "6 rows: imported 6"
     )
+
+
+# -- complete reports: the ILS's whole list of a branch's waiting holds ------------------------
+
+
+def complete_report(tmp_path: Path, clock, name: str, rows: list[tuple[str, Patron]]) -> Path:
+    """A report of the given (item, patron) holds, written by the ILS a minute ago."""
+    lines = ["item_barcode,patron_card"] + [f"{item},{p.card}" for item, p in rows]
+    return written(write(tmp_path / name, lines), clock, minutes=1)
+
+
+def ready_each(service, items: str, patrons: list[Patron]) -> list:
+    """Item n made ready at MAIN for patron n."""
+    return [service.ready("MAIN", item, patrons[n].card) for n, item in enumerate(items)]
+
+
+def codes(entries) -> list[str]:
+    return sorted(entry.code.display for entry in entries)
+
+
+def test_holds_missing_from_two_complete_reports_in_a_row_end(
+    service, clock, tmp_path, patrons
+) -> None:
+    a, b, c = ready_each(service, "ABC", patrons)
+    east = service.ready("EAST", "E", patrons[3].card)  # another branch: not this report's
+    clock.advance(hours=1)
+    first = import_holds(
+        service,
+        complete_report(tmp_path, clock, "1.csv", [("A", patrons[0]), ("B", patrons[1])]),
+        "MAIN",
+        complete=True,
+    )
+    assert first.reconciled is not None
+    assert (codes(first.reconciled.flagged), first.reconciled.ended) == (codes([c]), [])
+    assert [e.code for e in service.shelf("MAIN") if e.missing_from_ils] == [c.code]
+
+    clock.advance(hours=1)  # C is back (a late export), B is missing for the first time
+    second = import_holds(
+        service,
+        complete_report(tmp_path, clock, "2.csv", [("A", patrons[0]), ("C", patrons[2])]),
+        "MAIN",
+        complete=True,
+    )
+    assert second.reconciled is not None
+    assert (codes(second.reconciled.flagged), second.reconciled.cleared) == (codes([b]), 1)
+    assert second.reconciled.ended == []
+
+    clock.advance(hours=1)
+    third_file = complete_report(tmp_path, clock, "3.csv", [("A", patrons[0])])
+    desk = service.ready("MAIN", "D", patrons[4].card)  # checked in after the ILS wrote it
+    third = import_holds(service, third_file, "MAIN", complete=True)
+    assert third.reconciled is not None
+    assert codes(third.reconciled.ended) == codes([b])  # missing twice in a row: ended
+    assert codes(third.reconciled.flagged) == codes([c])  # missing once (again)
+    assert service.patron(patrons[1].card).holds == []  # B's link is gone
+    shelf = {e.code: e.missing_from_ils for e in service.shelf()}
+    assert shelf == {a.code: False, c.code: True, desk.code: False, east.code: False}
+    (main,) = [day for day in service.stats() if day.branch == "MAIN"]
+    assert main.counts["cancelled"] == {"shelf": 1}
+
+    # The same file imported again is no second report: C is not ended by it.
+    again = import_holds(service, third_file, "MAIN", complete=True)
+    assert again.reconciled is not None and again.reconciled.ended == []
+    assert len(service.shelf("MAIN")) == 3
+    assert_no_patron_data(raw_database_bytes(service), [patrons[1]])
+
+
+def test_a_complete_report_with_bad_rows_ends_nothing(service, clock, tmp_path, patrons) -> None:
+    a, b = ready_each(service, "AB", patrons)
+    for minutes in (60, 120):  # two reports in a row that cannot be read whole
+        clock.advance(minutes=minutes)
+        path = complete_report(tmp_path, clock, "bad.csv", [("A", patrons[0])])
+        path.write_text(path.read_text() + f",{patrons[1].card}\n")  # B's row, unreadable
+        written(path, clock, minutes=1)
+        report = import_holds(service, path, "MAIN", complete=True)
+        assert report.bad == [(3, "the item barcode is empty")]
+        assert report.reconciled is None
+        assert report.unreconciled == "1 rows were bad, so no hold was ended or flagged"
+    assert codes(service.shelf("MAIN")) == codes([a, b])
+    assert not any(e.missing_from_ils for e in service.shelf("MAIN"))
+    empty = written(write(tmp_path / "empty.csv", ["item_barcode,patron_card"]), clock, minutes=1)
+    nothing = import_holds(service, empty, "MAIN", complete=True)
+    assert nothing.unreconciled == "it lists no waiting hold, so no hold was ended or flagged"
+
+
+def test_the_complete_option(dated_cli, clock, tmp_path, patrons) -> None:
+    cli = dated_cli
+    for n, item in enumerate("ABC"):
+        cli.ok("ready", "--branch", "MAIN", "--item", item, "--patron", patrons[n].card)
+    holds = {h["code"] for h in cli.ok("shelf", "--json").json}
+    listed = [("A", patrons[0]), ("B", patrons[1])]
+    for n in range(2):  # C is missing twice; the first only flags it
+        clock.advance(hours=1)
+        path = str(complete_report(tmp_path, clock, f"{n}.csv", listed))
+        if n == 1:
+            dry = cli.ok("import", path, "--branch", "MAIN", "--complete", "--dry-run").out
+            assert "complete report: 1 hold would be ended in the ILS (cancelled)" in dry
+        out = cli.ok("import", path, "--branch", "MAIN", "--complete").out.splitlines()
+    assert out[1] == (
+        "complete report: 1 hold ended in the ILS (cancelled), 0 not in it flagged, 0 listed again"
+    )
+    assert out[2] == "  ended (not in this report nor the last): pull them if still on the shelf"
+    (ended,) = holds - {h["code"] for h in cli.ok("shelf", "--json").json}
+    assert out[3].startswith(f"    {ended}  section {ended[0]}  open shelf")
+    bad = write(tmp_path / "bad.csv", ["item_barcode,patron_card", "A,"])
+    result = cli("import", str(bad), "--branch", "MAIN", "--complete")
+    assert result.code == 1
+    assert "complete report: 1 rows were bad, so no hold was ended or flagged" in result.out
+    assert_no_patron_data("".join(cli.outputs), patrons)
+
+
+def test_the_shelf_page_shows_holds_not_in_the_ils_last_report(
+    client, service, clock, tmp_path, patrons
+) -> None:
+    kept, missing = ready_each(service, "AB", patrons)
+    clock.advance(hours=1)
+    path = complete_report(tmp_path, clock, "1.csv", [("A", patrons[0])])
+    import_holds(service, path, "MAIN", complete=True)
+    page = client.get("/shelf").get_data(as_text=True)
+    assert "1 not in the ILS's last report (picked up or cancelled there?" in page
+    row = page[page.index(f">{missing.code.display}</a>") :].split("</tr>")[0]
+    assert "not in the ILS's last report" in row
+    other = page[page.index(f">{kept.code.display}</a>") :].split("</tr>")[0]
+    assert "not in the ILS" not in other
+    assert_no_patron_data(page, patrons)

@@ -12,13 +12,14 @@ import click
 from holdshelf.cli.common import (
     Context,
     branch_option,
+    entry_line,
     json_option,
     optional_date,
     pass_context,
     print_json,
     write_out,
 )
-from holdshelf.domain.holds import PickupMode
+from holdshelf.domain.holds import PickupMode, ShelfEntry
 from holdshelf.errors import HoldshelfError, InvalidInput
 from holdshelf.importer import ImportReport, export_holds, export_stats, import_holds
 from holdshelf.report_reading import FORMATS, parse_columns
@@ -51,6 +52,12 @@ from holdshelf.report_reading import FORMATS, parse_columns
     metavar="AGE",
     help="Refuse a file written longer ago than this (by its modification time): 90m, 2h.",
 )
+@click.option(
+    "--complete",
+    is_flag=True,
+    help="The file lists every hold waiting at the branch: a hold two such files in a row "
+    "leave out ended in the ILS (the first only flags it).",
+)
 @pass_context
 def import_report(
     ctx: Context,
@@ -62,6 +69,7 @@ def import_report(
     encoding: str,
     columns_text: str | None,
     max_age_text: str | None,
+    complete: bool,
 ) -> None:
     """Make the holds of a holds-ready report (CSV) ready; rows already active are skipped."""
     report = import_holds(
@@ -74,8 +82,11 @@ def import_report(
         encoding=encoding,
         columns=parse_columns(columns_text) if columns_text is not None else None,
         max_age=parse_age(max_age_text) if max_age_text is not None else None,
+        complete=complete,
     )
     _print_report(report)
+    if complete:
+        _print_reconciliation(report)
     if report.bad:
         raise HoldshelfError(f"{len(report.bad)} rows were not imported (listed above)")
 
@@ -111,6 +122,30 @@ def _print_report(report: ImportReport) -> None:
         )
     for line, reason in report.bad:
         click.echo(f"  line {line}: {reason}")
+
+
+def _print_reconciliation(report: ImportReport) -> None:
+    done = report.reconciled
+    if done is None:
+        click.echo(f"complete report: {report.unreconciled}")
+        return
+    would = "would be " if report.dry_run else ""
+    click.echo(
+        f"complete report: {len(done.ended)} {_holds(done.ended)} {would}ended in the ILS "
+        f"(cancelled), {len(done.flagged)} not in it {would}flagged, {done.cleared} listed again"
+    )
+    if done.ended:
+        click.echo("  ended (not in this report nor the last): pull them if still on the shelf")
+    for entry in done.ended:
+        click.echo(f"    {entry_line(entry)}")
+    if done.flagged:
+        click.echo("  flagged (not in this report): the next complete report ends them if missing")
+    for entry in done.flagged:
+        click.echo(f"    {entry_line(entry)}")
+
+
+def _holds(entries: list[ShelfEntry]) -> str:
+    return "hold" if len(entries) == 1 else "holds"
 
 
 def _left_out(report: ImportReport) -> str:

@@ -51,6 +51,7 @@ ENTRY_COLUMNS = (
     Hold.move_to_desk,
     Hold.ready_at,
     Hold.on_scan,
+    Hold.not_in_ils_since,
 )
 
 
@@ -281,6 +282,7 @@ class HoldsBase:
             mode=PickupMode(hold.mode),
             move_to_desk=hold.move_to_desk,
             awaiting_scan_since=hold.ready_at if hold.on_scan is not None else None,
+            not_in_ils_since=hold.not_in_ils_since,
         )
 
     def _repeat_of(self, session: Session, request: HoldRequest) -> ShelfEntry | None:

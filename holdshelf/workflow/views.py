@@ -58,6 +58,15 @@ class BatchOutcome:
 
 
 @dataclass(frozen=True)
+class Reconciliation:
+    """What a complete report from the ILS did to the branch's shelf (import --complete)."""
+
+    flagged: list[ShelfEntry]  # not in this report: the next complete report ends them
+    ended: list[ShelfEntry]  # not in two complete reports in a row: ended in the ILS
+    cleared: int  # flagged before, listed again
+
+
+@dataclass(frozen=True)
 class PatronView:
     """What the library holds about one patron: the pickup choice and the active holds' codes."""
 
