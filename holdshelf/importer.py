@@ -1,9 +1,9 @@
 """Importing a holds-ready report from the ILS (CSV), and exporting the shelf and the counts.
 
-Each ILS names its columns differently; the formats below map them. Only the item barcode, the
-card number, the pickup-by date, a contact and the title are read: any other column (a name,
-an address) is ignored and never stored. Rows whose item is already active at the branch are
-skipped, so the same report can be imported every few minutes.
+Each ILS names its columns differently; holdshelf.report_reading maps them. Only the item
+barcode, the card number, the pickup-by date, a contact and the title are kept: any other
+column (a name, an address) is ignored and never stored. Rows whose item is already active at
+the branch are skipped, so the same report can be imported every few minutes.
 """
 
 from __future__ import annotations
@@ -12,76 +12,17 @@ import contextlib
 import csv
 import datetime as dt
 import io
-import itertools
 import json
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from holdshelf.domain.holds import ShelfEntry
-from holdshelf.domain.inputs import parse_date
+from holdshelf.domain.inputs import checked
 from holdshelf.errors import HoldshelfError, InvalidInput
-from holdshelf.service import DayCounts, HoldRequest, HoldService
-
-# Field -> the column names that carry it, per format (compared lower-case, with spaces,
-# dots and hyphens read as underscores). Documented in the README.
-FORMATS: dict[str, dict[str, tuple[str, ...]]] = {
-    "generic": {
-        "item": ("item_barcode",),
-        "card": ("patron_card",),
-        "pickup_by": ("pickup_by",),
-        "email": ("email",),
-        "sms": ("sms",),
-        "title": ("title",),
-    },
-    "koha": {  # a Koha report on reserves, borrowers and items
-        "item": ("barcode", "items_barcode"),
-        "card": ("cardnumber", "borrowers_cardnumber"),
-        "pickup_by": ("expirationdate", "reserves_expirationdate"),
-        "email": ("email", "borrowers_email"),
-        "sms": ("smsalertnumber", "borrowers_smsalertnumber"),
-        "title": ("title", "biblio_title"),
-    },
-    "evergreen": {  # an Evergreen holds-shelf report
-        "item": ("copy_barcode", "item_barcode"),
-        "card": ("patron_barcode", "usr_barcode", "card_barcode"),
-        "pickup_by": ("shelf_expire_time", "hold_shelf_expire_time"),
-        "email": ("email",),
-        "sms": ("sms_notify",),
-        "title": ("title",),
-    },
-    "sierra": {  # a Sierra Create Lists export of holds on the shelf
-        "item": ("item_barcode", "i_barcode"),
-        "card": ("patron_barcode", "p_barcode"),
-        "pickup_by": ("pickup_by_date", "hold_shelf_expiration_date"),
-        "email": ("email_addr", "email"),
-        "sms": ("sms_phone", "mobile_phone"),
-        "title": ("title",),
-    },
-}
-REQUIRED = ("item", "card")
-FIELD_NAMES = {"item": "item barcode", "card": "card number", "pickup_by": "pickup-by date"}
-_SEPARATORS = re.compile(r"[\s.\-]+")
-_US_DATE = re.compile(r"^(\d{1,2})[-/](\d{1,2})[-/](\d{2}|\d{4})$")
-
-
-def column_key(name: str) -> str:
-    return _SEPARATORS.sub("_", name.strip().lower()).strip("_")
-
-
-def parse_report_date(text: str) -> dt.date:
-    """ISO dates and timestamps (Koha, Evergreen: the date part counts), and US month/day/year
-    as Sierra exports them."""
-    text = text.strip()
-    if us := _US_DATE.match(text):
-        month, day, year = (int(part) for part in us.groups())
-        try:
-            return dt.date(year + 2000 if year < 100 else year, month, day)
-        except ValueError:
-            raise InvalidInput("the pickup-by date is not a date") from None
-    return parse_date(text[:10], "pickup-by date")
+from holdshelf.report_reading import is_waiting, parse_report_date, read_rows
+from holdshelf.service import BatchOutcome, DayCounts, HoldRequest, HoldService, Reconciliation
 
 
 @dataclass
@@ -90,82 +31,20 @@ class ImportReport:
     imported: list[tuple[int, ShelfEntry]] = field(default_factory=list)
     skipped: int = 0
     bad: list[tuple[int, str]] = field(default_factory=list)
+    not_waiting: int = 0  # requests of another status (FOLIO lists them all): left out
+    # Waiting past their pickup-by date: expired in the ILS, which has not cleared them yet.
+    expired: int = 0
+    # (line, the other patron's hold it ended, the new hold): imported, and said apart
+    retrapped: list[tuple[int, ShelfEntry, ShelfEntry]] = field(default_factory=list)
+    # --complete: what the report did to the branch's other holds, or why it did nothing
+    reconciled: Reconciliation | None = None
+    unreconciled: str | None = None
     dry_run: bool = False
     all_or_nothing: bool = False
 
     @property
     def committed(self) -> bool:
         return not self.dry_run and not (self.all_or_nothing and self.bad)
-
-
-SAMPLE_CHARS = 4096  # what the separator is guessed from
-
-
-def read_rows(lines: str | Iterable[str], fmt: str) -> Iterator[tuple[int, dict[str, str] | str]]:
-    """(line number, mapped fields or what is wrong with the row) for every data row of a
-    report given whole or as lines (a file read as it goes)."""
-    if fmt not in FORMATS:
-        raise InvalidInput(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    stream = iter(io.StringIO(lines) if isinstance(lines, str) else lines)
-    first = _first_lines(stream)
-    try:
-        dialect: Any = csv.Sniffer().sniff("".join(first), delimiters=",;\t|")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(itertools.chain(first, stream), dialect)
-    header = next(_rows(reader), None)
-    if not header:
-        raise InvalidInput("the file is empty")
-    positions = _columns([column_key(name) for name in header], FORMATS[fmt])
-    for row in _rows(reader):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) > len(header):
-            # An unquoted comma ("Okafor, Ana") shifts every later cell: a card number
-            # would be read as the barcode. Such a row is refused, never guessed at, even
-            # when the extra cell is empty (an empty last column shifted into it).
-            yield reader.line_num, f"{len(row)} cells where the header has {len(header)}"
-            continue
-        yield (
-            reader.line_num,
-            {
-                name: row[index].strip() if index < len(row) else ""
-                for name, index in positions.items()
-            },
-        )
-
-
-def _first_lines(stream: Iterator[str]) -> list[str]:
-    first: list[str] = []
-    while sum(map(len, first)) < SAMPLE_CHARS and (line := next(stream, None)) is not None:
-        first.append(line)
-    return first
-
-
-def _rows(reader: Any) -> Iterator[list[str]]:
-    try:
-        yield from reader
-    except csv.Error as exc:  # a runaway quote or a field over the csv module's limit
-        raise InvalidInput(f"line {reader.line_num} is not readable as CSV ({exc})") from None
-
-
-def _columns(header: list[str], mapping: dict[str, tuple[str, ...]]) -> dict[str, int]:
-    positions = {}
-    for name, aliases in mapping.items():
-        named = [column for column in header if column in aliases]
-        if len(named) > 1:  # which one holds the card? Never guessed.
-            raise InvalidInput(
-                f"the header has more than one column for the {FIELD_NAMES.get(name, name)} "
-                f"({', '.join(named)}): keep one"
-            )
-        index = next((header.index(a) for a in aliases if a in header), None)
-        if index is not None:
-            positions[name] = index
-        elif name in REQUIRED:
-            raise InvalidInput(
-                f"the file has no column for the {FIELD_NAMES[name]} (one of: {', '.join(aliases)})"
-            )
-    return positions
 
 
 def import_holds(
@@ -177,26 +56,89 @@ def import_holds(
     dry_run: bool = False,
     all_or_nothing: bool = False,
     encoding: str = "utf-8-sig",
+    columns: Sequence[str] | None = None,
+    max_age: dt.timedelta | None = None,
+    complete: bool = False,
 ) -> ImportReport:
+    """Make the report's holds ready at ``branch``; ``columns`` (--columns) names the file's
+    columns in order instead of its header; a file last written more than ``max_age`` ago is
+    refused (an export that stopped leaves yesterday's shelf behind). ``complete``: the file
+    lists every hold waiting at the branch (see Reconciling)."""
     branch = service.settings.branch(branch).id
+    written = _written_at(path)
+    if max_age is not None:
+        _check_age(path, service.clock() - written, max_age)
     report = ImportReport(dry_run=dry_run, all_or_nothing=all_or_nothing)
-    requests: list[tuple[int, HoldRequest]] = []
     with _open_report(path, encoding, service.settings.import_max_bytes) as lines:
-        rows = list(_decoded(read_rows(lines, fmt), path, encoding))
+        rows = list(_decoded(read_rows(lines, fmt, columns), path, encoding))
+    listed: set[str] = set()
+    requests = _planned(service, branch, fmt, rows, report, listed)
+    if not (all_or_nothing and report.bad):
+        outcomes = service.ready_many(
+            [request for _, request in requests], atomic=all_or_nothing, dry_run=dry_run
+        )
+        _record(report, requests, outcomes)
+    if complete:
+        _reconcile(service, branch, report, listed, written)
+    return report
+
+
+def _reconcile(
+    service: HoldService, branch: str, report: ImportReport, listed: set[str], written: dt.datetime
+) -> None:
+    """The branch's other holds against a complete report, unless it could not be read whole
+    (a bad row might be the very hold it would end) or lists nothing (an export that failed
+    more often than a shelf that emptied)."""
+    if report.bad:
+        report.unreconciled = f"{len(report.bad)} rows were bad, so no hold was ended or flagged"
+    elif not listed:
+        report.unreconciled = "it lists no waiting hold, so no hold was ended or flagged"
+    else:
+        report.reconciled = service.reconcile(branch, listed, written, dry_run=report.dry_run)
+
+
+def _planned(
+    service: HoldService,
+    branch: str,
+    fmt: str,
+    rows: list[tuple[int, dict[str, str] | str]],
+    report: ImportReport,
+    listed: set[str],
+) -> list[tuple[int, HoldRequest]]:
+    """The requests the rows make, counting in ``report`` the rows that make none; the items
+    of the holds the report lists as waiting (expired ones too) go into ``listed``."""
+    requests: list[tuple[int, HoldRequest]] = []
+    first_listed: dict[str, tuple[int, str]] = {}  # item -> the first line and patron for it
     for line, fields in rows:
         report.rows += 1
         if isinstance(fields, str):
             report.bad.append((line, fields))
             continue
+        if not is_waiting(fmt, fields):
+            report.not_waiting += 1
+            continue
         try:
-            requests.append((line, _request(service, branch, fields)))
+            request = _request(service, branch, fields)
+            listed.add(request.item if request else _item(service, branch, fields))
         except HoldshelfError as exc:
             report.bad.append((line, str(exc)))
-    if all_or_nothing and report.bad:
-        return report
-    outcomes = service.ready_many(
-        [request for _, request in requests], atomic=all_or_nothing, dry_run=dry_run
-    )
+            continue
+        if request is None:
+            report.expired += 1
+            continue
+        first, patron = first_listed.setdefault(request.item, (line, request.patron))
+        if patron != request.patron:  # one item cannot wait for two holds: never guessed
+            report.bad.append(
+                (line, f"item {request.item} is listed for another patron on line {first}")
+            )
+            continue
+        requests.append((line, request))
+    return requests
+
+
+def _record(
+    report: ImportReport, requests: list[tuple[int, HoldRequest]], outcomes: list[BatchOutcome]
+) -> None:
     for (line, _), outcome in zip(requests, outcomes, strict=True):
         if outcome.error:
             report.bad.append((line, outcome.error))
@@ -204,10 +146,32 @@ def import_holds(
             report.skipped += 1
         elif outcome.entry is not None:
             report.imported.append((line, outcome.entry))
-    if all_or_nothing and report.bad:
-        report.imported = []  # rolled back, every one
+            if outcome.replaced is not None:
+                report.retrapped.append((line, outcome.replaced, outcome.entry))
+    if report.all_or_nothing and report.bad:
+        report.imported, report.retrapped = [], []  # rolled back, every one
     report.bad.sort()
-    return report
+
+
+def _written_at(path: Path) -> dt.datetime:
+    """The file's modification time: when the ILS's export wrote it."""
+    try:
+        return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _check_age(path: Path, age: dt.timedelta, max_age: dt.timedelta) -> None:
+    if age > max_age:
+        raise InvalidInput(
+            f"{path} was written {_span(age)} ago, more than --max-age {_span(max_age)}: "
+            "is the ILS's export still running?"
+        )
+
+
+def _span(span: dt.timedelta) -> str:
+    hours, minutes = divmod(int(span.total_seconds()) // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
 class _Limited(io.RawIOBase):
@@ -261,9 +225,19 @@ def _decoded(rows: Iterator[Any], path: Path, encoding: str) -> Iterator[Any]:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _request(service: HoldService, branch: str, fields: dict[str, str]) -> HoldRequest:
-    pickup_by = parse_report_date(fields["pickup_by"]) if fields.get("pickup_by") else None
+def _item(service: HoldService, branch: str, fields: dict[str, str]) -> str:
+    """The row's item barcode as the branch's rules read it (as its hold would store it)."""
+    return checked("item_barcode", service.settings.branch(branch).barcodes.item, fields["item"])
+
+
+def _request(service: HoldService, branch: str, fields: dict[str, str]) -> HoldRequest | None:
+    """The row's request; None for a hold the ILS still lists past its pickup-by date (the
+    patron had all of that day): expired there, not yet cleared from its shelf."""
     settings = service.settings
+    due = fields.get("pickup_by")
+    pickup_by = parse_report_date(due, settings.timezone) if due else None
+    if pickup_by is not None and pickup_by < service.today():
+        return None
     # Reports carry contacts whether or not notices are set up here: where a channel is not,
     # the ILS sends its own notice, and the contact is not even read.
     return service.hold_request(

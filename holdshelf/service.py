@@ -11,6 +11,7 @@ from holdshelf.workflow.ending import Ending
 from holdshelf.workflow.lookups import Lookups
 from holdshelf.workflow.making_ready import MakingReady
 from holdshelf.workflow.patrons import Patrons
+from holdshelf.workflow.reconciling import Reconciling
 from holdshelf.workflow.retention import Retention
 from holdshelf.workflow.views import (  # noqa: F401
     CROWDED_SHARE,
@@ -20,11 +21,12 @@ from holdshelf.workflow.views import (  # noqa: F401
     HoldRequest,
     PatronView,
     PurgeReport,
+    Reconciliation,
     SlipState,
     SlipStatus,
 )
 
 
-class HoldService(MakingReady, Ending, Lookups, Patrons, Retention):
+class HoldService(MakingReady, Reconciling, Ending, Lookups, Patrons, Retention):
     """The whole workflow, one use case per module (holdshelf/workflow/): what the composition
     root builds and the CLI, the web app and the tests call."""

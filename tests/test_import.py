@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import datetime as dt
 import io
 import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from holdshelf.errors import InvalidInput
 from holdshelf.importer import import_holds, spreadsheet_safe
+from holdshelf.report_reading import parse_columns, parse_report_date
 from holdshelf.service import HoldService
 from holdshelf.workflow import making_ready
 from tests.conftest import Patron, assert_no_patron_data, raw_database_bytes
@@ -129,8 +132,8 @@ def test_missing_column_and_unknown_format(service, tmp_path) -> None:
     path = write(tmp_path / "x.csv", ["barcode,name", "1,Ana"])
     with pytest.raises(InvalidInput, match="no column for the card number"):
         import_holds(service, path, "MAIN", "koha")
-    with pytest.raises(InvalidInput, match="unknown format 'folio'"):
-        import_holds(service, path, "MAIN", "folio")
+    with pytest.raises(InvalidInput, match="unknown format 'alma'"):
+        import_holds(service, path, "MAIN", "alma")
     with pytest.raises(InvalidInput, match="the file is empty"):
         import_holds(service, write(tmp_path / "empty.csv", []), "MAIN")
     latin = tmp_path / "latin.csv"
@@ -317,17 +320,438 @@ def test_csv_exports_never_carry_a_formula(service) -> None:
     assert spreadsheet_safe("K7Q-4MX") == "K7Q-4MX" and spreadsheet_safe(3) == 3
 
 
-def test_a_re_trap_for_another_patron_is_reported_not_skipped(service, tmp_path, patrons) -> None:
+def test_one_report_listing_an_item_for_two_patrons_is_refused_not_guessed(
+    service, tmp_path, patrons
+) -> None:
     anna, ben = patrons[0], patrons[1]
     first = write(tmp_path / "first.csv", ["item_barcode,patron_card", f"39010001,{anna.card}"])
     assert len(import_holds(service, first, "MAIN").imported) == 1
-    again = write(
-        tmp_path / "again.csv",
+    both = write(
+        tmp_path / "both.csv",
         ["item_barcode,patron_card", f"39010001,{anna.card}", f"39010001,{ben.card}"],
     )
-    report = import_holds(service, again, "MAIN")
+    report = import_holds(service, both, "MAIN")
     assert report.skipped == 1  # Anna's hold, reported again: the same hold
-    assert report.bad == [(3, report.bad[0][1])]
-    assert "already on the hold shelf for another patron at MAIN" in report.bad[0][1]
+    assert report.bad == [(3, "item 39010001 is listed for another patron on line 2")]
+    assert report.retrapped == []
     assert_no_patron_data(report.bad[0][1], patrons)
-    assert service.patron(ben.card).holds == []
+    assert service.patron(ben.card).holds == [] and len(service.patron(anna.card).holds) == 1
+
+
+def test_a_re_trap_ends_the_other_patrons_hold_and_makes_the_new_one(
+    service, tmp_path, patrons
+) -> None:
+    """Anna's hold was cancelled in the ILS and the item trapped for Ben: his report row ends
+    her hold as any cancel does (link erased, code resting, counted) and makes his."""
+    from holdshelf.storage.models import ShelfCodeClaim
+
+    anna, ben = patrons[0], patrons[1]
+    first = write(tmp_path / "first.csv", ["item_barcode,patron_card", f"39010001,{anna.card}"])
+    ((_, annas),) = import_holds(service, first, "MAIN").imported
+    retrap = write(tmp_path / "retrap.csv", ["item_barcode,patron_card", f"39010001,{ben.card}"])
+    assert import_holds(service, retrap, "MAIN", dry_run=True).retrapped[0][1] == annas
+    assert service.patron(anna.card).holds == [annas]  # a dry run ends nothing
+    report = import_holds(service, retrap, "MAIN")
+    ((line, ended, made),) = report.retrapped
+    assert (line, ended.code, report.imported) == (2, annas.code, [(2, made)])
+    assert service.patron(anna.card).holds == []
+    assert service.patron(ben.card).holds == [made] and made.code != annas.code
+    with service.sessions() as session:
+        claim = session.get(ShelfCodeClaim, ("MAIN", annas.code.compact))
+        assert claim is not None and claim.released_at is not None  # resting, not reissued
+    (main,) = [day for day in service.stats() if day.branch == "MAIN"]
+    assert (main.counts["ready"], main.counts["cancelled"]) == ({"shelf": 2}, {"shelf": 1})
+    again = import_holds(service, retrap, "MAIN")  # Ben's row again: his hold, skipped
+    assert (again.skipped, again.retrapped, again.bad) == (1, [], [])
+    assert_no_patron_data(raw_database_bytes(service), [anna])
+
+
+def test_a_re_trap_is_said_by_the_import_command(dated_cli, tmp_path, patrons) -> None:
+    anna, ben = patrons[0], patrons[1]
+    first = write(tmp_path / "first.csv", ["item_barcode,patron_card", f"39010001,{anna.card}"])
+    dated_cli.ok("import", str(first), "--branch", "MAIN")
+    (annas,) = dated_cli.ok("shelf", "--json").json
+    retrap = write(tmp_path / "retrap.csv", ["item_barcode,patron_card", f"39010001,{ben.card}"])
+    out = dated_cli.ok("import", str(retrap), "--branch", "MAIN").out.splitlines()
+    (bens,) = dated_cli.ok("shelf", "--json").json
+    assert out == [
+        "1 rows: imported 1, skipped 0 already active, 0 bad",
+        f"  line 2: re-trapped for another patron: {annas['code']} ended as cancelled, new "
+        f"hold {bens['code']} (its slip replaces the old one)",
+    ]
+    assert_no_patron_data("".join(dated_cli.outputs), patrons)
+
+
+# -- reports as the ILSes export them (tests/fixtures/imports, written from their sources) ---
+
+FIXTURES = Path(__file__).parent / "fixtures" / "imports"
+# Everyone the fixtures name: only the cards reach Holdshelf, and none of it may be kept.
+FIXTURE_PATRONS = [
+    Patron("21010000000011", "Ana Okafor", "ana.okafor@example.org", "+1 312 555 0101"),
+    Patron("21010000000029", "Bo Lindqvist", "bo.lindqvist@example.org", "+1 312 555 0102"),
+    Patron("21010000000037", "Chidi Marquez", "chidi.marquez@example.org", "+1 312 555 0103"),
+    Patron("21010000000045", "Dolores Nakamura", "dolores.n@example.org", "+1 312 555 0104"),
+    Patron("21010000000052", "Eun-ji Petrov", "eunji.petrov@example.org", "+1 312 555 0105"),
+]
+POLARIS_COLUMNS = "title,-,-,-,-,pickup_by,patron_card,item_barcode"
+CARD_EMPTY = "the card number is empty"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "fmt", "columns", "bad", "dates"),
+    [
+        # two awaiting pickup (UTC: 05:59Z on the 28th is the 27th in Chicago), two other
+        # statuses left out, one without a requester barcode, one expired in FOLIO
+        ("folio-requests.csv", "folio", None, [(5, CARD_EMPTY)], ["2026-11-27", "2026-11-30"]),
+        (
+            "evergreen-holds-shelf.csv",
+            "evergreen",
+            None,
+            [(4, CARD_EMPTY)],
+            ["2026-11-27", "2026-11-28", "2026-11-30"],
+        ),
+        (
+            "evergreen-holds-grid-eg2.csv",
+            "evergreen",
+            None,
+            [(3, "the pickup-by date is not a date")],
+            ["2026-11-28"],
+        ),
+        (
+            "shoutbomb-holds.txt",
+            "shoutbomb",
+            None,
+            [(4, CARD_EMPTY)],
+            ["2026-11-27", "2026-11-28", "2026-11-30"],
+        ),
+        (
+            "polaris-holds-with-item.txt",
+            "generic",
+            POLARIS_COLUMNS,
+            [(3, "the pickup-by date must be a date as YYYY-MM-DD")],
+            ["2026-11-27", "2026-11-28", "2026-11-30"],
+        ),
+        (
+            "koha-waiting-holds.csv",
+            "koha",
+            None,
+            [(4, CARD_EMPTY)],
+            ["2026-11-27", "2026-11-28", "2026-11-30"],
+        ),
+    ],
+)
+def test_reports_libraries_export(service, fixture, fmt, columns, bad, dates) -> None:
+    names = parse_columns(columns) if columns else None
+    report = import_holds(service, FIXTURES / fixture, "MAIN", fmt, columns=names)
+    assert report.bad == bad
+    assert sorted(e.pickup_by.isoformat() for e in service.shelf("MAIN")) == dates
+    assert len(report.imported) == len(dates)
+    again = import_holds(service, FIXTURES / fixture, "MAIN", fmt, columns=names)
+    assert (again.imported, again.skipped) == ([], len(dates))
+    service.purge()
+    assert_no_patron_data(raw_database_bytes(service), FIXTURE_PATRONS)
+
+
+def test_a_folio_export_keeps_only_requests_awaiting_pickup(service) -> None:
+    report = import_holds(service, FIXTURES / "folio-requests.csv", "MAIN", "folio")
+    assert (report.rows, report.not_waiting, len(report.imported)) == (6, 2, 2)
+    export = (FIXTURES / "folio-requests.csv").read_text(encoding="utf-8-sig")
+    without_status = write(
+        Path(service.settings.instance_dir) / "no-status.csv",
+        [",".join(line.split(",")[:1] + line.split(",")[2:]) for line in export.splitlines()],
+    )
+    with pytest.raises(InvalidInput, match="no column for the request status"):
+        import_holds(service, without_status, "MAIN", "folio")
+
+
+@pytest.mark.parametrize(
+    ("fixture", "fmt", "columns", "message"),
+    [
+        ("folio-hold-shelf-clearance.csv", "folio", None, "FOLIO's hold shelf clearance report"),
+        ("folio-hold-shelf-clearance.csv", "generic", None, "it lists items to pull"),
+        ("koha-holds-awaiting-pickup.csv", "koha", None, "waiting-holds SQL report"),
+        ("polaris-holds.txt", "generic", None, "add hn.ItemBarcode (Results.Polaris.HoldNotices)"),
+        ("polaris-holds.txt", "shoutbomb", None, "Polaris's hold-notice feed for Shoutbomb"),
+        ("koha-waiting-holds.csv", "koha", "title,patron_card,pickup_by", "names no item_barcode"),
+        (
+            "koha-waiting-holds.csv",
+            "koha",
+            "item_barcode,patron_card,card",
+            "unknown column 'card'",
+        ),
+        ("koha-waiting-holds.csv", "koha", "item_barcode,patron_card,item_barcode", "twice"),
+        ("polaris-holds-with-item.txt", "generic", None, "the first line holds data"),
+    ],
+)
+def test_reports_that_cannot_be_imported_are_refused_by_shape(
+    service, fixture, fmt, columns, message
+) -> None:
+    def run() -> None:
+        names = parse_columns(columns) if columns else None
+        import_holds(service, FIXTURES / fixture, "MAIN", fmt, columns=names)
+
+    with pytest.raises(InvalidInput, match=re.escape(message)) as refused:
+        run()
+    assert "\n" not in str(refused.value)
+    assert_no_patron_data(str(refused.value), FIXTURE_PATRONS)
+    assert service.shelf() == []
+
+
+def test_columns_override_a_header_and_skip_it(service, tmp_path, patrons) -> None:
+    """An odd report's own header (no digits where the barcode and card go) is not a row."""
+    odd = write(
+        tmp_path / "odd.csv",
+        ["ItemBC;Borrower;Due", f"3901;{patrons[0].card};2026-11-30", f"3902;{patrons[1].card};"],
+    )
+    report = import_holds(
+        service, odd, "MAIN", columns=parse_columns("item_barcode,patron_card,pickup_by")
+    )
+    assert (report.rows, len(report.imported), report.bad) == (2, 2, [])
+    short = write(tmp_path / "short.csv", [f"3903,{patrons[2].card},2026-11-30,x"])
+    assert import_holds(
+        service, short, "MAIN", columns=parse_columns("item_barcode,patron_card,pickup_by")
+    ).bad == [(1, "4 cells where --columns names 3")]
+    empty = write(tmp_path / "empty.txt", [])  # Polaris writes no bytes when nothing waits
+    assert import_holds(service, empty, "MAIN", columns=parse_columns(POLARIS_COLUMNS)).rows == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("2026-11-28T05:59:59.000+00:00", "2026-11-27"),  # FOLIO: end of the 27th in Chicago
+        ("2026-11-28T06:00:00Z", "2026-11-28"),
+        ("2026-12-05T23:59:59-06", "2026-12-05"),
+        ("2026-12-05 00:00:00", "2026-12-05"),  # no offset: the date part
+        ("11/20/26 1:51 PM", "2026-11-20"),
+        ("11/20/26, 1:51 PM", "2026-11-20"),
+        ("12-05-2026", "2026-12-05"),
+    ],
+)
+def test_report_dates(text, day) -> None:
+    from zoneinfo import ZoneInfo
+
+    assert parse_report_date(text, ZoneInfo("America/Chicago")).isoformat() == day
+
+
+@pytest.fixture
+def dated_cli(cli, clock, monkeypatch):
+    """The holdshelf command on the tests' clock (the fixtures' dates are in late 2026)."""
+    from holdshelf.bootstrap import Holdshelf
+    from holdshelf.cli import common
+
+    monkeypatch.setattr(common, "Holdshelf", lambda settings: Holdshelf(settings, clock=clock))
+    return cli
+
+
+def test_the_import_command_on_the_formats(dated_cli) -> None:
+    cli = dated_cli
+    out = cli(
+        "import", str(FIXTURES / "folio-requests.csv"), "--branch", "MAIN", "--format", "folio"
+    )
+    assert out.code == 1
+    assert out.out.startswith(
+        "6 rows: imported 2, skipped 0 already active, 1 bad; 1 expired in the ILS, not "
+        "imported; 2 not awaiting pickup, left out\n"
+    )
+    cli.fails(
+        "import",
+        str(FIXTURES / "folio-hold-shelf-clearance.csv"),
+        "--branch",
+        "MAIN",
+        "--format",
+        "folio",
+        message="hold shelf clearance report",
+    )
+    cli.fails(
+        "import",
+        str(FIXTURES / "polaris-holds.txt"),
+        "--branch",
+        "MAIN",
+        "--columns",
+        "title,-,-,-,-,pickup_by,patron_card",
+        message="names no item_barcode",
+    )
+    for text in cli.outputs:
+        assert_no_patron_data(text, FIXTURE_PATRONS)
+
+
+def test_holds_the_ils_lists_past_their_pickup_by_date_are_not_bad_rows(
+    dated_cli, tmp_path, patrons
+) -> None:
+    """The ILS clears its shelf later than the patron's last day: such rows are counted, not
+    failed, so a clean report exits 0 for cron. The pickup-by day itself is still good."""
+    report = write(
+        tmp_path / "waiting.csv",
+        [
+            "barcode,cardnumber,expirationdate",
+            f"39010001,{patrons[0].card},2026-11-22",  # yesterday: expired in Koha
+            f"39010002,{patrons[1].card},2026-11-23",  # today: the patron has all of it
+            f"39010003,{patrons[2].card},2026-11-30",
+        ],
+    )
+    done = dated_cli.ok("import", str(report), "--branch", "MAIN", "--format", "koha")
+    assert done.out == (
+        "3 rows: imported 2, skipped 0 already active, 0 bad; 1 expired in the ILS, not imported\n"
+    )
+    shelf = dated_cli.ok("shelf", "--branch", "MAIN").out
+    assert "Mon 2026-11-23" in shelf and "2026-11-22" not in shelf
+    assert_no_patron_data("".join(dated_cli.outputs), patrons)
+
+
+def written(path: Path, clock, **ago: float) -> Path:
+    """Give the file the modification time an export would have left ``ago`` on the clock."""
+    moment = (clock() - dt.timedelta(**ago)).timestamp()
+    os.utime(path, (moment, moment))
+    return path
+
+
+def test_a_stale_report_is_refused_by_its_age(service, clock, tmp_path, patrons) -> None:
+    """An ILS export that stopped leaves its last file behind: importing it every few minutes
+    would keep yesterday's shelf."""
+    path = generic_report(tmp_path, patrons, bad=False)
+    written(path, clock, hours=2, minutes=5)
+    with pytest.raises(InvalidInput, match=r"written 2 h 5 min ago, more than --max-age 2 h 0"):
+        import_holds(service, path, "MAIN", max_age=dt.timedelta(hours=2))
+    assert service.shelf() == []
+    assert len(import_holds(service, path, "MAIN", max_age=dt.timedelta(minutes=130)).imported)
+    written(path, clock, minutes=-3)  # the ILS server's clock a little ahead: fresh
+    assert import_holds(service, path, "MAIN", max_age=dt.timedelta(minutes=1)).skipped == 6
+
+
+def test_the_max_age_option(dated_cli, clock, tmp_path, patrons) -> None:
+    path = str(written(generic_report(tmp_path, patrons, bad=False), clock, minutes=95))
+    dated_cli.fails(
+        "import", path, "--branch", "MAIN", "--max-age", "90m", message="written 1 h 35 min ago"
+    )
+    for wrong in ("90", "soon", "0h", "-2h"):
+        dated_cli.fails(
+            "import", path, "--branch", "MAIN", "--max-age", wrong, message="--max-age takes"
+        )
+    assert dated_cli.ok("import", path, "--branch", "MAIN", "--max-age", "2h").out.startswith(
+        "6 rows: imported 6"
+    )
+
+
+# -- complete reports: the ILS's whole list of a branch's waiting holds ------------------------
+
+
+def complete_report(tmp_path: Path, clock, name: str, rows: list[tuple[str, Patron]]) -> Path:
+    """A report of the given (item, patron) holds, written by the ILS a minute ago."""
+    lines = ["item_barcode,patron_card"] + [f"{item},{p.card}" for item, p in rows]
+    return written(write(tmp_path / name, lines), clock, minutes=1)
+
+
+def ready_each(service, items: str, patrons: list[Patron]) -> list:
+    """Item n made ready at MAIN for patron n."""
+    return [service.ready("MAIN", item, patrons[n].card) for n, item in enumerate(items)]
+
+
+def codes(entries) -> list[str]:
+    return sorted(entry.code.display for entry in entries)
+
+
+def test_holds_missing_from_two_complete_reports_in_a_row_end(
+    service, clock, tmp_path, patrons
+) -> None:
+    a, b, c = ready_each(service, "ABC", patrons)
+    east = service.ready("EAST", "E", patrons[3].card)  # another branch: not this report's
+    clock.advance(hours=1)
+    first = import_holds(
+        service,
+        complete_report(tmp_path, clock, "1.csv", [("A", patrons[0]), ("B", patrons[1])]),
+        "MAIN",
+        complete=True,
+    )
+    assert first.reconciled is not None
+    assert (codes(first.reconciled.flagged), first.reconciled.ended) == (codes([c]), [])
+    assert [e.code for e in service.shelf("MAIN") if e.missing_from_ils] == [c.code]
+
+    clock.advance(hours=1)  # C is back (a late export), B is missing for the first time
+    second = import_holds(
+        service,
+        complete_report(tmp_path, clock, "2.csv", [("A", patrons[0]), ("C", patrons[2])]),
+        "MAIN",
+        complete=True,
+    )
+    assert second.reconciled is not None
+    assert (codes(second.reconciled.flagged), second.reconciled.cleared) == (codes([b]), 1)
+    assert second.reconciled.ended == []
+
+    clock.advance(hours=1)
+    third_file = complete_report(tmp_path, clock, "3.csv", [("A", patrons[0])])
+    desk = service.ready("MAIN", "D", patrons[4].card)  # checked in after the ILS wrote it
+    third = import_holds(service, third_file, "MAIN", complete=True)
+    assert third.reconciled is not None
+    assert codes(third.reconciled.ended) == codes([b])  # missing twice in a row: ended
+    assert codes(third.reconciled.flagged) == codes([c])  # missing once (again)
+    assert service.patron(patrons[1].card).holds == []  # B's link is gone
+    shelf = {e.code: e.missing_from_ils for e in service.shelf()}
+    assert shelf == {a.code: False, c.code: True, desk.code: False, east.code: False}
+    (main,) = [day for day in service.stats() if day.branch == "MAIN"]
+    assert main.counts["cancelled"] == {"shelf": 1}
+
+    # The same file imported again is no second report: C is not ended by it.
+    again = import_holds(service, third_file, "MAIN", complete=True)
+    assert again.reconciled is not None and again.reconciled.ended == []
+    assert len(service.shelf("MAIN")) == 3
+    assert_no_patron_data(raw_database_bytes(service), [patrons[1]])
+
+
+def test_a_complete_report_with_bad_rows_ends_nothing(service, clock, tmp_path, patrons) -> None:
+    a, b = ready_each(service, "AB", patrons)
+    for minutes in (60, 120):  # two reports in a row that cannot be read whole
+        clock.advance(minutes=minutes)
+        path = complete_report(tmp_path, clock, "bad.csv", [("A", patrons[0])])
+        path.write_text(path.read_text() + f",{patrons[1].card}\n")  # B's row, unreadable
+        written(path, clock, minutes=1)
+        report = import_holds(service, path, "MAIN", complete=True)
+        assert report.bad == [(3, "the item barcode is empty")]
+        assert report.reconciled is None
+        assert report.unreconciled == "1 rows were bad, so no hold was ended or flagged"
+    assert codes(service.shelf("MAIN")) == codes([a, b])
+    assert not any(e.missing_from_ils for e in service.shelf("MAIN"))
+    empty = written(write(tmp_path / "empty.csv", ["item_barcode,patron_card"]), clock, minutes=1)
+    nothing = import_holds(service, empty, "MAIN", complete=True)
+    assert nothing.unreconciled == "it lists no waiting hold, so no hold was ended or flagged"
+
+
+def test_the_complete_option(dated_cli, clock, tmp_path, patrons) -> None:
+    cli = dated_cli
+    for n, item in enumerate("ABC"):
+        cli.ok("ready", "--branch", "MAIN", "--item", item, "--patron", patrons[n].card)
+    holds = {h["code"] for h in cli.ok("shelf", "--json").json}
+    listed = [("A", patrons[0]), ("B", patrons[1])]
+    for n in range(2):  # C is missing twice; the first only flags it
+        clock.advance(hours=1)
+        path = str(complete_report(tmp_path, clock, f"{n}.csv", listed))
+        if n == 1:
+            dry = cli.ok("import", path, "--branch", "MAIN", "--complete", "--dry-run").out
+            assert "complete report: 1 hold would be ended in the ILS (cancelled)" in dry
+        out = cli.ok("import", path, "--branch", "MAIN", "--complete").out.splitlines()
+    assert out[1] == (
+        "complete report: 1 hold ended in the ILS (cancelled), 0 not in it flagged, 0 listed again"
+    )
+    assert out[2] == "  ended (not in this report nor the last): pull them if still on the shelf"
+    (ended,) = holds - {h["code"] for h in cli.ok("shelf", "--json").json}
+    assert out[3].startswith(f"    {ended}  section {ended[0]}  open shelf")
+    bad = write(tmp_path / "bad.csv", ["item_barcode,patron_card", "A,"])
+    result = cli("import", str(bad), "--branch", "MAIN", "--complete")
+    assert result.code == 1
+    assert "complete report: 1 rows were bad, so no hold was ended or flagged" in result.out
+    assert_no_patron_data("".join(cli.outputs), patrons)
+
+
+def test_the_shelf_page_shows_holds_not_in_the_ils_last_report(
+    client, service, clock, tmp_path, patrons
+) -> None:
+    kept, missing = ready_each(service, "AB", patrons)
+    clock.advance(hours=1)
+    path = complete_report(tmp_path, clock, "1.csv", [("A", patrons[0])])
+    import_holds(service, path, "MAIN", complete=True)
+    page = client.get("/shelf").get_data(as_text=True)
+    assert "1 not in the ILS's last report (picked up or cancelled there?" in page
+    row = page[page.index(f">{missing.code.display}</a>") :].split("</tr>")[0]
+    assert "not in the ILS's last report" in row
+    other = page[page.index(f">{kept.code.display}</a>") :].split("</tr>")[0]
+    assert "not in the ILS" not in other
+    assert_no_patron_data(page, patrons)

@@ -4,6 +4,7 @@ the shelf and the daily counts for the library's own reporting (``export``, ``st
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import click
@@ -11,15 +12,17 @@ import click
 from holdshelf.cli.common import (
     Context,
     branch_option,
+    entry_line,
     json_option,
     optional_date,
     pass_context,
     print_json,
     write_out,
 )
-from holdshelf.domain.holds import PickupMode
-from holdshelf.errors import HoldshelfError
-from holdshelf.importer import FORMATS, export_holds, export_stats, import_holds
+from holdshelf.domain.holds import PickupMode, ShelfEntry
+from holdshelf.errors import HoldshelfError, InvalidInput
+from holdshelf.importer import ImportReport, export_holds, export_stats, import_holds
+from holdshelf.report_reading import FORMATS, parse_columns
 
 
 @click.command("import")
@@ -36,6 +39,25 @@ from holdshelf.importer import FORMATS, export_holds, export_stats, import_holds
 @click.option("--dry-run", is_flag=True, help="Check and report; import nothing.")
 @click.option("--all-or-nothing", is_flag=True, help="Import nothing if any row is bad.")
 @click.option("--encoding", default="utf-8-sig", show_default=True)
+@click.option(
+    "--columns",
+    "columns_text",
+    metavar="NAMES",
+    help="The file's columns in order, for a report without a header (or to override it): "
+    "item_barcode, patron_card, pickup_by, email, sms, title; - for one to leave out.",
+)
+@click.option(
+    "--max-age",
+    "max_age_text",
+    metavar="AGE",
+    help="Refuse a file written longer ago than this (by its modification time): 90m, 2h.",
+)
+@click.option(
+    "--complete",
+    is_flag=True,
+    help="The file lists every hold waiting at the branch: a hold two such files in a row "
+    "leave out ended in the ILS (the first only flags it).",
+)
 @pass_context
 def import_report(
     ctx: Context,
@@ -45,6 +67,9 @@ def import_report(
     dry_run: bool,
     all_or_nothing: bool,
     encoding: str,
+    columns_text: str | None,
+    max_age_text: str | None,
+    complete: bool,
 ) -> None:
     """Make the holds of a holds-ready report (CSV) ready; rows already active are skipped."""
     report = import_holds(
@@ -55,20 +80,82 @@ def import_report(
         dry_run=dry_run,
         all_or_nothing=all_or_nothing,
         encoding=encoding,
+        columns=parse_columns(columns_text) if columns_text is not None else None,
+        max_age=parse_age(max_age_text) if max_age_text is not None else None,
+        complete=complete,
     )
-    verb = "would import" if dry_run else "imported"
-    if all_or_nothing and report.bad:
-        verb = "imported nothing of"
-        click.echo(f"{report.rows} rows: {verb} them, {len(report.bad)} bad")
+    _print_report(report)
+    if complete:
+        _print_reconciliation(report)
+    if report.bad:
+        raise HoldshelfError(f"{len(report.bad)} rows were not imported (listed above)")
+
+
+AGE = re.compile(r"(\d+)\s*(m|min|minutes?|h|hours?)", re.IGNORECASE)
+
+
+def parse_age(text: str) -> dt.timedelta:
+    """``--max-age``: minutes or hours, as 90m or 2h."""
+    age = AGE.fullmatch(text.strip())
+    if age is None or int(age.group(1)) == 0:
+        raise InvalidInput("--max-age takes minutes or hours, as 90m or 2h")
+    unit = (
+        dt.timedelta(hours=1) if age.group(2).lower().startswith("h") else dt.timedelta(minutes=1)
+    )
+    return int(age.group(1)) * unit
+
+
+def _print_report(report: ImportReport) -> None:
+    verb = "would import" if report.dry_run else "imported"
+    if report.all_or_nothing and report.bad:
+        click.echo(f"{report.rows} rows: imported nothing of them, {len(report.bad)} bad")
     else:
         click.echo(
             f"{report.rows} rows: {verb} {len(report.imported)}, "
-            f"skipped {report.skipped} already active, {len(report.bad)} bad"
+            f"skipped {report.skipped} already active, {len(report.bad)} bad" + _left_out(report)
+        )
+    verb = "would end" if report.dry_run else "ended"
+    for line, ended, made in report.retrapped:
+        click.echo(
+            f"  line {line}: re-trapped for another patron: {ended.code.display} {verb} as "
+            f"cancelled, new hold {made.code.display} (its slip replaces the old one)"
         )
     for line, reason in report.bad:
         click.echo(f"  line {line}: {reason}")
-    if report.bad:
-        raise HoldshelfError(f"{len(report.bad)} rows were not imported (listed above)")
+
+
+def _print_reconciliation(report: ImportReport) -> None:
+    done = report.reconciled
+    if done is None:
+        click.echo(f"complete report: {report.unreconciled}")
+        return
+    would = "would be " if report.dry_run else ""
+    click.echo(
+        f"complete report: {len(done.ended)} {_holds(done.ended)} {would}ended in the ILS "
+        f"(cancelled), {len(done.flagged)} not in it {would}flagged, {done.cleared} listed again"
+    )
+    if done.ended:
+        click.echo("  ended (not in this report nor the last): pull them if still on the shelf")
+    for entry in done.ended:
+        click.echo(f"    {entry_line(entry)}")
+    if done.flagged:
+        click.echo("  flagged (not in this report): the next complete report ends them if missing")
+    for entry in done.flagged:
+        click.echo(f"    {entry_line(entry)}")
+
+
+def _holds(entries: list[ShelfEntry]) -> str:
+    return "hold" if len(entries) == 1 else "holds"
+
+
+def _left_out(report: ImportReport) -> str:
+    """The rows that are neither holds to make ready nor bad, said after the counts."""
+    parts = []
+    if report.expired:
+        parts.append(f"{report.expired} expired in the ILS, not imported")
+    if report.not_waiting:
+        parts.append(f"{report.not_waiting} not awaiting pickup, left out")
+    return "".join(f"; {part}" for part in parts)
 
 
 @click.group()

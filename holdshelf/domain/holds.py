@@ -129,6 +129,9 @@ class ShelfEntry:
     # When the ILS registered it ahead of the item's scan (API "print": "on-scan"); None once
     # the scan printed its slip, and for every other hold.
     awaiting_scan_since: dt.datetime | None = None
+    # When a complete report from the ILS first left it out (import --complete): the desk
+    # shows it as not in the ILS's last report; None while the ILS lists it.
+    not_in_ils_since: dt.datetime | None = None
 
     @property
     def section(self) -> str:
@@ -137,6 +140,10 @@ class ShelfEntry:
     @property
     def awaits_scan(self) -> bool:
         return self.awaiting_scan_since is not None
+
+    @property
+    def missing_from_ils(self) -> bool:
+        return self.not_in_ils_since is not None
 
     def as_dict(self) -> dict[str, Any]:
         return {

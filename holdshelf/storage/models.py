@@ -111,6 +111,9 @@ class Hold(Base):
     # A hold an ILS registered ahead of the item's scan (API "print": "on-scan"): its title and
     # contacts, sealed, until the scan queues its slip and notices; then None.
     on_scan: Mapped[str | None] = mapped_column(Text)
+    # When a complete report of the branch's waiting holds (import --complete) first left this
+    # hold out; the next complete report written after it that leaves it out too ends it.
+    not_in_ils_since: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (
         ForeignKeyConstraint(["branch", "code"], ["shelf_codes.branch", "shelf_codes.code"]),

@@ -434,6 +434,7 @@ def shelf() -> str:
         awaiting=desk().service.awaiting_scan(_branch()),
         to_move=[e for e in entries if e.move_to_desk],
         overdue=sum(1 for e in entries if e.pickup_by < today),
+        missing=sum(1 for e in entries if e.missing_from_ils),
         notices=desk().worker.notices.of_branch(_branch()),
         today=today,
     )

@@ -51,6 +51,7 @@ ENTRY_COLUMNS = (
     Hold.move_to_desk,
     Hold.ready_at,
     Hold.on_scan,
+    Hold.not_in_ils_since,
 )
 
 
@@ -281,13 +282,17 @@ class HoldsBase:
             mode=PickupMode(hold.mode),
             move_to_desk=hold.move_to_desk,
             awaiting_scan_since=hold.ready_at if hold.on_scan is not None else None,
+            not_in_ils_since=hold.not_in_ils_since,
         )
 
     def _repeat_of(self, session: Session, request: HoldRequest) -> ShelfEntry | None:
         """One rule for the desk, the CLI, the API and imports: a ready for an item whose hold
         is active for the same patron at the same branch is that hold again, not a new one;
         for another patron or branch it is a conflict (a re-trap the ILS must end first)."""
-        active = self._active_hold_of(session, request.item)
+        return self._repeat(self._active_hold_of(session, request.item), request)
+
+    def _repeat(self, active: Hold | None, request: HoldRequest) -> ShelfEntry | None:
+        """``_repeat_of`` with the item's active hold already looked up."""
         if active is None:
             return None
         if active.branch != request.branch.id or active.patron != request.patron:

@@ -43,6 +43,7 @@ from holdshelf.workflow.base import (
     _as_card,
     already_active,
 )
+from holdshelf.workflow.ending import Ending
 from holdshelf.workflow.slips import Slips
 from holdshelf.workflow.views import (
     BatchOutcome,
@@ -72,8 +73,9 @@ CARD_IN_THE_WRONG_FIELD = {
 }
 
 
-class MakingReady(Slips):
-    """Making trapped items ready: one at the desk, the CLI or the API, or a report's many."""
+class MakingReady(Ending, Slips):
+    """Making trapped items ready: one at the desk, the CLI or the API, or a report's many (a
+    report's re-trap ends the earlier hold the way every hold ends)."""
 
     def hold_request(
         self,
@@ -165,7 +167,9 @@ class MakingReady(Slips):
         self, requests: Sequence[HoldRequest], *, atomic: bool = False, dry_run: bool = False
     ) -> list[BatchOutcome]:
         """Make many holds ready (a report from the ILS). An item already active at the same
-        branch is skipped, so a report can be imported again and again. A row that fails rolls
+        branch for the same patron is skipped, so a report can be imported again and again;
+        active there for another patron, the ILS re-trapped it (the first hold was cancelled
+        there): that hold ends as cancelled and the new one is made. A row that fails rolls
         back alone; with ``atomic``, any failure rolls back every row; ``dry_run`` rolls back
         all at the end. Those two need one transaction, which on SQLite holds the write lock
         (every other writer waits) for the whole import; otherwise rows are committed in
@@ -193,6 +197,8 @@ class MakingReady(Slips):
                 transaction.commit()
             if sum(made.values()) >= REFRESH_AFTER_ROWS:
                 database.refresh_statistics(self.engine, BULK_TABLES)
+        if not dry_run and any(outcome.replaced for outcome in outcomes):
+            self._fold_erased()  # a re-trap erased the earlier patron's link
         return outcomes
 
     def _ready_batch(
@@ -223,9 +229,12 @@ class MakingReady(Slips):
     def _ready_one_of_many(
         self, session: Session, request: HoldRequest, now: dt.datetime
     ) -> BatchOutcome:
+        active = self._active_hold_of(session, request.item)
+        if active is not None and _is_retrap(active, request):
+            return self._retrap(session, active, request, now)
         try:
-            repeated = self._repeat_of(session, request)
-        except Conflict as exc:  # another patron's hold, or another branch's: said, not skipped
+            repeated = self._repeat(active, request)
+        except Conflict as exc:  # another branch's hold: said, not skipped
             return BatchOutcome(error=str(exc))
         if repeated is not None:
             return BatchOutcome(entry=repeated, skipped=True)
@@ -234,6 +243,22 @@ class MakingReady(Slips):
                 return BatchOutcome(entry=self._ready_in(session, request, now, checked=True))
         except HoldshelfError as exc:
             return BatchOutcome(error=str(exc))
+
+    def _retrap(
+        self, session: Session, active: Hold, request: HoldRequest, now: dt.datetime
+    ) -> BatchOutcome:
+        """The item, active here for another patron, is trapped for this one: the ILS
+        cancelled the first hold and gave the item to the next in its queue. The first hold
+        ends as a cancel at the desk would end it (its link erased, its code resting), in the
+        row's savepoint with the new hold, so neither happens without the other."""
+        try:
+            with session.begin_nested():
+                replaced = self._end(session, active, HoldStatus.CANCELLED, now)
+                entry = self._ready_in(session, request, now, checked=True)
+        except HoldshelfError as exc:
+            return BatchOutcome(error=str(exc))
+        log.info("item re-trapped at %s: hold %s cancelled", entry.branch, active.id)
+        return BatchOutcome(entry=entry, replaced=replaced)
 
     def _ready_in(
         self,
@@ -430,3 +455,9 @@ class MakingReady(Slips):
         raise CodesExhausted(
             f"branch {branch.id} has no free shelf code left: raise its code_length"
         )
+
+
+def _is_retrap(active: Hold, request: HoldRequest) -> bool:
+    """The item is active at the request's branch for another patron: the ILS gave it to the
+    next in its queue (another branch's hold stays a conflict: its shelf is not this one)."""
+    return active.branch == request.branch.id and active.patron != request.patron

@@ -65,6 +65,16 @@ class BatchOutcome:
     entry: ShelfEntry | None = None
     skipped: bool = False
     error: str | None = None
+    replaced: ShelfEntry | None = None  # a re-trap: the other patron's hold it ended
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """What a complete report from the ILS did to the branch's shelf (import --complete)."""
+
+    flagged: list[ShelfEntry]  # not in this report: the next complete report ends them
+    ended: list[ShelfEntry]  # not in two complete reports in a row: ended in the ILS
+    cleared: int  # flagged before, listed again
 
 
 @dataclass(frozen=True)
