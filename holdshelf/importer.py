@@ -18,12 +18,14 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from holdshelf.domain.holds import ShelfEntry
 from holdshelf.domain.inputs import parse_date
 from holdshelf.errors import HoldshelfError, InvalidInput
-from holdshelf.service import DayCounts, HoldRequest, HoldService
+
+if TYPE_CHECKING:  # for the annotations only: `holdshelf import --help` needs FORMATS, not these
+    from holdshelf.domain.holds import ShelfEntry
+    from holdshelf.service import DayCounts, HoldRequest, HoldService
 
 # Field -> the column names that carry it, per format (compared lower-case, with spaces,
 # dots and hyphens read as underscores). Documented in the README.

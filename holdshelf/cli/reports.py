@@ -17,7 +17,6 @@ from holdshelf.cli.common import (
     print_json,
     write_out,
 )
-from holdshelf.domain.holds import PickupMode
 from holdshelf.errors import HoldshelfError
 from holdshelf.importer import FORMATS, export_holds, export_stats, import_holds
 
@@ -112,6 +111,8 @@ def export_stats_command(
 @pass_context
 def stats(ctx: Context, since: str | None, branch_id: str | None, as_json: bool) -> None:
     """Aggregate daily counts per branch: all the history Holdshelf keeps."""
+    from holdshelf.domain.holds import PickupMode
+
     first = optional_date(since, "date") or ctx.root.clock.today() - dt.timedelta(days=30)
     days = ctx.service.stats(first, branch_id)
     usage = ctx.service.usage()
