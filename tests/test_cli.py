@@ -235,6 +235,31 @@ def test_the_command_line_starts_without_its_heavy_libraries() -> None:
     assert result.stdout == "[[], [], [], [], []]\n"  # after the import, then after each --help
 
 
+def test_shelf_loads_the_database_and_no_more(tmp_path: Path, capsys, monkeypatch) -> None:
+    """`holdshelf shelf` needs SQLAlchemy and the hold service: not the web app, the notice
+    templates (Jinja, Babel), the printers' libraries or Argon2."""
+    instance = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path}/holds.sqlite3")
+    Cli(instance, capsys, monkeypatch).ok("init")
+    shelf = (
+        "import json, sys, holdshelf.cli\n"
+        "try:\n"
+        f"    holdshelf.cli.main(['--instance', {str(instance)!r}, 'shelf'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        f"print(json.dumps(sorted(set({HEAVY!r}) & {{n.split('.')[0] for n in sys.modules}})))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOLDSHELF_")}
+    result = subprocess.run(
+        [sys.executable, "-c", shelf], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    listing, loaded = result.stdout.splitlines()
+    assert listing == "no active holds"
+    assert "sqlalchemy" in json.loads(loaded)
+    unneeded = {"flask", "werkzeug", "jinja2", "babel", "PIL", "escpos", "qrcode", "argon2"}
+    assert unneeded & set(json.loads(loaded)) == set()
+
+
 def test_missing_instance_and_schema(tmp_path: Path, capsys, monkeypatch) -> None:
     empty = Cli(tmp_path / "nowhere", capsys, monkeypatch)
     empty.fails("shelf", message="no holdshelf.toml in")
