@@ -11,6 +11,7 @@ import hashlib
 import logging
 import math
 import secrets
+import threading
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -34,9 +35,23 @@ PATRON_FOCUS = dt.timedelta(minutes=5)  # how long the patron desk keeps a scann
 LAST_SEEN_GRANULARITY = dt.timedelta(minutes=1)  # not a write per page view
 AUDIT_ACTION_LENGTH = AuditEntry.__table__.c.action.type.length
 _hasher = PasswordHasher()  # Argon2id, the library's recommended parameters
-# Verified against when the account does not exist, so a wrong name costs as long as a wrong
-# password and timing does not reveal which accounts exist.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+_dummy_lock = threading.Lock()
+_dummy: str | None = None  # made by _dummy_hash, once
+
+
+def _dummy_hash() -> str:
+    """What a password is verified against when the account does not exist, so a wrong name
+    costs as long as a wrong password and timing does not reveal which accounts exist.
+
+    Made on first use, not at import: an Argon2 hash costs 100-160 ms and 64 MiB, which every
+    CLI command and every process that never signs anyone in would pay for nothing. It is made
+    with the hasher's own parameters (not kept as a constant), so verifying against it costs
+    what verifying a real account's hash costs."""
+    global _dummy
+    with _dummy_lock:  # waitress threads signing in at once still make only one
+        if _dummy is None:
+            _dummy = _hasher.hash(secrets.token_urlsafe(16))
+        return _dummy
 
 
 class SignInRefused(HoldshelfError):
@@ -194,6 +209,9 @@ class Accounts:
         now = self._clock()
         web = self.settings.web
         account, place = _account_key(name), _address_key(address)
+        # Before looking the name up: the first sign-in of a process pays for the dummy hash
+        # whether or not the account exists, so not even that one tells which names exist.
+        _dummy_hash()
         with self._sessions.begin() as session:
             # Count, verify and record as one step: parallel guesses (threads, app servers)
             # wait here instead of all passing the count before any failure is recorded.
@@ -403,7 +421,7 @@ def _user(session: Session, name: str) -> StaffUser:
 
 def _password_matches(user: StaffUser | None, password: str) -> bool:
     try:
-        return _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and (
+        return _hasher.verify(user.password_hash if user else _dummy_hash(), password) and (
             user is not None
         )
     except (VerificationError, InvalidHashError):

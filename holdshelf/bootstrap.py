@@ -3,26 +3,30 @@
 Settings, the engine and its sessions, the clock, and every service and worker are made here
 (cosmicpython's bootstrap). The CLI, the web app factory, the worker and the tests take what it
 builds; nothing else wires ``(settings, sessions, clock)`` together. Each part is made when first
-asked for, so a command that needs no database opens none.
+asked for, so a command that needs no database opens none, and each part's module is imported
+then too: ``holdshelf shelf`` needs the hold service, not the worker's notice templates (Jinja,
+Babel), the print queue or Argon2.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
-from holdshelf.accounts import Accounts
 from holdshelf.clock import Clock, LibraryClock
-from holdshelf.ils.answers import Connector
-from holdshelf.integrations import Integrations
-from holdshelf.service import HoldService
-from holdshelf.settings import Settings
-from holdshelf.storage import database
-from holdshelf.worker import HousekeepingReport, Worker, housekeep
-from holdshelf.workflow.checkin import CheckIn
-from holdshelf.workflow.sync import IlsSync
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from holdshelf.accounts import Accounts
+    from holdshelf.ils.answers import Connector
+    from holdshelf.integrations import Integrations
+    from holdshelf.service import HoldService
+    from holdshelf.settings import Settings
+    from holdshelf.worker import HousekeepingReport, Worker
+    from holdshelf.workflow.checkin import CheckIn
+    from holdshelf.workflow.sync import IlsSync
 
 
 class Holdshelf:
@@ -43,6 +47,8 @@ class Holdshelf:
 
     @cached_property
     def engine(self) -> Engine:
+        from holdshelf.storage import database
+
         engine = self._engine or database.make_engine(self.settings.database_url)
         if self._check_schema:
             database.check_schema(engine)
@@ -50,22 +56,32 @@ class Holdshelf:
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
+        from holdshelf.storage import database
+
         return database.session_factory(self.engine)
 
     @cached_property
     def service(self) -> HoldService:
+        from holdshelf.service import HoldService
+
         return HoldService(self.settings, self.sessions, self.clock)
 
     @cached_property
     def accounts(self) -> Accounts:
+        from holdshelf.accounts import Accounts
+
         return Accounts(self.settings, self.sessions, self.clock)
 
     @cached_property
     def integrations(self) -> Integrations:
+        from holdshelf.integrations import Integrations
+
         return Integrations(self.settings, self.sessions, self.clock)
 
     @cached_property
     def worker(self) -> Worker:
+        from holdshelf.worker import Worker
+
         return Worker(
             self.settings, self.sessions, self.clock, housekeeping=self.housekeep, sync=self.sync
         )
@@ -78,6 +94,8 @@ class Holdshelf:
     @cached_property
     def checkin(self) -> CheckIn | None:
         """Check-in by the item alone, when an ILS is connected."""
+        from holdshelf.workflow.checkin import CheckIn
+
         if self.connector is None:
             return None
         return CheckIn(self.settings, self.service, self.connector)
@@ -85,12 +103,16 @@ class Holdshelf:
     @cached_property
     def sync(self) -> IlsSync | None:
         """Holds ended in the ILS, learned from it, when an ILS is connected."""
+        from holdshelf.workflow.sync import IlsSync
+
         if self.connector is None:
             return None
         return IlsSync(self.settings, self.service, self.connector, self.clock)
 
     def housekeep(self) -> HousekeepingReport:
         """Everything retention asks to delete, now, with the services built here."""
+        from holdshelf.worker import housekeep
+
         return housekeep(self.service, self.accounts, self.integrations)
 
     def close(self) -> None:

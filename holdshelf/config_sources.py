@@ -4,6 +4,7 @@ over them (unknown keys refused with their name), and environment overrides for 
 from __future__ import annotations
 
 import copy
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,12 @@ _ENV_NOT_CONFIG = ("INSTANCE", "TEST_")
 # Tables whose keys are names the library chooses; each entry is merged onto its defaults.
 OPEN_TABLES = {"branches": "branch_defaults", "printers": "printer_defaults"}
 BARCODE_KEYS = ("card_pattern", "item_pattern", "check_digit")
+
+
+def default_instance_dir() -> Path:
+    """$HOLDSHELF_INSTANCE, else ./instance. Here, not in holdshelf.settings, because the CLI
+    needs it for every command, even `--help`, and this module loads in a few milliseconds."""
+    return Path(os.environ.get(f"{ENV_PREFIX}INSTANCE") or "instance")
 
 
 def merged_config(config_path: Path, environ: Mapping[str, str]) -> dict[str, Any]:

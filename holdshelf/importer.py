@@ -16,13 +16,15 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from holdshelf.domain.holds import ShelfEntry
 from holdshelf.domain.inputs import checked
 from holdshelf.errors import HoldshelfError, InvalidInput
 from holdshelf.report_reading import is_waiting, parse_report_date, read_rows
-from holdshelf.service import BatchOutcome, DayCounts, HoldRequest, HoldService, Reconciliation
+
+if TYPE_CHECKING:  # for the annotations only: `holdshelf import --help` must start at once
+    from holdshelf.domain.holds import ShelfEntry
+    from holdshelf.service import BatchOutcome, DayCounts, HoldRequest, HoldService, Reconciliation
 
 
 @dataclass

@@ -52,10 +52,6 @@ LOOPBACK_PROXIES = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("
 PRINTER_EXTRAS = {"usb": ("usb", "usb"), "serial": ("serial", "serial"), "cups": ("cups", "cups")}
 
 
-def default_instance_dir() -> Path:
-    return Path(os.environ.get(f"{ENV_PREFIX}INSTANCE") or "instance")
-
-
 @dataclass(frozen=True)
 class BranchSettings:
     id: str

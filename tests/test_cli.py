@@ -175,6 +175,91 @@ def test_errors_are_one_line_with_exit_status_1(cli: Cli, patrons) -> None:
         assert_no_patron_data(output, patrons)
 
 
+def test_a_database_error_is_one_line_and_a_bug_says_debug(cli: Cli, monkeypatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from holdshelf.service import HoldService
+
+    def broken(*_: object) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("disk I/O error\nmore detail"))
+
+    monkeypatch.setattr(HoldService, "shelf", broken)
+    cli.fails("shelf", message="database error: disk I/O error")
+    monkeypatch.setattr(HoldService, "shelf", lambda *_: 1 / 0)
+    cli.fails("shelf", message="internal error (ZeroDivisionError); run again with --debug")
+    with pytest.raises(ZeroDivisionError):
+        cli("--debug", "shelf")
+
+
+# What a command imports when it needs it, never at start-up (see holdshelf/cli/__init__.py).
+HEAVY = (
+    "sqlalchemy",
+    "flask",
+    "werkzeug",
+    "jinja2",
+    "babel",
+    "PIL",
+    "escpos",
+    "qrcode",
+    "argon2",  # no Argon2 module, so no Argon2 hash made either
+    "cryptography",
+    "waitress",
+)
+LOADED_AT_START = f"""
+import contextlib, io, sys
+import holdshelf.cli
+loaded = [{{n.split(".")[0] for n in sys.modules}}]
+for argv in (["--help"], ["--version"], ["shelf", "--help"], ["import", "--help"]):
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            holdshelf.cli.main(argv)
+        except SystemExit as exc:
+            assert exc.code == 0, (argv, exc.code)
+    loaded.append({{n.split(".")[0] for n in sys.modules}})
+print([sorted(set({HEAVY!r}) & names) for names in loaded])
+"""
+
+
+def test_the_command_line_starts_without_its_heavy_libraries() -> None:
+    """`import holdshelf.cli` and --help (the group's, and commands') in a fresh interpreter
+    load none of the libraries that cost start-up time: every command would pay for them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOLDSHELF_")}
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED_AT_START],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[[], [], [], [], []]\n"  # after the import, then after each --help
+
+
+def test_shelf_loads_the_database_and_no_more(tmp_path: Path, capsys, monkeypatch) -> None:
+    """`holdshelf shelf` needs SQLAlchemy and the hold service: not the web app, the notice
+    templates (Jinja, Babel), the printers' libraries or Argon2."""
+    instance = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path}/holds.sqlite3")
+    Cli(instance, capsys, monkeypatch).ok("init")
+    shelf = (
+        "import json, sys, holdshelf.cli\n"
+        "try:\n"
+        f"    holdshelf.cli.main(['--instance', {str(instance)!r}, 'shelf'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        f"print(json.dumps(sorted(set({HEAVY!r}) & {{n.split('.')[0] for n in sys.modules}})))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOLDSHELF_")}
+    result = subprocess.run(
+        [sys.executable, "-c", shelf], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    listing, loaded = result.stdout.splitlines()
+    assert listing == "no active holds"
+    assert "sqlalchemy" in json.loads(loaded)
+    unneeded = {"flask", "werkzeug", "jinja2", "babel", "PIL", "escpos", "qrcode", "argon2"}
+    assert unneeded & set(json.loads(loaded)) == set()
+
+
 def test_missing_instance_and_schema(tmp_path: Path, capsys, monkeypatch) -> None:
     empty = Cli(tmp_path / "nowhere", capsys, monkeypatch)
     empty.fails("shelf", message="no holdshelf.toml in")

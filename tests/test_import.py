@@ -536,10 +536,10 @@ def test_report_dates(text, day) -> None:
 @pytest.fixture
 def dated_cli(cli, clock, monkeypatch):
     """The holdshelf command on the tests' clock (the fixtures' dates are in late 2026)."""
-    from holdshelf.bootstrap import Holdshelf
-    from holdshelf.cli import common
+    from holdshelf import bootstrap
 
-    monkeypatch.setattr(common, "Holdshelf", lambda settings: Holdshelf(settings, clock=clock))
+    real = bootstrap.Holdshelf  # the command imports it from bootstrap when it runs
+    monkeypatch.setattr(bootstrap, "Holdshelf", lambda settings: real(settings, clock=clock))
     return cli
 
 

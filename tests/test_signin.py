@@ -223,3 +223,59 @@ def test_user_unlock_takes_an_address_too(cli) -> None:
         "unlocked 192.0.2.60 (1 failed sign-ins forgotten)\n"
     )
     cli.fails("user", "unlock", message="name an account, or give --address ADDRESS")
+
+
+# -- the dummy hash: a name without an account costs as long as one with it -------------------
+
+
+def test_importing_accounts_makes_no_argon2_hash() -> None:
+    """Every CLI command imports the accounts module; an Argon2 hash (100-160 ms, 64 MiB) is
+    made only when someone signs in. A fresh interpreter, so no earlier import hides it."""
+    import subprocess
+    import sys
+
+    count_hashes = (
+        "import argon2\n"
+        "made = []\n"
+        "real = argon2.PasswordHasher.hash\n"
+        "argon2.PasswordHasher.hash = lambda self, *a, **k: made.append(1) or real(self, *a, **k)\n"
+        "import holdshelf.accounts\n"
+        "print(len(made))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", count_hashes], capture_output=True, text=True, check=True
+    )
+    assert result.stdout == "0\n", result.stderr
+
+
+def test_a_sign_in_costs_the_same_hashes_whether_the_account_exists(root, monkeypatch) -> None:
+    """From a process's first sign-in on: the dummy hash is made once, before the name is
+    looked up, and every attempt verifies one hash of the same Argon2 parameters."""
+    from argon2 import PasswordHasher, extract_parameters
+
+    from holdshelf import accounts as module
+
+    root.accounts.add_user(*STAFF, "staff")
+    real_hash, real_verify = PasswordHasher.hash, PasswordHasher.verify
+
+    def costs(name: str) -> tuple[int, list[object]]:
+        monkeypatch.setattr(module, "_dummy", None)  # as in a process that just started
+        made: list[int] = []
+        verified: list[str] = []
+        monkeypatch.setattr(
+            PasswordHasher, "hash", lambda self, *a, **k: made.append(1) or real_hash(self, *a, **k)
+        )
+        monkeypatch.setattr(
+            PasswordHasher,
+            "verify",
+            lambda self, h, pw: verified.append(h) or real_verify(self, h, pw),
+        )
+        for n in range(3):
+            with pytest.raises(module.SignInRefused):
+                root.accounts.sign_in(name, WRONG, f"192.0.2.{70 + n}")
+        return len(made), [extract_parameters(h) for h in verified]
+
+    known, unknown = costs(STAFF[0]), costs("nobody")
+    assert known == unknown
+    assert known[0] == 1  # the dummy, made once
+    assert len(known[1]) == 3  # one verified per attempt

@@ -202,6 +202,20 @@ PREVIEWS = {
 }
 
 
+def test_a_preview_makes_its_qr_code_once(monkeypatch) -> None:
+    """Choosing a QR code's mask is most of a preview's cost, and the preview printer draws one
+    for every slip on the worker's thread: the code is made once per slip, not per use."""
+    from holdshelf.printers import render_png
+
+    made: list[str] = []
+    real = render_png.qr_matrix
+    monkeypatch.setattr(
+        render_png, "qr_matrix", lambda payload: made.append(payload) or real(payload)
+    )
+    RenderedSlip(slip(), printer()).png()
+    assert len(made) == 1
+
+
 @pytest.mark.parametrize("name", sorted(PREVIEWS))
 def test_preview_matches_reference(name: str) -> None:
     made, keys = PREVIEWS[name]

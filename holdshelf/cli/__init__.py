@@ -4,6 +4,11 @@ module per area beside this one and share ``holdshelf.cli.common``.
 User errors print one line on stderr and exit 1, never a traceback (``--debug`` shows one for
 a real bug). A card number may be given as ``-`` to read it from standard input, which keeps it
 out of the shell history and the process list.
+
+Importing the command line loads click and little else: SQLAlchemy, the web app, the printer
+and image libraries and Argon2 are imported by the commands that use them, inside the command,
+so that ``--help`` and quick commands start at once (tests/test_cli.py checks it). Module level
+in holdshelf/cli/ keeps to what click needs to build the commands and their help.
 """
 
 from __future__ import annotations
@@ -14,13 +19,12 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from holdshelf import __version__
 from holdshelf.cli import access, delivery, holds, ils, instance, patrons, reports, serve
 from holdshelf.cli.common import Context, fail
+from holdshelf.config_sources import default_instance_dir
 from holdshelf.errors import HoldshelfError
-from holdshelf.settings import default_instance_dir
 
 __all__ = ["cli", "main"]
 
@@ -97,13 +101,19 @@ def main(argv: list[str] | None = None) -> NoReturn:
         fail(exc.format_message())
     except HoldshelfError as exc:
         fail(str(exc))
-    except SQLAlchemyError as exc:
-        if debug:
-            raise
-        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        fail(f"database error: {cause}")
     except Exception as exc:
         if debug:
             raise
-        fail(f"internal error ({type(exc).__name__}); run again with --debug for details")
+        fail(_unexpected(exc))
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _unexpected(exc: Exception) -> str:
+    """One line for what no command expected: the database's own words, else the type."""
+    # Not `except SQLAlchemyError`: importing SQLAlchemy would cost every command ~150 ms. An
+    # error of SQLAlchemy's can only come from a command that imported it.
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc is not None and isinstance(exc, sqlalchemy_exc.SQLAlchemyError):
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return f"database error: {cause}"
+    return f"internal error ({type(exc).__name__}); run again with --debug for details"

@@ -7,7 +7,6 @@ import sys
 
 import click
 
-from holdshelf.accounts import minutes_text
 from holdshelf.cli.common import Context, pass_context
 from holdshelf.errors import InvalidInput
 
@@ -75,6 +74,8 @@ def user_unlock(ctx: Context, name: str | None, address: str | None) -> None:
 @pass_context
 def user_list(ctx: Context) -> None:
     """List staff accounts, and how long any locked-out account must still wait."""
+    from holdshelf.accounts import minutes_text
+
     for view in ctx.accounts.account_views():
         locked = f", locked out for {minutes_text(view.locked_for)}" if view.locked_for else ""
         click.echo(f"{view.name} ({view.role}{locked})")

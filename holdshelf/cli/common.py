@@ -9,34 +9,39 @@ import sys
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from holdshelf.accounts import Accounts
-from holdshelf.bootstrap import Holdshelf
-from holdshelf.domain.holds import PickupMode, ShelfEntry
-from holdshelf.domain.inputs import parse_date
 from holdshelf.errors import InvalidInput
-from holdshelf.integrations import Integrations
-from holdshelf.service import HoldService
-from holdshelf.settings import Settings, load_settings
-from holdshelf.worker import Worker
+
+if TYPE_CHECKING:  # imported when a command first asks for them (see holdshelf.cli)
+    from holdshelf.accounts import Accounts
+    from holdshelf.bootstrap import Holdshelf
+    from holdshelf.domain.holds import ShelfEntry
+    from holdshelf.integrations import Integrations
+    from holdshelf.service import HoldService
+    from holdshelf.settings import Settings
+    from holdshelf.worker import Worker
 
 
 class Context:
-    """What every command needs, loaded only when a command asks for it."""
+    """What every command needs, loaded (and imported) only when a command asks for it."""
 
     def __init__(self, instance_dir: Path) -> None:
         self.instance_dir = instance_dir
 
     @cached_property
     def settings(self) -> Settings:
+        from holdshelf.settings import load_settings
+
         return load_settings(self.instance_dir)
 
     @cached_property
     def root(self) -> Holdshelf:
         """What the composition root builds (holdshelf.bootstrap), each part when first used."""
+        from holdshelf.bootstrap import Holdshelf
+
         return Holdshelf(self.settings)
 
     @property
@@ -87,6 +92,8 @@ def read_card(value: str) -> str:
 
 
 def optional_date(value: str | None, what: str) -> dt.date | None:
+    from holdshelf.domain.inputs import parse_date
+
     return None if value is None else parse_date(value, what)
 
 
@@ -98,6 +105,8 @@ def _day(day: dt.date) -> str:
 
 
 def _place(entry: ShelfEntry) -> str:
+    from holdshelf.domain.holds import PickupMode
+
     return "open shelf" if entry.mode is PickupMode.SHELF else "AT THE DESK"
 
 

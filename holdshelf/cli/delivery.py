@@ -10,7 +10,6 @@ import click
 
 from holdshelf.cli.common import Context, check_printers, json_option, pass_context, print_json
 from holdshelf.errors import HoldshelfError
-from holdshelf.print_worker import send_test_slip
 
 
 @click.command()
@@ -56,6 +55,8 @@ def printers(ctx: Context, as_json: bool) -> None:
 @pass_context
 def print_test(ctx: Context, name: str) -> None:
     """Print a test slip on printer NAME now (not queued)."""
+    from holdshelf.print_worker import send_test_slip
+
     target = send_test_slip(ctx.settings, name, ctx.root.clock.today())
     click.echo(f"test slip sent to {name} ({target})")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,8 +22,9 @@ from holdshelf.cli.common import (
     read_card,
     write_out,
 )
-from holdshelf.domain.holds import PickupMode, ShelfEntry
-from holdshelf.workflow.checkin import NothingTrapped, SendElsewhere, scan_registered
+
+if TYPE_CHECKING:
+    from holdshelf.domain.holds import ShelfEntry
 
 
 @click.command()
@@ -78,6 +79,8 @@ def _ready_from_ils(
 ) -> ShelfEntry:
     """The hold the ILS registered for the item or says it fills; exit 1 with one line for
     anything else."""
+    from holdshelf.workflow.checkin import NothingTrapped, SendElsewhere, scan_registered
+
     checkin = ctx.root.checkin
     contacts = {"email": email, "sms": sms}
     if checkin is not None:
@@ -154,6 +157,8 @@ def expire(ctx: Context, on: str | None, as_json: bool) -> None:
 @pass_context
 def shelf(ctx: Context, branch_id: str | None, as_json: bool) -> None:
     """List active holds in shelving order. Never shows patron data."""
+    from holdshelf.domain.holds import PickupMode
+
     entries = ctx.service.shelf(branch_id)
     if as_json:
         print_json([entry.as_dict() for entry in entries])

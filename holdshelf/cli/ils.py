@@ -6,8 +6,6 @@ from __future__ import annotations
 import click
 
 from holdshelf.cli.common import Context, branch_option, fail, json_option, pass_context, print_json
-from holdshelf.domain.holds import ENDINGS
-from holdshelf.ils.answers import IlsUnavailable
 
 
 @click.group()
@@ -20,6 +18,8 @@ def ils() -> None:
 @pass_context
 def check(ctx: Context, branch_id: str | None) -> None:
     """Log in and ask the ILS's status, one line per branch; exit 1 if any branch fails."""
+    from holdshelf.ils.answers import IlsUnavailable
+
     checkin = ctx.root.checkin
     if checkin is None:
         fail('no ILS is configured: set [ils] kind to "sip2", "koha" or "folio"')
@@ -42,6 +42,8 @@ def check(ctx: Context, branch_id: str | None) -> None:
 def sync(ctx: Context, branch_id: str | None, as_json: bool) -> None:
     """Ask the ILS about every active hold now (the worker does every [ils] sync_minutes):
     holds picked up, cancelled or expired there end here. Exit 1 if any could not be asked."""
+    from holdshelf.domain.holds import ENDINGS
+
     syncing = ctx.root.sync
     if syncing is None:
         fail('no ILS is configured to sync with: set [ils] kind to "sip2", "koha" or "folio"')

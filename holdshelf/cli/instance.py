@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from holdshelf.cli.common import Context, check_printers, pass_context
-from holdshelf.instance import write_config
-from holdshelf.settings import Settings
-from holdshelf.storage import database
+
+if TYPE_CHECKING:
+    from holdshelf.settings import Settings
 
 
 @click.command()
@@ -15,6 +17,9 @@ from holdshelf.storage import database
 @pass_context
 def init(ctx: Context, demo: bool) -> None:
     """Create the instance folder with fresh secrets and the database (safe to repeat)."""
+    from holdshelf.instance import write_config
+    from holdshelf.storage import database
+
     report = write_config(ctx.instance_dir, demo=demo)
     if report.created:
         click.echo(f"created {report.config_path} with fresh secrets")
@@ -45,6 +50,8 @@ def db() -> None:
 @pass_context
 def db_upgrade(ctx: Context) -> None:
     """Bring the database schema up to date after installing a new Holdshelf."""
+    from holdshelf.storage import database
+
     database.upgrade(database.make_engine(ctx.settings.database_url))
     click.echo("database schema is up to date")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from holdshelf.cli.common import (
@@ -12,8 +14,9 @@ from holdshelf.cli.common import (
     print_json,
     read_card,
 )
-from holdshelf.domain.holds import PickupMode
-from holdshelf.service import PatronView
+
+if TYPE_CHECKING:
+    from holdshelf.service import PatronView
 
 
 @click.group()
@@ -22,6 +25,8 @@ def patron() -> None:
 
 
 def _print_patron(view: PatronView, as_json: bool) -> None:
+    from holdshelf.domain.holds import PickupMode
+
     if as_json:
         print_json(view.as_dict())
         return

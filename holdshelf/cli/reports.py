@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,10 +20,13 @@ from holdshelf.cli.common import (
     print_json,
     write_out,
 )
-from holdshelf.domain.holds import PickupMode, ShelfEntry
 from holdshelf.errors import HoldshelfError, InvalidInput
-from holdshelf.importer import ImportReport, export_holds, export_stats, import_holds
+from holdshelf.importer import export_holds, export_stats, import_holds
 from holdshelf.report_reading import FORMATS, parse_columns
+
+if TYPE_CHECKING:  # annotations only: the domain (hashids) loads when a command runs
+    from holdshelf.domain.holds import ShelfEntry
+    from holdshelf.importer import ImportReport
 
 
 @click.command("import")
@@ -199,6 +203,8 @@ def export_stats_command(
 @pass_context
 def stats(ctx: Context, since: str | None, branch_id: str | None, as_json: bool) -> None:
     """Aggregate daily counts per branch: all the history Holdshelf keeps."""
+    from holdshelf.domain.holds import PickupMode
+
     first = optional_date(since, "date") or ctx.root.clock.today() - dt.timedelta(days=30)
     days = ctx.service.stats(first, branch_id)
     usage = ctx.service.usage()

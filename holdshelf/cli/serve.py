@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from holdshelf.cli.common import Context, check_printers, pass_context
 from holdshelf.errors import HoldshelfError
-from holdshelf.instance import write_config
-from holdshelf.storage import database
-from holdshelf.worker import Worker
+
+if TYPE_CHECKING:
+    from holdshelf.worker import Worker
 
 DEMO_ACCOUNT = "demo"
 
@@ -103,6 +103,9 @@ def _stop_worker(
 def _prepare_demo(ctx: Context) -> None:
     """A demo instance (created if missing) and a demo admin with a fresh password each start."""
     import secrets as random
+
+    from holdshelf.instance import write_config
+    from holdshelf.storage import database
 
     if not (ctx.instance_dir / "holdshelf.toml").exists():
         write_config(ctx.instance_dir, demo=True)

@@ -13,7 +13,8 @@ config = context.config
 def _engine():
     engine = config.attributes.get("engine")
     if engine is None:
-        from holdshelf.settings import default_instance_dir, load_settings
+        from holdshelf.config_sources import default_instance_dir
+        from holdshelf.settings import load_settings
         from holdshelf.storage.database import make_engine
 
         engine = make_engine(load_settings(default_instance_dir()).database_url)
