@@ -197,20 +197,10 @@ def sip2_desk(tmp_path_factory, instance_dir: Path, clock):
     its MAIN, EAST its WEST, each branch with its own SIP account."""
     from holdshelf.web import create_app
     from tests.helpers.web import STAFF, sign_in
-    from tests.test_ils_sip2 import _start_peer
+    from tests.test_ils_sip2 import _start_peer, library_environment
 
     for peer in _start_peer(tmp_path_factory.mktemp("sip2-desk")):
-        environ = {
-            "HOLDSHELF_ILS__KIND": "sip2",
-            "HOLDSHELF_ILS__HOST": "127.0.0.1",
-            "HOLDSHELF_ILS__PORT": str(peer.port),
-            "HOLDSHELF_ILS__INSTITUTION": "MAIN",
-            "HOLDSHELF_BRANCHES__MAIN__ILS_LOGIN": "hs-main",
-            "HOLDSHELF_BRANCHES__MAIN__ILS_PASSWORD": "main-secret",
-            "HOLDSHELF_BRANCHES__EAST__ILS_LOCATION": "WEST",
-            "HOLDSHELF_BRANCHES__EAST__ILS_LOGIN": "hs-west",
-            "HOLDSHELF_BRANCHES__EAST__ILS_PASSWORD": "west-secret",
-        }
+        environ = library_environment(peer)
         parts = Holdshelf(load_settings(instance_dir, environ=environ), clock=clock)
         app = create_app(parts)
         parts.accounts.add_user(*STAFF, "staff")

@@ -84,6 +84,22 @@ def _start_peer(folder: Path, *args: str) -> Iterator[Peer]:
         process.wait(5)
 
 
+def library_environment(peer: Peer) -> dict[str, str]:
+    """Holdshelf's [ils] for the peer: MAIN is its MAIN, EAST its WEST, each branch with its
+    own SIP account."""
+    return {
+        "HOLDSHELF_ILS__KIND": "sip2",
+        "HOLDSHELF_ILS__HOST": "127.0.0.1",
+        "HOLDSHELF_ILS__PORT": str(peer.port),
+        "HOLDSHELF_ILS__INSTITUTION": "MAIN",
+        "HOLDSHELF_BRANCHES__MAIN__ILS_LOGIN": "hs-main",
+        "HOLDSHELF_BRANCHES__MAIN__ILS_PASSWORD": "main-secret",
+        "HOLDSHELF_BRANCHES__EAST__ILS_LOCATION": "WEST",
+        "HOLDSHELF_BRANCHES__EAST__ILS_LOGIN": "hs-west",
+        "HOLDSHELF_BRANCHES__EAST__ILS_PASSWORD": "west-secret",
+    }
+
+
 @pytest.fixture(scope="module")
 def ils(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
     yield from _start_peer(tmp_path_factory.mktemp("sip2"))

@@ -258,20 +258,10 @@ def test_a_hold_registered_ahead_of_its_item_is_not_asked_about(koha_root, koha)
 
 @pytest.fixture
 def sip2_root(tmp_path_factory, instance_dir: Path, clock: Clock) -> Iterator[tuple]:
-    from tests.test_ils_sip2 import _start_peer
+    from tests.test_ils_sip2 import _start_peer, library_environment
 
     for peer in _start_peer(tmp_path_factory.mktemp("sip2-sync")):
-        environ = {
-            "HOLDSHELF_ILS__KIND": "sip2",
-            "HOLDSHELF_ILS__HOST": "127.0.0.1",
-            "HOLDSHELF_ILS__PORT": str(peer.port),
-            "HOLDSHELF_ILS__INSTITUTION": "MAIN",
-            "HOLDSHELF_BRANCHES__MAIN__ILS_LOGIN": "hs-main",
-            "HOLDSHELF_BRANCHES__MAIN__ILS_PASSWORD": "main-secret",
-            "HOLDSHELF_BRANCHES__EAST__ILS_LOCATION": "WEST",
-            "HOLDSHELF_BRANCHES__EAST__ILS_LOGIN": "hs-west",
-            "HOLDSHELF_BRANCHES__EAST__ILS_PASSWORD": "west-secret",
-        }
+        environ = library_environment(peer)
         parts = connected(instance_dir, clock, environ)
         yield parts, peer
         parts.close()
