@@ -83,7 +83,7 @@ def test_a_row_failing_in_the_database_rolls_back_alone(service, tmp_path, patro
 
 def test_rows_over_many_batches_are_each_reported(service, tmp_path, patrons, monkeypatch) -> None:
     """On SQLite an import commits every tenth of a second, to let the desk in; on PostgreSQL
-    every 500 rows. Here every row or two: each row is still imported or listed once."""
+    every 2,000 rows. Here every row or two: each row is still imported or listed once."""
     monkeypatch.setattr(making_ready, "BATCH_SIZE", 2)
     monkeypatch.setattr(making_ready, "SQLITE_BATCH_SECONDS", 0)
     service.ready("EAST", "390100003", patrons[9].card)
