@@ -188,7 +188,7 @@ class MakingReady(Ending, ReadyBatches):
                 # versions in PostgreSQL and slows every later update of it.
                 for (branch, mode), number in made.items():
                     bump(session, now.date(), branch, HoldStatus.READY.value, mode, by=number)
-                failed = any(outcome.error for outcome in outcomes)
+                failed = any(outcome.error for outcome in outcomes[start:])  # this batch's
                 if dry_run or (atomic and failed):
                     transaction.rollback()
                     continue
