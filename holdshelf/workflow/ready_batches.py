@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 from sqlalchemy import insert, select, union
 from sqlalchemy.orm import Session
@@ -36,6 +36,8 @@ from holdshelf.storage.models import (
 from holdshelf.workflow.base import already_active
 from holdshelf.workflow.slips import Slips
 from holdshelf.workflow.views import BatchOutcome, HoldRequest
+
+log = logging.getLogger(__name__)
 
 CLAIM_ROUNDS = 25  # as for one hold: a branch this full says so rather than draw for ever
 MOST_DRAWS_PER_ROW = 64
@@ -152,24 +154,21 @@ class ReadyBatches(Slips):
                 if code is None:
                     planned.outcome = BatchOutcome(error=str(exhausted(planned.request.branch)))
                 else:
-                    made.append((planned, self._new_entry(planned, code, now)))
+                    made.append((planned, self._new_entry(planned, code)))
         if made:
             self._insert_made(session, made, now)
+            log.info("%d holds of a report made ready", len(made))  # one line, not one a row
 
-    def _new_entry(self, planned: Planned, code: ShelfCode, now: dt.datetime) -> ShelfEntry:
+    def _new_entry(self, planned: Planned, code: ShelfCode) -> ShelfEntry:
+        """The new hold as it will be shown (what _entry makes of its row, without the row)."""
         request = planned.request
         assert planned.mode is not None
-        entry = self._entry(
-            SimpleNamespace(
-                code=code.compact,
-                branch=request.branch.id,
-                pickup_by=request.due,
-                mode=planned.mode.value,
-                move_to_desk=False,
-                ready_at=now,
-                on_scan=None,
-                not_in_ils_since=None,
-            )
+        entry = ShelfEntry(
+            code=code,
+            branch=request.branch.id,
+            branch_name=request.branch.name,
+            pickup_by=request.due,
+            mode=planned.mode,
         )
         planned.outcome = BatchOutcome(entry=entry)
         return entry
