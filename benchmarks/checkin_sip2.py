@@ -26,7 +26,7 @@ last byte.
 
 Usage: python benchmarks/checkin_sip2.py [COUNT] [--postgres]   (COUNT scans per path, 200)
 SQLite by default; --postgres repeats it on a scratch PostgreSQL database
-(HOLDSHELF_BENCH_POSTGRES_URL, see benchmarks/scratch.py).
+(BENCH_POSTGRES_URL, see benchmarks/scratch.py).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ holds: about (PACED - 1) / 20 s.
 
 Usage: python benchmarks/ils_sync.py [COUNT] [--postgres]   (COUNT holds, 5000)
 SQLite by default; --postgres repeats the timed runs on a scratch PostgreSQL database
-(HOLDSHELF_BENCH_POSTGRES_URL, see benchmarks/scratch.py). The machine's load average is
+(BENCH_POSTGRES_URL, see benchmarks/scratch.py). The machine's load average is
 printed before and after.
 """
 

@@ -1,7 +1,7 @@
 """Holds marked ready per second, one transaction each, on SQLite and on PostgreSQL.
 
 Usage: python benchmarks/ready_throughput.py [COUNT]
-PostgreSQL: HOLDSHELF_BENCH_POSTGRES_URL (default postgres@127.0.0.1:5432/test); a scratch
+PostgreSQL: BENCH_POSTGRES_URL (default postgres@127.0.0.1:5432/test); a scratch
 database is created and dropped. Unreachable PostgreSQL is reported and skipped.
 """
 

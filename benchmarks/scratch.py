@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from sqlalchemy import create_engine, make_url, text
 
 POSTGRES_URL = os.environ.get(
-    "HOLDSHELF_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 
 

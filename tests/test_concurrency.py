@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -69,8 +70,11 @@ def test_parallel_clerks_get_unique_codes_and_lose_nothing(
     assert duplicates == []
 
 
-IMPORT_ROWS = 20_000
+# Big enough that the set-based import (thousands of rows a second) is still writing while
+# the desk checks in; the desk stops when the import ends.
+IMPORT_ROWS = 100_000
 CHECKINS = 100
+FEWEST_BESIDE = 10  # check-ins that must have met the import's batches
 # Generous, to stay clear of a loaded machine's hiccups: the benchmark
 # (benchmarks/import_contention.py) measures a p99 about a tenth of this. Before an import paused
 # between short batches, check-ins here waited up to 30 s and then failed.
@@ -88,12 +92,12 @@ def holds_ready_report(path: Path, rows: int) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_checkins_beside_a_big_import_on_sqlite(service: HoldService, tmp_path: Path) -> None:
-    """`holdshelf import` of a 20,000-row report in its own process, as from cron beside
+    """`holdshelf import` of a 100,000-row report in its own process, as from cron beside
     `serve`, while the desk checks items in: none fails and none waits long. The import is
-    stopped once the desk is done (all of it takes a minute or more here; the benchmark runs it
-    to the end): what it had committed is whole, batch by batch."""
+    stopped once the desk is done (the benchmark runs it to the end): what it had committed is
+    whole, batch by batch."""
     instance = service.settings.instance_dir
-    config = instance / "holdshelf.toml"  # 20,000 holds would crowd six-character codes
+    config = instance / "holdshelf.toml"  # 100,000 holds would crowd six-character codes
     config.write_text(
         config.read_text().replace("[branches.MAIN]\n", "[branches.MAIN]\ncode_length = 7\n")
     )
@@ -112,8 +116,7 @@ def test_checkins_beside_a_big_import_on_sqlite(service: HoldService, tmp_path: 
         while not desk.shelf("MAIN"):  # the import has begun writing
             assert importer.poll() is None, importer.communicate()
             time.sleep(0.05)
-        waits, errors = check_in_beside(desk)
-        still_importing = importer.poll() is None
+        waits, errors = check_in_beside(desk, lambda: importer.poll() is None)
     finally:
         importer.terminate()
         _, err = importer.communicate(timeout=60)
@@ -121,22 +124,25 @@ def test_checkins_beside_a_big_import_on_sqlite(service: HoldService, tmp_path: 
 
     assert errors == []
     assert max(waits) < LONGEST_CHECKIN, sorted(waits)[-5:]
-    assert len(waits) == CHECKINS
-    assert still_importing, f"the import ended before the desk did: {err}"
+    assert len(waits) >= FEWEST_BESIDE, f"the import ended before the desk got going: {err}"
     with service.sessions() as session:
         holds = session.scalar(select(func.count()).select_from(Hold))
         slips = session.scalar(select(func.count()).select_from(PrintJob))
         desk_holds = session.scalar(select(func.count()).where(Hold.item_barcode.like("DESK-%")))
-    assert desk_holds == CHECKINS
-    assert CHECKINS < holds < IMPORT_ROWS + CHECKINS
+    assert desk_holds == len(waits)
+    assert len(waits) < holds <= IMPORT_ROWS + len(waits)
     assert slips == holds, "every hold committed has its slip: no half batch"
 
 
-def check_in_beside(desk: HoldService) -> tuple[list[float], list[str]]:
-    """CHECKINS check-ins at the desk, scanned 0.2 s apart (a brisk desk, and over a good part
-    of the import): how long each took, and errors."""
+def check_in_beside(
+    desk: HoldService, importing: Callable[[], bool]
+) -> tuple[list[float], list[str]]:
+    """Up to CHECKINS check-ins at the desk, scanned 0.2 s apart (a brisk desk), while the
+    import is still ``importing``: how long each took, and errors."""
     waits, errors = [], []
     for n in range(CHECKINS):
+        if not importing():
+            break
         start = time.perf_counter()
         try:
             desk.ready("MAIN", f"DESK-{n}", f"2999{n:010d}")

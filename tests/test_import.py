@@ -83,7 +83,7 @@ def test_a_row_failing_in_the_database_rolls_back_alone(service, tmp_path, patro
 
 def test_rows_over_many_batches_are_each_reported(service, tmp_path, patrons, monkeypatch) -> None:
     """On SQLite an import commits every tenth of a second, to let the desk in; on PostgreSQL
-    every 500 rows. Here every row or two: each row is still imported or listed once."""
+    every 2,000 rows. Here every row or two: each row is still imported or listed once."""
     monkeypatch.setattr(making_ready, "BATCH_SIZE", 2)
     monkeypatch.setattr(making_ready, "SQLITE_BATCH_SECONDS", 0)
     service.ready("EAST", "390100003", patrons[9].card)
@@ -755,3 +755,31 @@ def test_the_shelf_page_shows_holds_not_in_the_ils_last_report(
     other = page[page.index(f">{kept.code.display}</a>") :].split("</tr>")[0]
     assert "not in the ILS" not in other
     assert_no_patron_data(page, patrons)
+
+
+def test_rows_taken_together_keep_the_rules_of_one_ready(service, tmp_path, patrons) -> None:
+    """An import takes its rows many at a time, with the rules of a ready at the desk: a
+    patron who opted out goes to the desk; a known patron's card in the item column is a bad
+    row, known from before or from an earlier row of the same report; an item listed twice for
+    one patron is made once."""
+    service.opt_out(patrons[0].card)
+    service.ready("MAIN", "K1", patrons[1].card)
+    lines = [
+        "item_barcode,patron_card",
+        f"I0,{patrons[0].card}",
+        f"{patrons[1].card},{patrons[2].card}",  # line 3: a known patron's card
+        f"I4,{patrons[3].card}",
+        f"{patrons[3].card},{patrons[4].card}",  # line 5: line 4's patron's card
+        f"I4,{patrons[3].card}",  # line 4 again
+    ]
+    report = import_holds(service, write(tmp_path / "rules.csv", lines), "MAIN")
+    wrong_field = "this is a patron's card, not an item barcode: scan the item"
+    assert report.bad == [(3, wrong_field), (5, wrong_field)]
+    assert [(line, entry.mode.value) for line, entry in report.imported] == [
+        (2, "desk"),
+        (4, "shelf"),
+    ]
+    assert report.skipped == 1
+    (main,) = [day for day in service.stats() if day.branch == "MAIN"]
+    assert main.counts["ready"] == {"desk": 1, "shelf": 2}
+    assert_no_patron_data(raw_database_bytes(service), patrons[:5])

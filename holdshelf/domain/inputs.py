@@ -36,6 +36,8 @@ _PLAIN_SPACES = {" ", "\u3000"}  # the ideographic space of a fullwidth keyboard
 
 
 def _has_control_characters(text: str) -> bool:
+    if text.isascii() and text.isprintable():  # what scanners send: no lookup per character
+        return False
     return any(
         ch not in _PLAIN_SPACES and unicodedata.category(ch).startswith(_REFUSED_CATEGORIES)
         for ch in text

@@ -44,7 +44,7 @@ from holdshelf.workflow.base import (
     already_active,
 )
 from holdshelf.workflow.ending import Ending
-from holdshelf.workflow.slips import Slips
+from holdshelf.workflow.ready_batches import CARD_IN_THE_WRONG_FIELD, ReadyBatches, chunks
 from holdshelf.workflow.views import (
     BatchOutcome,
     HoldRequest,
@@ -60,20 +60,17 @@ MOST_CANDIDATES = 64
 CLAIM_ROUNDS = 25
 BULK_TABLES = ("holds", "shelf_codes", "print_jobs", "notices")  # what an import grows
 REFRESH_AFTER_ROWS = 200  # a batch this big may leave the planner's statistics behind
-BATCH_SIZE = 500  # rows per transaction when importing (each row in its own savepoint)
+BATCH_SIZE = 2000  # rows per transaction when importing (on SQLite, fewer: see below)
+CHUNK_SIZE = 250  # rows taken set-based at once: a few statements for all of them
 # SQLite has one write lock: an import holds it for a batch at most this long, then pauses for
 # a writer waiting meanwhile (a desk check-in, the worker recording a slip) to take it; waiting
 # writers try every millisecond or two (see database._begin_writing). Not on PostgreSQL, whose
 # writers lock rows, not the database.
 SQLITE_BATCH_SECONDS = 0.1
 SQLITE_PAUSE_SECONDS = 0.005
-CARD_IN_THE_WRONG_FIELD = {
-    "item_barcode": "this is a patron's card, not an item barcode: scan the item",
-    "sms": "this is a patron's card, not a mobile number",
-}
 
 
-class MakingReady(Ending, Slips):
+class MakingReady(Ending, ReadyBatches):
     """Making trapped items ready: one at the desk, the CLI or the API, or a report's many (a
     report's re-trap ends the earlier hold the way every hold ends)."""
 
@@ -178,6 +175,7 @@ class MakingReady(Ending, Slips):
         now = self._clock()
         whole = atomic or dry_run
         sliced = not whole and self.engine.dialect.name == "sqlite"
+        analysed = unanalysed = 0  # rows made by this import before and since its last ANALYZE
         while len(outcomes) < len(requests):
             if outcomes and sliced:
                 time.sleep(SQLITE_PAUSE_SECONDS)
@@ -190,13 +188,17 @@ class MakingReady(Ending, Slips):
                 # versions in PostgreSQL and slows every later update of it.
                 for (branch, mode), number in made.items():
                     bump(session, now.date(), branch, HoldStatus.READY.value, mode, by=number)
-                failed = any(outcome.error for outcome in outcomes)
+                failed = any(outcome.error for outcome in outcomes[start:])  # this batch's
                 if dry_run or (atomic and failed):
                     transaction.rollback()
                     continue
                 transaction.commit()
-            if sum(made.values()) >= REFRESH_AFTER_ROWS:
+            unanalysed += sum(made.values())
+            # Again each time the tables may have doubled: a handful of ANALYZEs per import,
+            # not one per batch.
+            if unanalysed >= max(REFRESH_AFTER_ROWS, analysed):
                 database.refresh_statistics(self.engine, BULK_TABLES)
+                analysed, unanalysed = analysed + unanalysed, 0
         if not dry_run and any(outcome.replaced for outcome in outcomes):
             self._fold_erased()  # a re-trap erased the earlier patron's link
         return outcomes
@@ -209,22 +211,43 @@ class MakingReady(Ending, Slips):
         outcomes: list[BatchOutcome],
         sliced: bool,
     ) -> Counter[tuple[str, str]]:
-        """Make the batch's holds ready in ``session``, appending to ``outcomes``; a ``sliced``
-        batch stops short after SQLITE_BATCH_SECONDS. Returns the holds made per branch and
-        mode."""
+        """Make the batch's holds ready in ``session``, chunk by chunk, appending to
+        ``outcomes``; a ``sliced`` batch stops short after SQLITE_BATCH_SECONDS. Returns the
+        holds made per branch and mode."""
         until = None
         if sliced:
             session.connection()  # BEGIN IMMEDIATE: the write lock is held from here
             until = time.monotonic() + SQLITE_BATCH_SECONDS
         made: Counter[tuple[str, str]] = Counter()
-        for request in batch:
-            outcome = self._ready_one_of_many(session, request, now)
-            outcomes.append(outcome)
-            if outcome.entry is not None and not outcome.skipped:
-                made[outcome.entry.branch, outcome.entry.mode.value] += 1
+        for chunk in chunks(batch, CHUNK_SIZE):
+            for outcome in self._ready_chunk(session, chunk, now):
+                outcomes.append(outcome)
+                if outcome.entry is not None and not outcome.skipped:
+                    made[outcome.entry.branch, outcome.entry.mode.value] += 1
             if until is not None and time.monotonic() >= until:
                 break
         return made
+
+    def _ready_chunk(
+        self, session: Session, chunk: Sequence[HoldRequest], now: dt.datetime
+    ) -> list[BatchOutcome]:
+        """The chunk's outcomes, set-based; re-traps row by row. A chunk that collides with a
+        concurrent writer (the same item trapped meanwhile) is rolled back and taken row by
+        row, so only the colliding row fails."""
+        planned = self._plan_chunk(session, chunk)
+        for row in planned:
+            if row.retrap is not None:
+                row.outcome = self._retrap(session, row.retrap, row.request, now)
+        fresh = [row for row in planned if row.outcome is None]
+        try:
+            with session.begin_nested():
+                self._make_chunk(session, fresh, now)
+        except IntegrityError:
+            for row in fresh:
+                row.outcome = self._ready_one_of_many(session, row.request, now)
+        outcomes = [row.outcome for row in planned]
+        assert all(outcome is not None for outcome in outcomes)
+        return outcomes  # type: ignore[return-value]
 
     def _ready_one_of_many(
         self, session: Session, request: HoldRequest, now: dt.datetime
