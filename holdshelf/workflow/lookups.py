@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection
+from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, tuple_
 
@@ -105,19 +106,25 @@ class Lookups(HoldsBase):
         return [self._entry(row) for row in rows[:limit]], len(rows) > limit
 
     def shelf_sections(self, branch_id: str) -> list[SectionCount]:
-        """A branch's active holds counted by shelf section (a code's first character), with
-        how many of each stand behind the desk, are past their pickup-by date, or are missing
-        from the ILS's last complete report; in shelving order."""
+        """A branch's active holds counted by shelf section (a code's first character): how
+        many stand on the open shelf and behind the desk (a registered hold whose item is not
+        scanned yet is in neither), are past their pickup-by date, or are missing from the
+        ILS's last complete report; in shelving order."""
         today = self._clock.today()
         section = func.substr(Hold.code, 1, 1)
+        shelved = Hold.on_scan.is_(None)
+
+        def counted(condition: Any) -> Any:
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
         query = (
             select(
                 section.label("section"),
+                counted(and_(shelved, Hold.mode == "shelf")).label("on_shelf"),
+                counted(and_(shelved, Hold.mode == "desk")).label("at_desk"),
+                counted(Hold.pickup_by < today).label("overdue"),
+                counted(Hold.not_in_ils_since.is_not(None)).label("missing"),
                 func.count().label("holds"),
-                func.sum(case((Hold.mode == "desk", 1), else_=0)).label("at_desk"),
-                func.sum(case((Hold.pickup_by < today, 1), else_=0)).label("overdue"),
-                func.sum(case((Hold.not_in_ils_since.is_not(None), 1), else_=0)).label("missing"),
-                func.sum(case((Hold.on_scan.is_not(None), 1), else_=0)).label("awaiting"),
             )
             .where(
                 Hold.branch == self.settings.branch(branch_id).id,
@@ -129,7 +136,7 @@ class Lookups(HoldsBase):
         with self._reads() as session:
             rows = session.execute(query).all()
         return [
-            SectionCount(r.section, r.holds, r.at_desk, r.overdue, r.missing, r.awaiting)
+            SectionCount(r.section, r.holds, r.on_shelf, r.at_desk, r.overdue, r.missing)
             for r in rows
         ]
 

@@ -173,12 +173,12 @@ def _group_days(rows: Iterable[DailyCount]) -> list[DayCounts]:
 @dataclass(frozen=True)
 class SectionCount:
     """A shelf section (a code's first character) of a branch: its active holds, and of
-    them how many stand behind the desk, are overdue, are missing from the ILS's last
-    complete report, await their item's scan."""
+    them how many stand on the open shelf and behind the desk, are overdue, are missing
+    from the ILS's last complete report."""
 
     section: str
     holds: int
+    on_shelf: int
     at_desk: int
     overdue: int
     missing: int
-    awaiting: int
