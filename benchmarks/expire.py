@@ -30,13 +30,16 @@ from holdshelf.storage import database
 NOW = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
 
 
-def fill(root: Holdshelf, count: int) -> None:
-    """``count`` overdue holds, their codes claimed, every other one with a queued notice."""
+def fill(root: Holdshelf, count: int, *, overdue: bool = True, branches: int = 2) -> None:
+    """``count`` holds (overdue, or due in a week), their codes claimed, every other one with
+    a queued notice, at MAIN and EAST (or MAIN only)."""
     settings = root.settings
     ready_at = (NOW - dt.timedelta(days=10)).replace(tzinfo=None)
-    pickup_by = (NOW - dt.timedelta(days=2)).date()
+    pickup_by = (NOW + dt.timedelta(days=-2 if overdue else 7)).date()
     holds, claims, notices = [], [], []
-    per_branch = {"MAIN": (count + 1) // 2, "EAST": count // 2}
+    per_branch = (
+        {"MAIN": (count + 1) // 2, "EAST": count // 2} if branches == 2 else {"MAIN": count}
+    )
     n = 0
     for branch, wanted in per_branch.items():
         codec = ShelfCodec(settings.hashids_salt, settings.branch(branch).code_length)

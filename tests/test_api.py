@@ -373,7 +373,7 @@ def test_no_html_and_no_traceback_under_api(api, app, monkeypatch) -> None:
     for path in ("/api", "/api/", "/api/v2/holds"):
         assert api.client.get(path).content_type == "application/problem+json", path
     problem(api.client.delete("/api/v1/holds", headers=api.headers()), 405, "method-not-allowed")
-    monkeypatch.setattr(app.extensions["holdshelf"].service, "shelf", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(app.extensions["holdshelf"].service, "shelf_page", lambda *a, **k: 1 / 0)
     body = problem(api.get("/holds"), 500, "internal")
     assert "ZeroDivisionError" not in json.dumps(body)
 

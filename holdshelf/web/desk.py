@@ -421,8 +421,8 @@ def pickup_post() -> Any:
 # -- the hold shelf ------------------------------------------------------------------------------
 
 
-SHELF_WHOLE = 300  # a branch with at most this many active holds shows them on one page
-SHELF_PAGE = 500  # holds per page of one section
+SHELF_WHOLE = 200  # a branch with at most this many active holds shows them on one page
+SHELF_PAGE = 200  # holds per page of one section (each row carries its reprint form)
 
 
 @bp.get("/shelf")
