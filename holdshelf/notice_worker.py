@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,12 +193,16 @@ class NoticeWorker(OutboxWorker):
     def finished(self, row: Notice, outcome: Outcome) -> None:
         row.sealed = None  # accepted, failed for good, or no longer wanted: forget the contact
 
-    def of_branch(self, branch_id: str) -> dict[str, list[NoticeView]]:
-        """The notices still kept for a branch's holds, by compact code (sent and failed ones
-        are kept a day)."""
+    def of_branch(
+        self, branch_id: str, codes: Collection[str] | None = None
+    ) -> dict[str, list[NoticeView]]:
+        """The notices still kept for a branch's holds (those with these compact ``codes``
+        only, if given), by compact code (sent and failed ones are kept a day)."""
         found: dict[str, list[NoticeView]] = {}
         with self._reads() as session:
             query = select(Notice).where(Notice.branch == branch_id).order_by(Notice.id)
+            if codes is not None:
+                query = query.where(Notice.code.in_(list(codes)))
             for notice in session.scalars(query):
                 found.setdefault(notice.code, []).append(_view(notice))
         return found

@@ -373,7 +373,7 @@ def test_no_html_and_no_traceback_under_api(api, app, monkeypatch) -> None:
     for path in ("/api", "/api/", "/api/v2/holds"):
         assert api.client.get(path).content_type == "application/problem+json", path
     problem(api.client.delete("/api/v1/holds", headers=api.headers()), 405, "method-not-allowed")
-    monkeypatch.setattr(app.extensions["holdshelf"].service, "shelf", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(app.extensions["holdshelf"].service, "shelf_page", lambda *a, **k: 1 / 0)
     body = problem(api.get("/holds"), 500, "internal")
     assert "ZeroDivisionError" not in json.dumps(body)
 
@@ -527,3 +527,44 @@ def test_bodies_are_checked_against_the_served_document(api, app, patrons, body,
     assert (answer["field"], answer["detail"]) == (field, words)
     assert app.extensions["holdshelf"].service.shelf() == []
     assert patrons[0].card not in json.dumps(answer)
+
+
+def test_list_holds_in_pages_returns_every_hold_exactly_once(api, main_api, app, patrons) -> None:
+    service = app.extensions["holdshelf"].service
+    for n, patron in enumerate(patrons[:23]):
+        service.ready("MAIN" if n % 3 else "EAST", f"P{n}", patron.card)
+    everything = [e.as_dict() for e in service.shelf()]
+    assert len(everything) == 23
+
+    def walk(client: Api, query: str, *, end_one_after_first: bool = False) -> list[list[dict]]:
+        pages, after = [], None
+        while True:
+            cursor = f"&after={after}" if after else ""
+            response = client.get(f"/holds?{query}{cursor}")
+            assert response.status_code == 200, response.get_data(as_text=True)
+            body = response.get_json()
+            pages.append(body["holds"])
+            if end_one_after_first and len(pages) == 1:  # a hold ends between two pages
+                service.pickup(body["holds"][-1]["code"], branch_id=body["holds"][-1]["branch"])
+            after = body["next"]
+            if after is None:
+                assert "Link" not in response.headers
+                return pages
+            assert f"after={after}" in response.headers["Link"]
+            assert response.headers["Link"].endswith('>; rel="next"')
+
+    pages = walk(api, "limit=5")
+    assert [len(p) for p in pages] == [5, 5, 5, 5, 3]
+    assert [h for p in pages for h in p] == everything  # each once, in shelving order
+    assert walk(api, "limit=23") == [everything]
+    assert walk(api, "") == [everything]  # the default page holds them all
+    main_only = [h for h in everything if h["branch"] == "MAIN"]
+    assert [h for p in walk(main_api, "limit=4") for h in p] == main_only
+    assert [h for p in walk(api, "limit=4&branch=MAIN") for h in p] == main_only
+    ended_meanwhile = [h for p in walk(api, "limit=6", end_one_after_first=True) for h in p]
+    assert ended_meanwhile == everything  # the ended one was on the first page: none skipped
+    for bad in ("limit=0", "limit=1001", "limit=-1", "limit=x", "limit="):
+        assert problem(api.get(f"/holds?{bad}"), 400, "invalid-input")["field"] == "limit"
+    for bad in ("after=", "after=%21%21", "after=bm9uZXdsaW5l"):
+        assert problem(api.get(f"/holds?{bad}"), 400, "invalid-input")["field"] == "after"
+    assert len(api.get("/holds?limit=1000").get_json()["holds"]) == 22

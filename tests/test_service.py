@@ -502,3 +502,85 @@ def test_daily_counts_are_all_that_remains(service: HoldService, clock: Clock, p
     assert [d.day for d in service.stats(since=dt.date(2026, 12, 1))] == [dt.date(2026, 12, 1)] * 2
     assert {u.branch: u.active_holds for u in service.usage()} == {"MAIN": 0, "EAST": 0}
     assert {u.branch: u.codes_in_use for u in service.usage()} == {"MAIN": 5, "EAST": 1}
+
+
+@pytest.mark.parametrize("kept_days", [0, 7])
+def test_expire_ends_exactly_the_overdue_holds_with_every_effect_of_ending_one(
+    instance_dir: Path, clock: Clock, patrons, kept_days: int
+) -> None:
+    """Expiry ends its holds in a few statements over the overdue set: each must still do all
+    that ending one hold does (status, time, code released, counters, queued notices dropped
+    with their contacts, a registered hold's sealed contacts, the row itself at 0 days), and
+    touch nothing of a hold that is not overdue."""
+    from holdshelf.storage.models import Notice
+
+    config = instance_dir / "holdshelf.toml"  # a mail server (never reached: no worker runs)
+    head, sep, tail = config.read_text().partition("\n[branches.")
+    mail = '[mail]\nhost = "127.0.0.1"\nport = 9\nsecurity = "none"\nsender = "h@example.org"\n'
+    config.write_text(head + "\n" + mail + sep + tail)
+    settings = load_settings(
+        instance_dir, environ={"HOLDSHELF_RETENTION__ENDED_HOLD_DAYS": str(kept_days)}
+    )
+    parts = Holdshelf(settings, clock=clock)
+    try:
+        service = parts.service
+        service.opt_out(patrons[3].card)  # a desk hold among them
+        overdue = [
+            service.ready(b, f"O{n}", p.card, email=p.email)
+            for n, (b, p) in enumerate(
+                zip(["MAIN", "EAST", "MAIN", "MAIN"], patrons[:4], strict=True)
+            )
+        ]
+        registered = service.ready_request(
+            service.hold_request("EAST", "R1", patrons[4].card, email=patrons[4].email),
+            on_scan=True,
+        )
+        clock.advance(days=3)
+        waiting = service.ready("MAIN", "W1", patrons[5].card, email=patrons[5].email)
+        clock.advance(days=5)
+        now = clock()
+        pulled = service.expire()
+        expected = sorted([*overdue, registered], key=lambda e: (e.branch, e.code))
+        assert [(e.branch, e.code) for e in pulled] == [(e.branch, e.code) for e in expected]
+        assert pulled[[e.code for e in expected].index(registered.code)].awaiting_scan_since is None
+        assert service.shelf() == [waiting]
+        ended = {(e.branch, e.code.compact) for e in expected}
+        with parts.sessions() as session:
+            holds = session.scalars(select(Hold)).all()
+            claims = {
+                (c.branch, c.code): c.released_at for c in session.scalars(select(ShelfCodeClaim))
+            }
+            notices = session.scalars(select(Notice)).all()
+            counts = {
+                (d.day, d.branch, d.event, d.mode): d.count
+                for d in session.scalars(select(DailyCount).where(DailyCount.event == "expired"))
+            }
+        if kept_days == 0:
+            assert [(h.branch, h.code) for h in holds] == [("MAIN", waiting.code.compact)]
+        else:
+            done = [h for h in holds if (h.branch, h.code) in ended]
+            assert len(done) == len(ended) and len(holds) == len(ended) + 1
+            assert all(h.status == "expired" and h.ended_at == now for h in done)
+            assert all(h.on_scan is None and h.patron for h in done)
+        assert all(
+            h.status == "ready" and h.ended_at is None
+            for h in holds
+            if h.code == waiting.code.compact
+        )
+        assert {k for k, v in claims.items() if v is not None} == ended
+        assert all(v == now for k, v in claims.items() if k in ended)
+        by_code = {(n.branch, n.code): n for n in notices}
+        assert len(notices) == 5  # the registered hold's notices never queued
+        for key, notice in by_code.items():
+            if key in ended:
+                assert (notice.status, notice.sealed, notice.finished_at) == ("dropped", None, now)
+            else:
+                assert notice.status == "queued" and notice.sealed
+        assert counts == {
+            (now.date(), "EAST", "expired", "shelf"): 2,
+            (now.date(), "MAIN", "expired", "shelf"): 2,
+            (now.date(), "MAIN", "expired", "desk"): 1,
+        }
+        assert service.expire() == []
+    finally:
+        parts.close()

@@ -368,3 +368,48 @@ def test_purge_forgets_expired_sessions_and_old_audit_entries(app, client, clock
     clock.advance(days=2)
     assert accounts.purge() == 1  # the audit entry, past retention.audit_days (90)
     assert accounts.audit_entries() == []
+
+
+def test_a_big_shelf_shows_one_section_at_a_time_every_hold_once(
+    client, app, patrons, monkeypatch
+) -> None:
+    """Past SHELF_WHOLE holds the shelf page shows one section (a page of it at a time), with
+    every section's counts: walking the sections and their pages shows each hold once, and
+    the move-to-desk tasks and the counts are the whole branch's on every page."""
+    import html
+
+    from holdshelf.web import desk as desk_views
+
+    monkeypatch.setattr(desk_views, "SHELF_WHOLE", 4)
+    monkeypatch.setattr(desk_views, "SHELF_PAGE", 2)
+    service = app.extensions["holdshelf"].service
+    entries = [service.ready("MAIN", f"S{n}", p.card) for n, p in enumerate(patrons[:14])]
+    service.ready("EAST", "E1", patrons[14].card)  # another branch's: never shown here
+    service.opt_out(patrons[0].card)  # its hold is to move to the desk
+    sections = sorted({e.section for e in entries})
+    assert len(sections) > 1, "the codes fall in several sections"
+    first = client.get("/shelf").get_data(as_text=True)
+    assert f'aria-current="page">Section {sections[0]}:' in first
+    assert "14 on the open shelf, 0 behind the desk" in first
+    seen: list[str] = []
+    for section in sections:
+        path = f"/shelf?section={section}"
+        while path:
+            page = client.get(path).get_data(as_text=True)
+            assert "14 on the open shelf" in page
+            assert f"Moved {entries[0].code.display} to the desk" in page
+            tables = page.split("<h2>Open shelf</h2>", 1)[1]
+            shown = CODE.findall(tables)
+            assert shown and len(shown) <= 2 and {c[0] for c in shown} == {section}
+            seen += shown
+            more = re.search(r'<a href="([^"]+)">More of section', page)
+            path = html.unescape(more.group(1)) if more else None
+    assert sorted(seen) == sorted(e.code.display for e in entries)
+    assert len(seen) == len(set(seen))
+    counts = {s: sum(e.section == s for e in entries) for s in sections}
+    for section, n in counts.items():
+        assert f"Section {section}: {n}<" in first
+    # a section no hold is in: the first one, not an error
+    assert f'aria-current="page">Section {sections[0]}:' in client.get(
+        "/shelf?section=%25"
+    ).get_data(as_text=True)

@@ -225,7 +225,7 @@ def test_friendly_error_pages(app, admin, monkeypatch) -> None:
     assert huge.status_code == 413
     assert "more data than a form may send" in huge.get_data(as_text=True)
     service = app.extensions["holdshelf"].service
-    monkeypatch.setattr(service, "shelf", lambda *_: 1 / 0)
+    monkeypatch.setattr(service, "shelf_page", lambda *_, **__: 1 / 0)
     broken = admin.get("/shelf")
     assert broken.status_code == 500
     body = broken.get_data(as_text=True)

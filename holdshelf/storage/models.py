@@ -132,7 +132,19 @@ class Hold(Base):
         # Lookups by item bind the status as a parameter, which a partial index cannot serve.
         Index("ix_holds_item_barcode", "item_barcode"),
         Index("ix_holds_patron", "patron"),
-        Index("ix_holds_status_pickup_by", "status", "pickup_by"),
+        # Expiry and the overdue lists read active holds by date (every query of the dates asks
+        # for active holds: no index leads with the status, for SQLite to prefer wrongly).
+        Index(
+            "ix_holds_active_pickup_by", "pickup_by", sqlite_where=ACTIVE, postgresql_where=ACTIVE
+        ),
+        # The shelf's reads walk a branch's active holds in shelving order (pages, sections).
+        Index(
+            "ix_holds_active_branch_code",
+            "branch",
+            "code",
+            sqlite_where=ACTIVE,
+            postgresql_where=ACTIVE,
+        ),
     )
 
 

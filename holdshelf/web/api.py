@@ -8,13 +8,15 @@ first answer; a repeated pickup or cancellation by item finds no active hold (40
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 import jsonschema
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from holdshelf.domain.holds import ShelfEntry
 from holdshelf.domain.inputs import checked, clean_barcode, parse_date
@@ -221,11 +223,57 @@ def _make_ready(data: dict[str, str], branch: str | None) -> tuple[dict[str, Any
     return _hold(entry), 201 if made else 200
 
 
+LIST_LIMIT = 500  # holds per page of GET /holds by default
+LIST_LIMIT_MAX = 1000
+
+
 @bp.get("/holds")
 def list_holds() -> Any:
+    """Active holds in shelving order (branch, then code), a page at a time: ``next`` is the
+    cursor of the page after (pass it as ``after``), null on the last page."""
     branch = _branch(request.args.get("branch"), required=False)
-    entries = desk().service.shelf(branch, within=_within())
-    return {"holds": [entry.as_dict() for entry in entries]}
+    limit = _limit(request.args.get("limit"))
+    after_text = request.args.get("after")
+    after = _cursor_value(after_text) if after_text is not None else None
+    entries, more = desk().service.shelf_page(branch, within=_within(), limit=limit, after=after)
+    cursor = _cursor(entries[-1]) if more else None
+    body = {"holds": [entry.as_dict() for entry in entries], "next": cursor}
+    response = jsonify(body)
+    if cursor is not None:
+        args = {k: v for k, v in request.args.items() if k != "after"} | {"after": cursor}
+        response.headers["Link"] = f'<{request.base_url}?{urlencode(args)}>; rel="next"'
+    return response
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return LIST_LIMIT
+    if not text.isdigit() or not 1 <= int(text) <= LIST_LIMIT_MAX:
+        raise Problem(
+            400, "invalid-input", f"limit must be a whole number 1..{LIST_LIMIT_MAX}", field="limit"
+        )
+    return int(text)
+
+
+def _cursor(entry: ShelfEntry) -> str:
+    """Opaque to clients: the branch and code of a page's last hold."""
+    raw = f"{entry.branch}\n{entry.code.compact}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_value(text: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        branch, code = raw.split("\n")
+    except (ValueError, UnicodeDecodeError):
+        raise Problem(
+            400, "invalid-input", "after must be the next cursor of a page", field="after"
+        ) from None
+    if not branch or not code:
+        raise Problem(
+            400, "invalid-input", "after must be the next cursor of a page", field="after"
+        )
+    return branch, code
 
 
 @bp.post("/holds/<code>/pickup")

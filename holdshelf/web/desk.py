@@ -421,22 +421,47 @@ def pickup_post() -> Any:
 # -- the hold shelf ------------------------------------------------------------------------------
 
 
+SHELF_WHOLE = 200  # a branch with at most this many active holds shows them on one page
+SHELF_PAGE = 200  # holds per page of one section (each row carries its reprint form)
+
+
 @bp.get("/shelf")
 @login_required
 def shelf() -> str:
-    entries = desk().service.shelf(_branch())
-    today = desk().service.today()
+    """The branch's holds by shelf section, with counts: the whole shelf while it is small,
+    else one section at a time (the first by default), a page of it at a time."""
+    service = desk().service
+    branch = _branch()
+    sections = service.shelf_sections(branch)
+    total = sum(s.holds for s in sections)
+    chosen = request.args.get("section")
+    if chosen is not None and chosen not in {s.section for s in sections}:
+        chosen = None  # a section emptied meanwhile, or a made-up one: the first
+    if chosen is None and total > SHELF_WHOLE and sections:
+        chosen = sections[0].section
+    after = request.args.get("after") if chosen is not None else None
+    entries, more = service.shelf_page(
+        branch,
+        limit=SHELF_PAGE if chosen is not None else SHELF_WHOLE,
+        after=(service.settings.branch(branch).id, after) if after else None,
+        section=chosen,
+    )
     shelved = [e for e in entries if not e.awaits_scan]  # a registered item is not here yet
     return render_template(
         "shelf.html",
+        sections=sections,
+        section=chosen,
+        next_after=entries[-1].code.compact if more else None,
         on_shelf=[e for e in shelved if e.mode is PickupMode.SHELF],
         at_desk=[e for e in shelved if e.mode is PickupMode.DESK],
-        awaiting=desk().service.awaiting_scan(_branch()),
-        to_move=[e for e in entries if e.move_to_desk],
-        overdue=sum(1 for e in entries if e.pickup_by < today),
-        missing=sum(1 for e in entries if e.missing_from_ils),
-        notices=desk().worker.notices.of_branch(_branch()),
-        today=today,
+        on_shelf_count=sum(s.on_shelf for s in sections),
+        at_desk_count=sum(s.at_desk for s in sections),
+        awaiting=service.awaiting_scan(branch),
+        to_move=service.to_move(branch),
+        overdue=sum(s.overdue for s in sections),
+        missing=sum(s.missing for s in sections),
+        notices=desk().worker.notices.of_branch(branch, [e.code.compact for e in entries]),
+        today=service.today(),
     )
 
 

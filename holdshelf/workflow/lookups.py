@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection
+from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, case, func, or_, select, tuple_
 
 from holdshelf.domain.holds import (
     HoldStatus,
@@ -26,6 +27,7 @@ from holdshelf.workflow.base import (
 from holdshelf.workflow.views import (
     AwaitingScan,
     HoldRequest,
+    SectionCount,
 )
 
 
@@ -76,6 +78,77 @@ class Lookups(HoldsBase):
             query = query.where(Hold.branch.in_(within))
         with self._reads() as session:
             rows = session.execute(query.order_by(Hold.branch, Hold.code)).all()
+        return [self._entry(row) for row in rows]
+
+    def shelf_page(
+        self,
+        branch_id: str | None = None,
+        within: Collection[str] | None = None,
+        *,
+        limit: int,
+        after: tuple[str, str] | None = None,
+        section: str | None = None,
+    ) -> tuple[list[ShelfEntry], bool]:
+        """Up to ``limit`` active holds in shelving order (branch, then code), those after
+        ``after`` (a branch and a compact code) only, of one ``section`` (a code's first
+        character) if given; and whether more follow. Served by the (branch, code) index."""
+        query = select(*ENTRY_COLUMNS).where(Hold.status == HoldStatus.READY.value)
+        if branch_id:
+            query = query.where(Hold.branch == self.settings.branch(branch_id).id)
+        elif within:
+            query = query.where(Hold.branch.in_(within))
+        if after is not None:
+            query = query.where(tuple_(Hold.branch, Hold.code) > tuple_(*after))
+        if section is not None:
+            query = query.where(Hold.code.startswith(section, autoescape=True))
+        with self._reads() as session:
+            rows = session.execute(query.order_by(Hold.branch, Hold.code).limit(limit + 1)).all()
+        return [self._entry(row) for row in rows[:limit]], len(rows) > limit
+
+    def shelf_sections(self, branch_id: str) -> list[SectionCount]:
+        """A branch's active holds counted by shelf section (a code's first character): how
+        many stand on the open shelf and behind the desk (a registered hold whose item is not
+        scanned yet is in neither), are past their pickup-by date, or are missing from the
+        ILS's last complete report; in shelving order."""
+        today = self._clock.today()
+        section = func.substr(Hold.code, 1, 1)
+        shelved = Hold.on_scan.is_(None)
+
+        def counted(condition: Any) -> Any:
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+        query = (
+            select(
+                section.label("section"),
+                counted(and_(shelved, Hold.mode == "shelf")).label("on_shelf"),
+                counted(and_(shelved, Hold.mode == "desk")).label("at_desk"),
+                counted(Hold.pickup_by < today).label("overdue"),
+                counted(Hold.not_in_ils_since.is_not(None)).label("missing"),
+                func.count().label("holds"),
+            )
+            .where(
+                Hold.branch == self.settings.branch(branch_id).id,
+                Hold.status == HoldStatus.READY.value,
+            )
+            .group_by(section)
+            .order_by(section)
+        )
+        with self._reads() as session:
+            rows = session.execute(query).all()
+        return [
+            SectionCount(r.section, r.holds, r.on_shelf, r.at_desk, r.overdue, r.missing)
+            for r in rows
+        ]
+
+    def to_move(self, branch_id: str) -> list[ShelfEntry]:
+        """Open-shelf holds whose patrons chose staff pickup meanwhile: to take to the desk."""
+        query = select(*ENTRY_COLUMNS).where(
+            Hold.branch == self.settings.branch(branch_id).id,
+            Hold.status == HoldStatus.READY.value,
+            Hold.move_to_desk.is_(True),
+        )
+        with self._reads() as session:
+            rows = session.execute(query.order_by(Hold.code)).all()
         return [self._entry(row) for row in rows]
 
     def awaiting_scan(self, branch_id: str) -> list[AwaitingScan]:

@@ -168,3 +168,17 @@ def _group_days(rows: Iterable[DailyCount]) -> list[DayCounts]:
         day = days.setdefault((row.day, row.branch), DayCounts(row.day, row.branch))
         day.counts.setdefault(row.event, {})[row.mode] = row.count
     return sorted(days.values(), key=lambda d: (-d.day.toordinal(), d.branch))
+
+
+@dataclass(frozen=True)
+class SectionCount:
+    """A shelf section (a code's first character) of a branch: its active holds, and of
+    them how many stand on the open shelf and behind the desk, are overdue, are missing
+    from the ILS's last complete report."""
+
+    section: str
+    holds: int
+    on_shelf: int
+    at_desk: int
+    overdue: int
+    missing: int
