@@ -37,6 +37,7 @@ from holdshelf.storage.models import (
     Hold,
     Notice,
     PatronPreference,
+    Priority,
     ShelfCodeClaim,
 )
 from holdshelf.workflow.base import (
@@ -231,7 +232,8 @@ class MakingReady(Slips):
             return BatchOutcome(entry=repeated, skipped=True)
         try:
             with session.begin_nested():
-                return BatchOutcome(entry=self._ready_in(session, request, now, checked=True))
+                entry = self._ready_in(session, request, now, checked=True, bulk=True)
+                return BatchOutcome(entry=entry)
         except HoldshelfError as exc:
             return BatchOutcome(error=str(exc))
 
@@ -243,10 +245,12 @@ class MakingReady(Slips):
         *,
         checked: bool = False,
         on_scan: bool = False,
+        bulk: bool = False,
     ) -> ShelfEntry:
         """The hold, its code, slip and notices (or, ``on_scan``, the hold alone, with what its
         slip and notices need sealed); the caller counts it (see ready_many), and may have
-        ``checked`` already that the item has no active hold."""
+        ``checked`` already that the item has no active hold. A ``bulk`` hold's slip and
+        notices wait for every desk one (Priority)."""
         branch = request.branch
         for field_name, pseudonym in request.misplaced:
             if self._known_patron(session, pseudonym):
@@ -280,8 +284,11 @@ class MakingReady(Slips):
         if on_scan:
             log.info("hold %s registered at %s (%s): its scan prints it", hold.id, branch.id, mode)
             return entry
-        self._queue_slip(session, entry, "slip", now, item=request.item, title=request.title)
-        self._queue_notices(session, entry, request.contacts, now, request.title)
+        priority = Priority.BULK if bulk else Priority.DESK
+        self._queue_slip(
+            session, entry, "slip", now, item=request.item, title=request.title, priority=priority
+        )
+        self._queue_notices(session, entry, request.contacts, now, request.title, priority)
         log.info("hold %s ready at %s (%s)", hold.id, branch.id, mode.value)
         return entry
 
@@ -380,6 +387,7 @@ class MakingReady(Slips):
         contacts: dict[str, str],
         now: dt.datetime,
         title: str | None,
+        priority: Priority = Priority.DESK,
     ) -> None:
         if not contacts:
             return
@@ -396,6 +404,7 @@ class MakingReady(Slips):
                     attempts=0,
                     created_at=now,
                     next_attempt_at=now,
+                    priority=priority.value,
                 )
             )
 

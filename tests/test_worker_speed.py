@@ -1,0 +1,118 @@
+"""The worker takes up slips fast: claiming through its index, desk slips ahead of an
+import's.
+
+Every test runs on SQLite and PostgreSQL (holdshelf.outbox).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, select
+
+from holdshelf.bootstrap import Holdshelf
+from holdshelf.outbox import PassReport, claim_order
+from holdshelf.service import HoldService
+from holdshelf.storage.models import Notice, PrintJob, Priority
+from tests.conftest import Clock
+from tests.helpers.fake_printer import FakePrinter
+from tests.test_notices import configure
+from tests.test_printing import add_printer
+
+MAIL = '[mail]\nhost = "127.0.0.1"\nport = 9\nsecurity = "none"\nsender = "holds@example.org"'
+
+
+@pytest.fixture
+def printer() -> Iterator[FakePrinter]:
+    fake = FakePrinter().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def instance_dir(instance_dir: Path, printer: FakePrinter) -> Path:
+    table = f'type = "network"\nhost = "127.0.0.1"\nport = {printer.port}\nprofile = "TM-T88V"'
+    add_printer(instance_dir, "MAIN", table)
+    configure(instance_dir, MAIL)  # notices are queued, never sent, in these tests
+    return instance_dir
+
+
+# -- claiming ----------------------------------------------------------------------------------
+
+
+def test_desk_slips_are_claimed_before_queued_bulk_ones(service, printer, clock, patrons):
+    bulk = [service.hold_request("MAIN", f"BULK-{n}", patrons[n].card) for n in range(6)]
+    imported = service.ready_many(bulk)
+    desk = service.ready("MAIN", "DESK-1", patrons[10].card)
+    worker = Holdshelf(service.settings, clock=clock, engine=service.engine).worker
+    assert worker.prints.run_once().sent == 7
+    printer.wait_for_connections(7)
+    codes = [desk.code.display] + [outcome.entry.code.display for outcome in imported]
+    assert [next(c for c in codes if c.encode() in slip) for slip in printer.slips] == codes
+
+
+def test_imported_slips_and_notices_are_bulk(service: HoldService, patrons) -> None:
+    request = service.hold_request("MAIN", "BULK-1", patrons[0].card, email=patrons[0].email)
+    service.ready_many([request])
+    service.ready("MAIN", "DESK-1", patrons[1].card, email=patrons[1].email)
+    with service.sessions() as session:
+        jobs = session.execute(select(PrintJob.code, PrintJob.priority).order_by(PrintJob.id))
+        notices = session.execute(select(Notice.code, Notice.priority).order_by(Notice.id))
+        assert [p for _, p in jobs] == [Priority.BULK, Priority.DESK]
+        assert [p for _, p in notices] == [Priority.BULK, Priority.DESK]
+
+
+def claim_statements(service: HoldService, clock: Clock, slips: int) -> list[tuple[str, object]]:
+    """The claim SELECTs a pass of ``slips`` slips runs, with their parameters."""
+    worker = Holdshelf(service.settings, clock=clock, engine=service.engine).worker.prints
+    seen: list[tuple[str, object]] = []
+
+    def record(_conn, _cursor, statement, parameters, _context, _many) -> None:
+        if "ORDER BY" in statement and "print_jobs.priority" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(service.engine, "before_cursor_execute", record)
+    try:
+        assert worker.run_once().sent == slips
+    finally:
+        event.remove(service.engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_the_claim_does_not_grow_and_uses_the_queued_rows_index(service, clock, patrons):
+    for n in range(5):
+        service.ready("MAIN", f"ITEM-{n}", patrons[n].card)
+    claims = claim_statements(service, clock, 5)
+    assert len(claims) >= 5
+    assert len({statement for statement, _ in claims}) == 1  # no list of rows tried in it
+    statement, parameters = claims[-1]
+    with service.engine.connect() as connection:
+        if service.engine.dialect.name == "sqlite":
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        else:  # a handful of rows: told not to scan the table, it takes the best index
+            connection.exec_driver_sql("SET enable_seqscan = off")
+            plan = connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+        text = " ".join(str(row) for row in plan)
+    assert "ix_print_jobs_claim" in text, text
+    assert "TEMP B-TREE" not in text and "Sort" not in text, text  # the index gives the order
+
+
+def test_claim_order_is_the_indexed_order() -> None:
+    index = next(i for i in PrintJob.__table__.indexes if i.name == "ix_print_jobs_claim")
+    order = [c.key for c in claim_order(PrintJob)]
+    assert [c.name for c in index.columns][: len(order)] == order
+
+
+def test_a_pass_tries_a_failing_printers_slip_once(service, printer, clock, patrons) -> None:
+    """Without a list of rows tried, a pass still ends: the route is skipped once it failed."""
+    for n in range(3):
+        service.ready("MAIN", f"ITEM-{n}", patrons[n].card)
+    printer.stop()
+    worker = Holdshelf(service.settings, clock=clock, engine=service.engine).worker.prints
+    report = worker.run_once(ignore_backoff=True)
+    assert report == PassReport(failed={"front-desk": report.failed["front-desk"]})
+    with service.sessions() as session:
+        attempts = list(session.scalars(select(PrintJob.attempts).order_by(PrintJob.id)))
+    assert attempts == [1, 0, 0]
