@@ -19,7 +19,7 @@ from holdshelf.ils.answers import Connector
 from holdshelf.integrations import Integrations
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
-from holdshelf.storage import database
+from holdshelf.storage import database, wakeup
 from holdshelf.worker import HousekeepingReport, Worker, housekeep
 from holdshelf.workflow.checkin import CheckIn
 from holdshelf.workflow.sync import IlsSync
@@ -49,8 +49,16 @@ class Holdshelf:
         return engine
 
     @cached_property
+    def wakeup(self) -> wakeup.Wakeup:
+        """How a process that queues a slip or notice wakes the workers of other processes."""
+        return wakeup.for_engine(self.engine)
+
+    @cached_property
     def sessions(self) -> sessionmaker[Session]:
-        return database.session_factory(self.engine)
+        sessions = database.session_factory(self.engine)
+        # Here, so every writer built on these sessions announces what it queues.
+        wakeup.install(sessions, self.wakeup)
+        return sessions
 
     @cached_property
     def service(self) -> HoldService:
@@ -67,7 +75,12 @@ class Holdshelf:
     @cached_property
     def worker(self) -> Worker:
         return Worker(
-            self.settings, self.sessions, self.clock, housekeeping=self.housekeep, sync=self.sync
+            self.settings,
+            self.sessions,
+            self.clock,
+            housekeeping=self.housekeep,
+            sync=self.sync,
+            wakeup=self.wakeup,
         )
 
     @cached_property

@@ -1,20 +1,30 @@
-"""The worker takes up slips fast: claiming through its index, desk slips ahead of an
-import's.
+"""The worker takes up slips fast: woken by other processes, claiming through its index, desk
+slips ahead of an import's.
 
-Every test runs on SQLite and PostgreSQL (holdshelf.outbox).
+Every test runs on SQLite and PostgreSQL (holdshelf.storage.wakeup, holdshelf.outbox).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import create_engine, event, select
 
 from holdshelf.bootstrap import Holdshelf
+from holdshelf.errors import Conflict
 from holdshelf.outbox import PassReport, claim_order
 from holdshelf.service import HoldService
+from holdshelf.settings import load_settings
+from holdshelf.storage import wakeup
 from holdshelf.storage.models import Notice, PrintJob, Priority
 from tests.conftest import Clock
 from tests.helpers.fake_printer import FakePrinter
@@ -22,6 +32,7 @@ from tests.test_notices import configure
 from tests.test_printing import add_printer
 
 MAIL = '[mail]\nhost = "127.0.0.1"\nport = 9\nsecurity = "none"\nsender = "holds@example.org"'
+LONG_POLL = 30.0  # seconds: a slip that arrives sooner was woken, not polled for
 
 
 @pytest.fixture
@@ -37,6 +48,110 @@ def instance_dir(instance_dir: Path, printer: FakePrinter) -> Path:
     add_printer(instance_dir, "MAIN", table)
     configure(instance_dir, MAIL)  # notices are queued, never sent, in these tests
     return instance_dir
+
+
+@contextmanager
+def running_worker(instance: Path) -> Iterator[Holdshelf]:
+    """A worker with the real clock, as `holdshelf worker` runs it but polling every 30 s,
+    listening for other processes by the time this yields."""
+    root = Holdshelf(load_settings(instance, environ={}))
+    stop = threading.Event()
+    thread = threading.Thread(target=root.worker.run_forever, args=(stop, LONG_POLL))
+    thread.start()
+    try:
+        assert root.worker.listening.wait(10), "the worker never started listening"
+        yield root
+    finally:
+        stop.set()
+        root.worker.wake()
+        thread.join(timeout=30)
+        root.close()
+    assert not thread.is_alive()
+
+
+def ready_in_another_process(instance: Path, item: str, card: str) -> None:
+    """`holdshelf ready` in a child process, as a script or cron job at the desk runs it."""
+    script = Path(sys.executable).with_name("holdshelf")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOLDSHELF_")}
+    args = ["--instance", str(instance), "ready", "--branch", "MAIN", "--item", item]
+    made = subprocess.run(
+        [str(script), *args, "--patron", "-"],
+        input=card,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+
+
+def test_a_ready_in_another_process_wakes_the_worker(instance_dir: Path, printer, patrons):
+    with running_worker(instance_dir):
+        ready_in_another_process(instance_dir, "ITEM-1", patrons[0].card)
+        committed = time.monotonic()
+        printer.wait_for_connections(1, timeout=LONG_POLL - 10)
+        assert time.monotonic() - committed < 5  # generous for a busy machine; the poll is 30
+        ready_in_another_process(instance_dir, "ITEM-2", patrons[1].card)
+        printer.wait_for_connections(2, timeout=5)
+
+
+# -- what announces a queued row ---------------------------------------------------------------
+
+
+class Recording(wakeup.Wakeup):
+    def __init__(self) -> None:
+        self.announced = 0
+        self.committed_ = 0
+
+    def announce(self, session) -> None:
+        self.announced += 1
+
+    def committed(self) -> None:
+        self.committed_ += 1
+
+
+@pytest.fixture
+def recording(root: Holdshelf) -> Recording:
+    heard = Recording()
+    root.__dict__["wakeup"] = heard  # before the sessions are made, which install it
+    return heard
+
+
+def test_only_committed_transactions_that_queue_announce(
+    recording: Recording, root: Holdshelf, patrons, clock: Clock
+):
+    service = root.service
+    service.ready("MAIN", "ITEM-1", patrons[0].card)
+    assert (recording.announced, recording.committed_) == (1, 1)
+    with pytest.raises(Conflict):
+        service.ready("MAIN", "ITEM-1", patrons[1].card)  # rolled back: nothing queued
+    service.shelf("MAIN")  # reads
+    root.worker.run_once()  # the worker's own writes queue nothing
+    assert (recording.announced, recording.committed_) == (1, 1)
+    requests = [service.hold_request("MAIN", f"BULK-{n}", patrons[n].card) for n in range(2, 6)]
+    service.ready_many(requests)  # one transaction, a savepoint per row: announced once
+    assert (recording.announced, recording.committed_) == (2, 2)
+
+
+def test_a_dead_workers_socket_is_removed_and_a_live_one_poked(tmp_path: Path) -> None:
+    folder = tmp_path / "db.wake"
+    folder.mkdir()
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dead.bind(str(folder / "dead.sock"))
+    dead.close()  # killed: its file stays behind
+    woken = threading.Event()
+    stop = threading.Event()
+    listening = wakeup.SocketWakeup(folder).listen(woken.set, stop)
+    assert listening is not None
+    assert woken.wait(5)  # at once: what was queued before it listened
+    woken.clear()
+    wakeup.SocketWakeup(folder).committed()  # another process's commit
+    assert woken.wait(5)
+    assert not (folder / "dead.sock").exists()
+    stop.set()
+    listening.join(timeout=5)
+    assert list(folder.iterdir()) == []  # a worker that stops takes its socket along
 
 
 # -- claiming ----------------------------------------------------------------------------------
@@ -116,3 +231,8 @@ def test_a_pass_tries_a_failing_printers_slip_once(service, printer, clock, patr
     with service.sessions() as session:
         attempts = list(session.scalars(select(PrintJob.attempts).order_by(PrintJob.id)))
     assert attempts == [1, 0, 0]
+
+
+def test_no_wakeup_without_a_database_file() -> None:
+    engine = create_engine("sqlite://")
+    assert wakeup.for_engine(engine) is wakeup.NO_WAKEUP
