@@ -1,10 +1,11 @@
 """Delivering what leaves the machine (slips, notices) once, off the request path.
 
-Rows are written in the transaction that makes the hold ready (see OutboxMixin). A worker
-leases one row at a time, so several workers (several app servers) never send the same row;
-a worker that crashes mid-delivery loses only its lease. A temporary failure keeps the row
-queued with its attempts and last error, retried with backoff; a permanent one ends it. A row
-whose hold has ended meanwhile is dropped, not sent.
+Rows are written in the transaction that makes the hold ready (see OutboxMixin), which wakes
+the workers (holdshelf.storage.wakeup). A worker leases one row at a time, a desk row before an
+import's and then the oldest (claim_order), so several workers (several app servers) never
+send the same row; a worker that crashes mid-delivery loses only its lease. A temporary
+failure keeps the row queued with its attempts and last error, retried with backoff; a
+permanent one ends it. A row whose hold has ended meanwhile is dropped, not sent.
 """
 
 from __future__ import annotations
