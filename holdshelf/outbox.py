@@ -132,9 +132,10 @@ class OutboxWorker(ABC):
         report = PassReport()
         self.before_pass(report)
         tried: set[int] = set()
+        passed_over: set[int] = set()  # tried, failed, yet due again (see _claim)
         draining = False
         while not (stop and stop.is_set()):
-            row = self._claim(ignore_backoff, report, tried, look_first=not draining)
+            row = self._claim(ignore_backoff, report, tried, passed_over, look_first=not draining)
             if row is None:
                 break
             draining = True
@@ -159,7 +160,13 @@ class OutboxWorker(ABC):
         return report
 
     def _claim(
-        self, ignore_backoff: bool, report: PassReport, tried: set[int], *, look_first: bool
+        self,
+        ignore_backoff: bool,
+        report: PassReport,
+        tried: set[int],
+        passed_over: set[int],
+        *,
+        look_first: bool,
     ) -> Any | None:
         """Lease the first due row in claim order (claim_order), dropping rows of holds that
         have ended on the way. ``look_first``: ask a read session whether anything is due
@@ -168,7 +175,7 @@ class OutboxWorker(ABC):
         model = self.model
         now = self._clock()
         while True:
-            query = self._due(now, ignore_backoff, report)
+            query = self._due(now, ignore_backoff, report, passed_over)
             if look_first:
                 with self._reads() as session:
                     if session.scalar(query.with_only_columns(model.id).limit(1)) is None:
@@ -177,10 +184,14 @@ class OutboxWorker(ABC):
                 row = session.scalar(
                     query.order_by(*claim_order(model)).limit(1).with_for_update(skip_locked=True)
                 )
-                # A row tried in this pass is finished, leased, or on a route skipped since,
-                # so it cannot come back; should it, the pass ends rather than loop.
-                if row is None or row.id in tried:
+                if row is None:
                     return None
+                # A row tried in this pass is finished, leased, or on a route skipped since,
+                # unless its route names nothing to skip (a branch no longer configured, tried
+                # again by `worker --once`): then it is passed over by id for the rest of it.
+                if row.id in tried:
+                    passed_over.add(row.id)
+                    continue
                 if not self._hold_active(session, row):
                     self._close(row, Delivery.DROPPED, "the hold ended before it was sent", now)
                     report.dropped += 1
@@ -189,11 +200,14 @@ class OutboxWorker(ABC):
                 row.leased_until = now + LEASE
                 return row  # detached after the commit, still readable (expire_on_commit off)
 
-    def _due(self, now: dt.datetime, ignore_backoff: bool, report: PassReport) -> Select[Any]:
+    def _due(
+        self, now: dt.datetime, ignore_backoff: bool, report: PassReport, passed_over: set[int]
+    ) -> Select[Any]:
         """The rows to send now: queued, not leased, not along a route that failed in this
-        pass, and (unless ``ignore_backoff``) past their retry time. A row tried in this pass
-        needs no condition of its own (a list of them grew by one per row, and slowed every
-        claim): it is finished, leased, or on a failed route."""
+        pass, not ``passed_over``, and (unless ``ignore_backoff``) past their retry time. The
+        rows tried in this pass need no list (one that grew by one per row slowed every
+        claim): they are finished, leased, or on a failed route; ``passed_over`` stays empty
+        but for the rare row whose route cannot be skipped."""
         model = self.model
         query = select(model).where(
             QUEUED,  # as the claim index says it, so that the index serves the claim
@@ -201,6 +215,8 @@ class OutboxWorker(ABC):
         )
         if not ignore_backoff:
             query = query.where(model.next_attempt_at <= now)
+        if passed_over:
+            query = query.where(model.id.not_in(passed_over))
         if report.failed:
             query = self.skip_routes(query, set(report.failed))
         return query

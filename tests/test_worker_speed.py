@@ -6,6 +6,7 @@ Every test runs on SQLite and PostgreSQL (holdshelf.storage.wakeup, holdshelf.ou
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from sqlalchemy import create_engine, event, select
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.errors import Conflict
 from holdshelf.outbox import PassReport, claim_order
+from holdshelf.print_worker import PrintWorker
 from holdshelf.service import HoldService
 from holdshelf.settings import load_settings
 from holdshelf.storage import wakeup
@@ -236,3 +238,17 @@ def test_a_pass_tries_a_failing_printers_slip_once(service, printer, clock, patr
 def test_no_wakeup_without_a_database_file() -> None:
     engine = create_engine("sqlite://")
     assert wakeup.for_engine(engine) is wakeup.NO_WAKEUP
+
+
+def test_a_pass_goes_on_past_a_slip_whose_branch_is_gone(service, printer, clock, patrons):
+    """A route that cannot be skipped (a branch taken out of the configuration) fails its slip
+    once in a pass, which goes on to the slips after it."""
+    service.ready("EAST", "ITEM-E", patrons[0].card)
+    service.ready("MAIN", "ITEM-M", patrons[1].card)
+    branches = {key: branch for key, branch in service.settings.branches.items() if key != "EAST"}
+    settings = dataclasses.replace(service.settings, branches=branches)
+    report = PrintWorker(settings, service.sessions, clock).run_once(ignore_backoff=True)
+    assert (report.sent, list(report.failed)) == (1, ["(branch no longer configured)"])
+    with service.sessions() as session:
+        attempts = list(session.scalars(select(PrintJob.attempts).order_by(PrintJob.id)))
+    assert attempts == [1, 1]
