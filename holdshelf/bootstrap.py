@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from holdshelf.integrations import Integrations
     from holdshelf.service import HoldService
     from holdshelf.settings import Settings
+    from holdshelf.storage.wakeup import Wakeup
     from holdshelf.worker import HousekeepingReport, Worker
     from holdshelf.workflow.checkin import CheckIn
     from holdshelf.workflow.sync import IlsSync
@@ -55,10 +56,20 @@ class Holdshelf:
         return engine
 
     @cached_property
-    def sessions(self) -> sessionmaker[Session]:
-        from holdshelf.storage import database
+    def wakeup(self) -> Wakeup:
+        """How a process that queues a slip or notice wakes the workers of other processes."""
+        from holdshelf.storage import wakeup
 
-        return database.session_factory(self.engine)
+        return wakeup.for_engine(self.engine)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        from holdshelf.storage import database, wakeup
+
+        sessions = database.session_factory(self.engine)
+        # Here, so every writer built on these sessions announces what it queues.
+        wakeup.install(sessions, self.wakeup)
+        return sessions
 
     @cached_property
     def service(self) -> HoldService:
@@ -83,7 +94,12 @@ class Holdshelf:
         from holdshelf.worker import Worker
 
         return Worker(
-            self.settings, self.sessions, self.clock, housekeeping=self.housekeep, sync=self.sync
+            self.settings,
+            self.sessions,
+            self.clock,
+            housekeeping=self.housekeep,
+            sync=self.sync,
+            wakeup=self.wakeup,
         )
 
     @cached_property

@@ -41,6 +41,7 @@ from holdshelf.outbox import DELIVERED, OutboxWorker, Outcome
 from holdshelf.sealing import Sealer
 from holdshelf.settings import Settings
 from holdshelf.storage.models import Delivery, Hold, Notice
+from holdshelf.storage.wakeup import mark_queued
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ class NoticeWorker(OutboxWorker):
         notices still queued hold their contact. Returns how many."""
         now = self._clock()
         with self._sessions.begin() as session:
+            mark_queued(session)  # due now: a worker of another app server takes them up too
             return session.execute(
                 update(Notice)
                 .where(

@@ -1,10 +1,11 @@
 """Delivering what leaves the machine (slips, notices) once, off the request path.
 
-Rows are written in the transaction that makes the hold ready (see OutboxMixin). A worker
-leases one row at a time, so several workers (several app servers) never send the same row;
-a worker that crashes mid-delivery loses only its lease. A temporary failure keeps the row
-queued with its attempts and last error, retried with backoff; a permanent one ends it. A row
-whose hold has ended meanwhile is dropped, not sent.
+Rows are written in the transaction that makes the hold ready (see OutboxMixin), which wakes
+the workers (holdshelf.storage.wakeup). A worker leases one row at a time, a desk row before an
+import's and then the oldest (claim_order), so several workers (several app servers) never
+send the same row; a worker that crashes mid-delivery loses only its lease. A temporary
+failure keeps the row queued with its attempts and last error, retried with backoff; a
+permanent one ends it. A row whose hold has ended meanwhile is dropped, not sent.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from holdshelf.domain.holds import HoldStatus
 from holdshelf.errors import unexpected
 from holdshelf.settings import Settings
 from holdshelf.storage.database import read_sessions, transient
-from holdshelf.storage.models import Delivery, Hold, OutboxMixin
+from holdshelf.storage.models import QUEUED, Delivery, Hold, OutboxMixin
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,12 @@ JITTER = 0.2  # each delay is drawn from ±20% around its step
 # printed but not recorded would print again once its lease runs out.
 RECORD_ATTEMPTS = 5
 RECORD_RETRY_SECONDS = 0.25
+
+
+def claim_order(model: type[Any]) -> tuple[Any, ...]:
+    """The order rows are claimed in, as the claim index (models.claim_index) keeps it: desk
+    rows before an import's (Priority), then the oldest first."""
+    return (model.priority, model.id)
 
 
 def retry_delay(attempts: int, rng: random.Random | None = None) -> dt.timedelta:
@@ -125,10 +132,13 @@ class OutboxWorker(ABC):
         report = PassReport()
         self.before_pass(report)
         tried: set[int] = set()
-        while (
-            not (stop and stop.is_set())
-            and (row := self._claim(ignore_backoff, report, tried)) is not None
-        ):
+        passed_over: set[int] = set()  # tried, failed, yet due again (see _claim)
+        draining = False
+        while not (stop and stop.is_set()):
+            row = self._claim(ignore_backoff, report, tried, passed_over, look_first=not draining)
+            if row is None:
+                break
+            draining = True
             tried.add(row.id)
             self.delivering = row.id
             try:
@@ -149,21 +159,39 @@ class OutboxWorker(ABC):
                 report.failed[self.route(row)] = outcome.error or ""
         return report
 
-    def _claim(self, ignore_backoff: bool, report: PassReport, tried: set[int]) -> Any | None:
-        """Lease the oldest due row, dropping rows of holds that have ended on the way."""
+    def _claim(
+        self,
+        ignore_backoff: bool,
+        report: PassReport,
+        tried: set[int],
+        passed_over: set[int],
+        *,
+        look_first: bool,
+    ) -> Any | None:
+        """Lease the first due row in claim order (claim_order), dropping rows of holds that
+        have ended on the way. ``look_first``: ask a read session whether anything is due
+        before taking the write lock, as most passes find nothing; a pass draining a queue
+        skips it, where it would cost a transaction per row."""
         model = self.model
         now = self._clock()
         while True:
-            query = self._due(now, ignore_backoff, report, tried)
-            with self._reads() as session:  # most passes find nothing: no write lock for that
-                if session.scalar(query.with_only_columns(model.id).limit(1)) is None:
-                    return None
+            query = self._due(now, ignore_backoff, report, passed_over)
+            if look_first:
+                with self._reads() as session:
+                    if session.scalar(query.with_only_columns(model.id).limit(1)) is None:
+                        return None
             with self._sessions.begin() as session:
                 row = session.scalar(
-                    query.order_by(model.id).limit(1).with_for_update(skip_locked=True)
+                    query.order_by(*claim_order(model)).limit(1).with_for_update(skip_locked=True)
                 )
                 if row is None:
                     return None
+                # A row tried in this pass is finished, leased, or on a route skipped since,
+                # unless its route names nothing to skip (a branch no longer configured, tried
+                # again by `worker --once`): then it is passed over by id for the rest of it.
+                if row.id in tried:
+                    passed_over.add(row.id)
+                    continue
                 if not self._hold_active(session, row):
                     self._close(row, Delivery.DROPPED, "the hold ended before it was sent", now)
                     report.dropped += 1
@@ -173,19 +201,22 @@ class OutboxWorker(ABC):
                 return row  # detached after the commit, still readable (expire_on_commit off)
 
     def _due(
-        self, now: dt.datetime, ignore_backoff: bool, report: PassReport, tried: set[int]
+        self, now: dt.datetime, ignore_backoff: bool, report: PassReport, passed_over: set[int]
     ) -> Select[Any]:
-        """The rows to send now: queued, not leased, not tried in this pass, not along a route
-        that failed in this pass, and (unless ``ignore_backoff``) past their retry time."""
+        """The rows to send now: queued, not leased, not along a route that failed in this
+        pass, not ``passed_over``, and (unless ``ignore_backoff``) past their retry time. The
+        rows tried in this pass need no list (one that grew by one per row slowed every
+        claim): they are finished, leased, or on a failed route; ``passed_over`` stays empty
+        but for the rare row whose route cannot be skipped."""
         model = self.model
         query = select(model).where(
-            model.status == Delivery.QUEUED,
+            QUEUED,  # as the claim index says it, so that the index serves the claim
             (model.leased_until.is_(None)) | (model.leased_until < now),
         )
-        if tried:
-            query = query.where(model.id.not_in(tried))
         if not ignore_backoff:
             query = query.where(model.next_attempt_at <= now)
+        if passed_over:
+            query = query.where(model.id.not_in(passed_over))
         if report.failed:
             query = self.skip_routes(query, set(report.failed))
         return query

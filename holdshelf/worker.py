@@ -1,7 +1,8 @@
 """The one background worker: slips to printers and notices to patrons, until stopped.
 
 `holdshelf worker` runs it on its own; `holdshelf serve` runs it in a thread next to the web
-app, which wakes it as soon as a check-in has queued something.
+app, which wakes it as soon as a check-in has queued something. Other processes (the CLI, an
+import, another app server) wake it through holdshelf.storage.wakeup; it polls besides.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from holdshelf.print_worker import PrintWorker
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
 from holdshelf.storage import database
+from holdshelf.storage.wakeup import NO_WAKEUP, Wakeup
 from holdshelf.workflow.sync import IlsSync
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class Worker:
         *,
         housekeeping: Callable[[], HousekeepingReport],
         sync: IlsSync | None = None,
+        wakeup: Wakeup = NO_WAKEUP,
     ) -> None:
         self.prints = PrintWorker(settings, sessions, clock)
         self.notices = NoticeWorker(settings, sessions, clock)
@@ -76,6 +79,9 @@ class Worker:
         self._clock = clock
         self._next_housekeeping: dt.datetime | None = None
         self._wake = threading.Event()
+        self._wakeup = wakeup
+        # Set once wake-ups from other processes reach this worker (what tests wait for).
+        self.listening = threading.Event()
         self._engine = sessions.kw["bind"]
 
     def run_once(
@@ -113,13 +119,18 @@ class Worker:
         return report
 
     def wake(self) -> None:
-        """Start the next pass now (something was just queued in this process)."""
+        """Start the next pass now (something was just queued, here or in another process)."""
         self._wake.set()
+
+    def _heard(self) -> None:
+        """Another process queued something (or the listener has just started)."""
+        self.listening.set()
+        self.wake()
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
         """Passes until ``stop`` is set (then the row being sent is finished, and nothing else
-        is started: set it, then `wake`); rows queued by other processes are found within
-        ``poll_seconds``."""
+        is started: set it, then `wake`); rows queued by other processes wake it too, and
+        are found within ``poll_seconds`` should their wake-up be lost."""
         tasks = (
             (partial(self.run_once, stop=stop), "worker pass"),
             (self.housekeep_if_due, "purge"),
@@ -130,6 +141,7 @@ class Worker:
                 target=self._sync_forever, args=(self._sync, stop), name="ils-sync", daemon=True
             )
             syncing.start()
+        listening = self._wakeup.listen(self._heard, stop)
         while not stop.is_set():
             # Each on its own: a printer queue that keeps failing must not stop retention.
             for task, name in tasks:
@@ -141,8 +153,9 @@ class Worker:
                     log.error("%s failed: %s", name, unexpected(exc))
             self._wake.wait(poll_seconds)
             self._wake.clear()
-        if syncing is not None:
-            syncing.join(timeout=5)
+        for thread in (syncing, listening):
+            if thread is not None:
+                thread.join(timeout=5)
 
     def _sync_forever(self, sync: IlsSync, stop: threading.Event) -> None:
         """The ILS sync every [ils] sync_minutes, from the first minute on; the holds made in

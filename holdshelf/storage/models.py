@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 from sqlalchemy import (
     CheckConstraint,
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -64,6 +65,14 @@ class Delivery(StrEnum):
     DROPPED = "dropped"  # its hold ended before it went
 
 
+class Priority(IntEnum):
+    """Which queued rows a worker takes first (the outbox tables' ``priority``, lowest first):
+    a clerk waits at the desk for one slip while an import's thousands can wait."""
+
+    DESK = 0  # one hold: made at the desk, by an ILS check-in, by an API call
+    BULK = 1  # a report import's holds
+
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -77,6 +86,9 @@ CODE = String(16)
 PSEUDONYM = String(64)
 MODE = String(8)
 ACTIVE = text("status = 'ready'")
+# The rows a worker may still claim. A literal, in the claim too: a partial index serves only
+# queries whose WHERE says the same, which a bound parameter cannot.
+QUEUED = text("status = 'queued'")
 
 
 class Base(DeclarativeBase):
@@ -179,6 +191,17 @@ class OutboxMixin:
     # A worker sending the row holds it until then; a crashed worker's row is taken up after.
     leased_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    priority: Mapped[int] = mapped_column(
+        SmallInteger, default=Priority.DESK.value, server_default="0"
+    )
+
+
+def claim_index(table: str) -> Index:
+    """The order a worker claims queued rows in (holdshelf.outbox.claim_order), on queued rows
+    only: the day's finished rows are never scanned, however many an import printed. With the
+    retry time, so a row waiting for it is passed over in the index."""
+    columns = ("priority", "id", "next_attempt_at")
+    return Index(f"ix_{table}_claim", *columns, sqlite_where=QUEUED, postgresql_where=QUEUED)
 
 
 class PrintJob(OutboxMixin, Base):
@@ -209,8 +232,8 @@ class PrintJob(OutboxMixin, Base):
         CheckConstraint("status IN ('queued', 'sent', 'failed', 'dropped')", "status"),
         CheckConstraint("kind IN ('slip', 'reprint')", "kind"),
         CheckConstraint("phase IN ('sending', 'accepted')", "phase"),
-        Index("ix_print_jobs_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_print_jobs_branch_code", "branch", "code"),
+        claim_index("print_jobs"),
     )
 
 
@@ -234,8 +257,8 @@ class Notice(OutboxMixin, Base):
         CheckConstraint("status IN ('queued', 'sent', 'failed', 'dropped')", "status"),
         CheckConstraint("channel IN ('email', 'sms')", "channel"),
         CheckConstraint("status = 'queued' OR sealed IS NULL", "erased"),
-        Index("ix_notices_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_notices_branch_code", "branch", "code"),
+        claim_index("notices"),
     )
 
 

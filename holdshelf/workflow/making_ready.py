@@ -37,6 +37,7 @@ from holdshelf.storage.models import (
     Hold,
     Notice,
     PatronPreference,
+    Priority,
     ShelfCodeClaim,
 )
 from holdshelf.workflow.base import (
@@ -263,7 +264,8 @@ class MakingReady(Ending, ReadyBatches):
             return BatchOutcome(entry=repeated, skipped=True)
         try:
             with session.begin_nested():
-                return BatchOutcome(entry=self._ready_in(session, request, now, checked=True))
+                entry = self._ready_in(session, request, now, checked=True, bulk=True)
+                return BatchOutcome(entry=entry)
         except HoldshelfError as exc:
             return BatchOutcome(error=str(exc))
 
@@ -277,7 +279,7 @@ class MakingReady(Ending, ReadyBatches):
         try:
             with session.begin_nested():
                 replaced = self._end(session, active, HoldStatus.CANCELLED, now)
-                entry = self._ready_in(session, request, now, checked=True)
+                entry = self._ready_in(session, request, now, checked=True, bulk=True)
         except HoldshelfError as exc:
             return BatchOutcome(error=str(exc))
         log.info("item re-trapped at %s: hold %s cancelled", entry.branch, active.id)
@@ -291,10 +293,12 @@ class MakingReady(Ending, ReadyBatches):
         *,
         checked: bool = False,
         on_scan: bool = False,
+        bulk: bool = False,
     ) -> ShelfEntry:
         """The hold, its code, slip and notices (or, ``on_scan``, the hold alone, with what its
         slip and notices need sealed); the caller counts it (see ready_many), and may have
-        ``checked`` already that the item has no active hold."""
+        ``checked`` already that the item has no active hold. A ``bulk`` hold's slip and
+        notices wait for every desk one (Priority)."""
         branch = request.branch
         for field_name, pseudonym in request.misplaced:
             if self._known_patron(session, pseudonym):
@@ -328,8 +332,11 @@ class MakingReady(Ending, ReadyBatches):
         if on_scan:
             log.info("hold %s registered at %s (%s): its scan prints it", hold.id, branch.id, mode)
             return entry
-        self._queue_slip(session, entry, "slip", now, item=request.item, title=request.title)
-        self._queue_notices(session, entry, request.contacts, now, request.title)
+        priority = Priority.BULK if bulk else Priority.DESK
+        self._queue_slip(
+            session, entry, "slip", now, item=request.item, title=request.title, priority=priority
+        )
+        self._queue_notices(session, entry, request.contacts, now, request.title, priority)
         log.info("hold %s ready at %s (%s)", hold.id, branch.id, mode.value)
         return entry
 
@@ -428,6 +435,7 @@ class MakingReady(Ending, ReadyBatches):
         contacts: dict[str, str],
         now: dt.datetime,
         title: str | None,
+        priority: Priority = Priority.DESK,
     ) -> None:
         if not contacts:
             return
@@ -444,6 +452,7 @@ class MakingReady(Ending, ReadyBatches):
                     attempts=0,
                     created_at=now,
                     next_attempt_at=now,
+                    priority=priority.value,
                 )
             )
 

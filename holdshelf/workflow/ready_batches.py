@@ -24,13 +24,14 @@ from holdshelf.domain.holds import HoldStatus, PickupMode, ShelfEntry, mode_for
 from holdshelf.errors import CodesExhausted
 from holdshelf.sealing import Sealer
 from holdshelf.settings import BranchSettings
-from holdshelf.storage import database
+from holdshelf.storage import database, wakeup
 from holdshelf.storage.models import (
     Delivery,
     Hold,
     Notice,
     PatronPreference,
     PrintJob,
+    Priority,
     ShelfCodeClaim,
 )
 from holdshelf.workflow.base import already_active
@@ -202,6 +203,7 @@ class ReadyBatches(Slips):
         notices = self._notice_rows(made, now)
         if notices:
             session.connection().execute(insert(NOTICES), notices)
+        wakeup.mark_queued(session)  # Core inserts pass no flush: say so, to wake the workers
 
     def _slip_row(self, planned: Planned, entry: ShelfEntry, now: dt.datetime) -> dict[str, object]:
         slip = self._slip_for(entry, planned.request.item, planned.request.title)
@@ -214,6 +216,7 @@ class ReadyBatches(Slips):
             "attempts": 0,
             "created_at": now,
             "next_attempt_at": now,
+            "priority": Priority.BULK.value,  # a clerk's slip at the desk goes first
         }
 
     def _notice_rows(
@@ -237,6 +240,7 @@ class ReadyBatches(Slips):
                         "attempts": 0,
                         "created_at": now,
                         "next_attempt_at": now,
+                        "priority": Priority.BULK.value,
                     }
                 )
         return rows

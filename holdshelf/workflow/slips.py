@@ -19,6 +19,7 @@ from holdshelf.storage.models import (
     Delivery,
     Hold,
     PrintJob,
+    Priority,
 )
 from holdshelf.workflow.base import (
     HoldsBase,
@@ -43,6 +44,7 @@ class Slips(HoldsBase):
         *,
         item: str | None,
         title: str | None = None,
+        priority: Priority = Priority.DESK,
     ) -> None:
         slip = self._slip_for(entry, item, title)
         session.add(
@@ -55,6 +57,7 @@ class Slips(HoldsBase):
                 attempts=0,
                 created_at=now,
                 next_attempt_at=now,
+                priority=priority.value,
             )
         )
 
