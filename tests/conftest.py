@@ -311,7 +311,9 @@ def raw_database_bytes(service: HoldService) -> bytes:
     if url.get_backend_name() == "sqlite":
         # Connections stay open (as in a running server): closing the last one would fold
         # and delete the WAL and hide what a long-running process leaves in it.
-        files = sorted(Path(url.database).parent.glob(Path(url.database).name + "*"))
+        # (Files only: the worker's wake-up socket folder sits beside them.)
+        found = Path(url.database).parent.glob(Path(url.database).name + "*")
+        files = sorted(path for path in found if path.is_file())
         assert files, "the SQLite file exists"
         return b"".join(path.read_bytes() for path in files)
     if shutil.which("pg_dump") is None:
