@@ -12,7 +12,7 @@
 
 Usage: python benchmarks/worker_speed.py [COUNT] [SAMPLES] [latency,drain]
 (defaults: 5000 slips drained, 200 slips timed per wake-up, both parts)
-PostgreSQL: HOLDSHELF_BENCH_POSTGRES_URL (default postgres@127.0.0.1:5432/test); a scratch
+PostgreSQL: BENCH_POSTGRES_URL (default postgres@127.0.0.1:5432/test); a scratch
 database is created and dropped.
 """
 
