@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from holdshelf.accounts import Accounts
+    from holdshelf.agents import PrintAgents
     from holdshelf.ils.answers import Connector
     from holdshelf.integrations import Integrations
     from holdshelf.service import HoldService
@@ -90,6 +91,12 @@ class Holdshelf:
         return Integrations(self.settings, self.sessions, self.clock)
 
     @cached_property
+    def agents(self) -> PrintAgents:
+        from holdshelf.agents import PrintAgents
+
+        return PrintAgents(self.settings, self.sessions, self.clock, self.wakeup)
+
+    @cached_property
     def worker(self) -> Worker:
         from holdshelf.worker import Worker
 
@@ -132,6 +139,8 @@ class Holdshelf:
         return housekeep(self.service, self.accounts, self.integrations)
 
     def close(self) -> None:
+        if "agents" in self.__dict__:
+            self.agents.close()
         if self.__dict__.get("connector") is not None:
             self.connector.close()
         if "engine" in self.__dict__:

@@ -24,6 +24,8 @@ from holdshelf.settings import Settings
 from holdshelf.storage.database import read_sessions
 from holdshelf.storage.models import ApiToken, IdempotencyRecord
 
+# What a token may do (ApiToken.scope): the holds API, or one branch's slip jobs and nothing else.
+API, PRINT_AGENT = "api", "print-agent"
 TOKEN_PREFIX = "hs_"  # noqa: S105 (a prefix that makes leaked tokens recognisable)
 IDEMPOTENCY_KEPT = dt.timedelta(hours=24)
 IDEMPOTENCY_STALE = dt.timedelta(minutes=2)  # a first request that died: its key is free again
@@ -43,6 +45,7 @@ class ApiClient:
     id: int
     name: str
     branches: frozenset[str]  # empty: every branch
+    scope: str = "api"  # API (the holds API) or PRINT_AGENT (holdshelf.agents)
 
     def may_use(self, branch: str) -> bool:
         return not self.branches or branch in self.branches
@@ -54,6 +57,7 @@ class TokenView:
     branches: tuple[str, ...]
     created_at: dt.datetime
     revoked: bool
+    scope: str = "api"
 
 
 @dataclass(frozen=True)
@@ -84,15 +88,18 @@ class Integrations:
 
     # -- tokens -------------------------------------------------------------------------------
 
-    def create_token(self, name: str, branches: list[str]) -> str:
+    def create_token(self, name: str, branches: list[str], scope: str = API) -> str:
         name = clean_barcode(name, "token name")
         ids = sorted({self.settings.branch(b).id for b in branches})
+        if scope == PRINT_AGENT and len(ids) != 1:
+            raise InvalidInput("a print agent token is for one branch: give exactly one --branch")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         row = ApiToken(
             name=name,
             token_hash=_hash(token),
             branches=",".join(ids),
             created_at=self._clock(),
+            scope=scope,
         )
         try:
             with self._sessions.begin() as session:
@@ -105,7 +112,9 @@ class Integrations:
         with self._reads() as session:
             rows = session.scalars(select(ApiToken).order_by(ApiToken.name))
             return [
-                TokenView(r.name, tuple(_branches(r)), r.created_at, r.revoked_at is not None)
+                TokenView(
+                    r.name, tuple(_branches(r)), r.created_at, r.revoked_at is not None, r.scope
+                )
                 for r in rows
             ]
 
@@ -123,7 +132,7 @@ class Integrations:
             row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash(token)))
         if row is None or row.revoked_at is not None:
             return None
-        return ApiClient(row.id, row.name, frozenset(_branches(row)))
+        return ApiClient(row.id, row.name, frozenset(_branches(row)), row.scope)
 
     # -- idempotency --------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 HOLD_LIMIT = 15 * 60.0  # seconds a printer may keep a slip on an open connection, unprinted
 PROCESS_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+AGENT_PRINTS = "printed by its branch print agent"
 WAITING = "the printer has the slip and has not said it printed it yet (waiting for it)"
 
 
@@ -171,9 +172,21 @@ class PrintWorker(OutboxWorker):
         log.info("print job %s sent to %s", row.id, printer.name)
         return DELIVERED
 
+    def run_once(self, **kwargs: Any) -> PassReport:
+        report = super().run_once(**kwargs)
+        for name in self._agent_printers():  # skipped, not failed (see before_pass)
+            if report.failed.get(name) == AGENT_PRINTS:
+                del report.failed[name]
+        return report
+
+    def _agent_printers(self) -> list[str]:
+        return [name for name, p in self.settings.printers.items() if p.type == "agent"]
+
     def before_pass(self, report: PassReport) -> None:
         """Ask every held connection whether its slip has printed; a printer still holding
-        one is skipped for this pass (its next slip would only queue behind it)."""
+        one is skipped for this pass (its next slip would only queue behind it). An agent
+        printer's slips are skipped too: its branch print agent takes them (holdshelf.agents)."""
+        report.failed.update(dict.fromkeys(self._agent_printers(), AGENT_PRINTS))
         for job_id, held in list(self._held.items()):
             outcome = self._settle(job_id, held)
             if outcome is None:

@@ -14,7 +14,10 @@ from typing import Any
 from holdshelf import config_checks as checks
 from holdshelf.errors import ConfigError
 
-TYPES = ("network", "usb", "serial", "file", "cups", "preview")
+TYPES = ("network", "usb", "serial", "file", "cups", "preview", "agent")
+# A printer at a branch the server cannot reach: a branch print agent (holdshelf print-agent)
+# fetches its slips over HTTPS and names the printer itself, so the server knows no address.
+AGENT = "agent"
 QR_MODES = ("auto", "native", "raster")
 # python-escpos profiles of the models whose Epson ESC/POS reference lists GS ( H <Function 48>
 # (process ID response). "auto" uses it for these only: an unknown printer might print the
@@ -36,6 +39,7 @@ PROCESS_ID_PROFILES = frozenset(
 # Printable dots across the paper where the profile does not say (203 dpi heads).
 PAPER_DOTS = {"80mm": 576, "58mm": 384}
 FONT_A = (12, 24)  # ESC/POS font A cell, in dots
+DEFAULT_PORT = 9100
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class PrinterSettings:
             "file": self.device,
             "cups": f"cups queue {self.queue}",
             "preview": "PNG and .bin files in the instance folder",
+            AGENT: "the branch print agent fetches its slips",
         }[self.type]
 
 
@@ -114,7 +119,13 @@ def _require_connection_keys(printer: PrinterSettings, where: str) -> None:
         "file": [("device", printer.device)],
         "cups": [("queue", printer.queue)],
         "preview": [],
+        AGENT: [],
     }[printer.type]
+    if printer.type == AGENT and (printer.host or printer.port != DEFAULT_PORT):
+        raise ConfigError(
+            f"{where}host and port are not for an agent printer: the agent at the branch "
+            "names its printer (holdshelf print-agent --printer)"
+        )
     for key, value in needed:
         if not value:
             raise ConfigError(f"{where}{key} is needed for a {printer.type} printer")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from holdshelf.printers.config import PrinterSettings
+from holdshelf.printers.config import AGENT, PrinterSettings
 from holdshelf.printers.render_escpos import escpos, profile_for, quiet_root_logging
 
 DLE_EOT = b"\x10\x04"
@@ -496,6 +496,8 @@ class PreviewConnection:
 
 
 def connect(printer: PrinterSettings, instance_dir: Path) -> Connection:
+    if printer.type == AGENT:
+        raise PrinterError("this printer is printed to by its branch print agent, not from here")
     if printer.type == "network":
         return NetworkConnection(printer)
     if printer.type == "preview":

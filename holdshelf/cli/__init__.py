@@ -21,7 +21,7 @@ from typing import NoReturn
 import click
 
 from holdshelf import __version__
-from holdshelf.cli import access, delivery, holds, ils, instance, patrons, reports, serve
+from holdshelf.cli import access, agent, delivery, holds, ils, instance, patrons, reports, serve
 from holdshelf.cli.common import Context, fail
 from holdshelf.config_sources import default_instance_dir
 from holdshelf.errors import HoldshelfError
@@ -74,6 +74,7 @@ for _command in (
     delivery.print_queue,
     delivery.notices,
     delivery.worker,
+    agent.print_agent,
     patrons.patron,
     access.user,
     access.token,

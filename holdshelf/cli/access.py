@@ -89,11 +89,20 @@ def token() -> None:
 @token.command("create")
 @click.argument("name")
 @click.option("--branch", "branches", multiple=True, help="Limit to this branch (repeatable).")
+@click.option(
+    "--print-agent", is_flag=True, help="A branch print agent's token: its slips, nothing else."
+)
 @pass_context
-def token_create(ctx: Context, name: str, branches: tuple[str, ...]) -> None:
+def token_create(ctx: Context, name: str, branches: tuple[str, ...], print_agent: bool) -> None:
     """Create a token and print it, once: only its hash is kept."""
-    secret = ctx.integrations.create_token(name, list(branches))
+    from holdshelf.integrations import API, PRINT_AGENT
+
+    secret = ctx.integrations.create_token(
+        name, list(branches), PRINT_AGENT if print_agent else API
+    )
     scope = ", ".join(sorted({ctx.settings.branch(b).id for b in branches})) or "every branch"
+    if print_agent:
+        scope = f"print agent of {scope}"
     click.echo(f"token {name} ({scope}); store it now, it is not shown again:")
     click.echo(secret)
 
@@ -104,6 +113,8 @@ def token_list(ctx: Context) -> None:
     """List tokens (never the tokens themselves)."""
     for view in ctx.integrations.tokens():
         scope = ", ".join(view.branches) or "every branch"
+        if view.scope != "api":
+            scope = f"{view.scope} of {scope}"
         state = "revoked" if view.revoked else "active"
         click.echo(f"{view.name}: {state}, {scope}, created {view.created_at:%Y-%m-%d}")
 

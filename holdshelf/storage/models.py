@@ -16,6 +16,7 @@ import datetime as dt
 from enum import IntEnum, StrEnum
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -326,6 +327,27 @@ class ApiToken(Base):
     branches: Mapped[str] = mapped_column(String(400), default="")  # comma-separated; "" = all
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # What the token may do: "api" (the holds API) or "print-agent" (fetch and acknowledge one
+    # branch's slips, nothing else: holdshelf.agents).
+    scope: Mapped[str] = mapped_column(String(16), default="api", server_default="api")
+
+    __table_args__ = (CheckConstraint("scope IN ('api', 'print-agent')", "scope"),)
+
+
+class PrintAgent(Base):
+    """What a branch print agent last said: when it last asked for slips, and its printer's
+    status as the agent saw it. One row per agent token; nothing about any patron."""
+
+    __tablename__ = "print_agents"
+
+    token_id: Mapped[int] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True
+    )
+    branch: Mapped[str] = mapped_column(BRANCH)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    printer_status: Mapped[str] = mapped_column(String(200), default="")
+    # False: the printer reported a fault (off, paper out, cover open); None: not known yet.
+    printer_ok: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class IdempotencyRecord(Base):

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 from flask import Flask
 
 from holdshelf.accounts import Accounts
+from holdshelf.agents import PrintAgents
 from holdshelf.integrations import Integrations
+from holdshelf.print_worker import PrinterTrouble
 from holdshelf.resources import resource_dir
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
@@ -42,6 +44,7 @@ class Desk:
     accounts: Accounts
     integrations: Integrations
     worker: Worker
+    agents: PrintAgents
     checkin: CheckIn | None  # check-in by the item alone, when an ILS is connected
     api_limiter: RateLimiter
     find_limiter: RateLimiter
@@ -49,10 +52,16 @@ class Desk:
     def wake_worker(self) -> None:
         self.worker.wake()
 
+    def printer_trouble(self, branch_id: str) -> PrinterTrouble | None:
+        """The desk's printer banner: from the print agent where the branch has one."""
+        if self.agents.is_agent_branch(branch_id):
+            return self.agents.trouble(branch_id)
+        return self.worker.prints.trouble(branch_id)
+
 
 def create_app(root: Holdshelf) -> Flask:
     """The web app over what ``root`` (holdshelf.bootstrap) built."""
-    from holdshelf.web import admin, api, auth, desk, patron, security
+    from holdshelf.web import admin, agents, api, auth, desk, patron, security
 
     settings = root.settings
     app = Flask(
@@ -76,6 +85,7 @@ def create_app(root: Holdshelf) -> Flask:
         accounts=root.accounts,
         integrations=root.integrations,
         worker=root.worker,
+        agents=root.agents,
         checkin=root.checkin,
         api_limiter=RateLimiter(settings.api_requests_per_minute, API_WINDOW),
         find_limiter=RateLimiter(FIND_LIMIT, FIND_WINDOW),
@@ -85,7 +95,8 @@ def create_app(root: Holdshelf) -> Flask:
     auth.init_app(app)
     patron.init_app(app, csrf)
     api.init_app(app, csrf)
-    for blueprint in (auth.bp, desk.bp, admin.bp, patron.bp, api.bp):
+    agents.init_app(app, csrf)
+    for blueprint in (auth.bp, desk.bp, admin.bp, patron.bp, api.bp, agents.bp):
         app.register_blueprint(blueprint)
     # Always in place: without a trusted proxy it drops forwarded headers from everyone.
     proxied = TrustedProxy(app.wsgi_app, settings.web.trusted_proxies)

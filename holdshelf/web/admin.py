@@ -22,15 +22,26 @@ def printers() -> str:
     from holdshelf.printers.connections import connect
 
     settings = desk().settings
+    agents = desk().agents.views()
     rows = [
         {
             "printer": printer,
             "branches": [b.id for b in settings.branches.values() if b.printer == name],
-            "status": connect(printer, settings.instance_dir).status().describe(),
+            "status": _agent_printer_status(name, agents)
+            if printer.type == "agent"
+            else connect(printer, settings.instance_dir).status().describe(),
         }
         for name, printer in settings.printers.items()
     ]
-    return render_template("printers.html", rows=rows, jobs=desk().worker.prints.jobs())
+    return render_template(
+        "printers.html", rows=rows, jobs=desk().worker.prints.jobs(), agents=agents
+    )
+
+
+def _agent_printer_status(name: str, agents: list[Any]) -> str:
+    """What the agents printing to ``name`` last said of it (see Branch print agents)."""
+    said = [a.printer_status for a in agents if a.printer == name and a.last_seen_at]
+    return "; ".join(said) or "no print agent has been in touch"
 
 
 @bp.post("/printers/test")

@@ -25,7 +25,7 @@ from holdshelf.errors import (
     InvalidInput,
     UnknownBranch,
 )
-from holdshelf.integrations import ApiClient, Integrations, KeyInUse, KeyReused
+from holdshelf.integrations import API, ApiClient, Integrations, KeyInUse, KeyReused
 from holdshelf.resources import PACKAGE_DIR
 from holdshelf.service import SlipState, SlipStatus
 from holdshelf.web.extensions import desk
@@ -64,6 +64,10 @@ def _authenticate() -> None:
     client = integrations().authenticate(token.strip()) if scheme.lower() == "bearer" else None
     if client is None:
         raise Problem(401, "unauthorized", "send Authorization: Bearer <integration token>")
+    if client.scope != API:
+        raise Problem(
+            403, "forbidden-scope", "a print agent's token may only fetch its branch's slips"
+        )
     limiter = desk().api_limiter
     if not limiter.allow(f"token:{client.id}"):
         raise Problem(429, "rate-limited", f"at most {limiter.limit} requests a minute per token")

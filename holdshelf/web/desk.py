@@ -240,7 +240,7 @@ def status() -> Response:
         else:
             state = desk().service.print_status(found.code, _branch())
             slip = {"state": state.state.value, "text": slip_words(state), "settled": state.settled}
-    trouble = desk().worker.prints.trouble(_branch())
+    trouble = desk().printer_trouble(_branch())
     return jsonify(slip=slip, banner=render_template("banner.html", trouble=trouble).strip())
 
 
@@ -267,7 +267,7 @@ def printer_banner() -> dict[str, Any]:
     staff = g.get("staff")
     if staff is None or not staff.branch or request.endpoint == "desk.status":
         return {}
-    return {"printer_trouble": desk().worker.prints.trouble(staff.branch)}
+    return {"printer_trouble": desk().printer_trouble(staff.branch)}
 
 
 # -- one hold: reprint, new date, cancel, notices ----------------------------------------------

@@ -20,6 +20,7 @@ TITLES = {
     "invalid-input": "The request is not valid",
     "unauthorized": "A valid integration token is needed",
     "forbidden-branch": "This token may not act for that branch",
+    "forbidden-scope": "This token may not use this part of the API",
     "not-found": "Not found",
     "method-not-allowed": "Method not allowed",
     "conflict": "The request conflicts with the hold's state",
