@@ -391,14 +391,14 @@ def test_openapi_document_is_served_valid_and_matches_the_routes(app) -> None:
     validate(document)
     assert document["openapi"].startswith("3.1")
     documented = {
-        (path.replace("{code}", "<code>"), method.upper())
+        (path.replace("{code}", "<code>").replace("{lease}", "<lease_id>"), method.upper())
         for path, operations in document["paths"].items()
         for method in operations
     }
     routed = {
         (rule.rule.removeprefix("/api/v1"), method)
         for rule in app.url_map.iter_rules()
-        if rule.endpoint.startswith("api.")
+        if rule.endpoint.startswith(("api.", "agents."))
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
     assert documented == routed

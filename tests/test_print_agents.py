@@ -47,9 +47,7 @@ def agents(app):
 
 @pytest.fixture
 def agent_token(app) -> str:
-    return app.extensions["holdshelf"].integrations.create_token(
-        "east-pc", ["EAST"], "print-agent"
-    )
+    return app.extensions["holdshelf"].integrations.create_token("east-pc", ["EAST"], "print-agent")
 
 
 def bearer(token: str) -> dict[str, str]:
