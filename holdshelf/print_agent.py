@@ -37,6 +37,7 @@ FIRST_BACKOFF, LONGEST_BACKOFF = 1.0, 30.0
 HOLD_LIMIT = 15 * 60.0  # as the print worker: a printer keeping a slip unprinted this long
 RENEW_EVERY = 30.0  # seconds between lease renewals while the printer holds a slip
 ACK_GIVE_UP_ON_STOP = 10.0  # seconds a stopping agent still tries to report a printed slip
+BUSY_SERVER_PAUSE = 2.0  # seconds before asking again when a long poll came back at once
 PRINTER_KINDS = ("network", "usb", "serial", "file")
 
 
@@ -205,6 +206,7 @@ class PrintAgent:
         self._refresh_status()
         while not stop.is_set():
             wait = LONG_POLL if self._status["ok"] is not False else 0
+            asked = time.monotonic()
             try:
                 jobs = self.server.post("/jobs/lease", {"wait": wait, "printer": self._status})
             except ServerUnreachable as exc:
@@ -215,6 +217,8 @@ class PrintAgent:
             if not jobs or not jobs.get("jobs"):
                 if self._status["ok"] is False:
                     stop.wait(printer_backoff.next())
+                elif wait and time.monotonic() - asked < 1:  # the server had no thread to wait
+                    stop.wait(BUSY_SERVER_PAUSE)
                 self._refresh_status()
                 continue
             self.busy.set()

@@ -495,9 +495,26 @@ class PreviewConnection:
         return PrinterStatus(True, online=True, paper="ok", detail=f"writes to {self.folder}")
 
 
+class AgentPrinterConnection:
+    """A printer only its branch print agent reaches (holdshelf.agents): nothing to send to
+    from here, and no status to ask (the agent reports it)."""
+
+    def send(
+        self,
+        data: bytes,
+        preview: Preview = None,
+        label: str = "slip",
+        attempt: Attempt | None = None,
+    ) -> Held | None:
+        raise PrinterError("this printer is printed to by its branch print agent, not from here")
+
+    def status(self) -> PrinterStatus:
+        return PrinterStatus(True, detail="its branch print agent reports its status")
+
+
 def connect(printer: PrinterSettings, instance_dir: Path) -> Connection:
     if printer.type == AGENT:
-        raise PrinterError("this printer is printed to by its branch print agent, not from here")
+        return AgentPrinterConnection()
     if printer.type == "network":
         return NetworkConnection(printer)
     if printer.type == "preview":

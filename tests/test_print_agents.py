@@ -317,3 +317,53 @@ def test_the_printers_page_shows_each_agent(app, service, patrons, agent_token) 
     printer_row = page[page.index("<td>east-agent</td>") :].split("</tr>")[0]
     assert "agent: the branch print agent fetches its slips</td><td>EAST</td>" in printer_row
     assert "<td>cover open</td>" in printer_row and "Print a test slip" not in printer_row
+
+
+def test_a_long_poll_waits_for_a_slip_and_only_so_many_wait(app, service, patrons, agent_token):
+    """Each waiting lease holds a web server thread: at most MOST_WAITING wait, the others are
+    answered at once; a slip queued meanwhile goes to a waiting request at once."""
+    import threading
+    import time
+
+    from holdshelf.agents import MOST_WAITING
+
+    results: list[list[dict]] = []
+
+    def waiting_lease() -> None:
+        results.append(lease(app.test_client(), agent_token, wait=6))
+
+    threads = [threading.Thread(target=waiting_lease) for _ in range(MOST_WAITING)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert lease(app.test_client(), agent_token, wait=6) == []
+    assert time.monotonic() - started < 1, "no thread to wait with: answered at once"
+    started = time.monotonic()
+    entry = service.ready("EAST", "I1", patrons[0].card)
+    threads[0].join(0)
+    while not results and time.monotonic() - started < 5:
+        time.sleep(0.02)
+    assert results and results[0] and results[0][0]["id"] == job_rows(service)[0].id
+    assert time.monotonic() - started < 2, "the waiting request got the slip when it was queued"
+    assert entry.code.display in slip_text(results[0][0])
+    for thread in threads:
+        thread.join(10)
+    assert sorted(len(r) for r in results) == [0] * (MOST_WAITING - 1) + [1]
+
+
+def test_the_printers_command_lists_an_agent_printer(cli) -> None:
+    with_agent_printer(cli.instance)
+    rows = {row["name"]: row for row in cli.ok("printers", "--json").json}
+    assert rows["east-agent"]["type"] == "agent"
+    assert rows["east-agent"]["branches"] == ["EAST"]
+    assert "print agent" in rows["east-agent"]["status"]
+    cli.fails("print-test", "east-agent", message="printed to by its branch print agent")
+
+
+def test_an_agent_config_file_with_an_unknown_key_is_one_line(cli, tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('server = "https://h"\nprinter = "network:h"\npassword = "x"\n')
+    cli.fails("print-agent", "--config", str(config), message="unknown key 'password'")
+    config.write_text('server = "http://192.0.2.9"\nprinter = "network:h"\n')
+    cli.fails("print-agent", "--config", str(config), "--token", "t", message="refusing plain")

@@ -35,8 +35,9 @@ TOKEN_PROTECTED = {"public.link_post"}
 
 
 def is_api(endpoint: str) -> bool:
-    """The ILS's API authenticates with bearer tokens, not sessions: no cookies, no CSRF."""
-    return endpoint.startswith("api.")
+    """The ILS's API and the print agents' authenticate with bearer tokens, not sessions: no
+    cookies, no CSRF."""
+    return endpoint.startswith(("api.", "agents."))
 
 
 def routes(app, method: str) -> list[tuple[str, str]]:
