@@ -213,6 +213,26 @@ def test_the_agent_waits_on_a_long_poll_and_prints_at_once(central, patrons) -> 
 
 
 @sqlite_only
+def test_serve_stops_at_once_while_an_agent_waits_and_the_agent_rides_it_out(
+    central, patrons
+) -> None:
+    cli, serving, token = central
+    printer = FakePrinter().start()
+    agent = Agent(f"http://127.0.0.1:{serving.port}", token, printer.port)
+    time.sleep(2)  # in its long poll
+    started = time.monotonic()
+    stopped = serving.stop()
+    assert (stopped.code, stopped.out) == (0, "stopping\nstopped\n"), stopped.err
+    assert time.monotonic() - started < 10
+    (code,) = ready(cli, patrons, range(1))
+    again = Serving("--instance", str(cli.instance), "serve", port=serving.port)
+    wait_until(lambda: copies(printer, code)[0] == 1, 60, "the slip after the restart")
+    assert agent.stop()[0] == 0
+    assert again.stop().code == 0
+    printer.stop()
+
+
+@sqlite_only
 def test_a_refused_token_is_one_line_and_exit_1(central) -> None:
     _, serving, _ = central
     for wrong in ("hs_nonsense", _api_token(central)):

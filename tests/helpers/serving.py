@@ -24,9 +24,10 @@ class Serving:
     """`holdshelf serve` as systemd or a container runs it: the console script, its own
     process, a free port, stopped by a signal."""
 
-    def __init__(self, *args: str, cwd: Path | None = None) -> None:
-        """``args``: the arguments up to `serve` and its options (a free port is added)."""
-        self.port = free_port()
+    def __init__(self, *args: str, cwd: Path | None = None, port: int | None = None) -> None:
+        """``args``: the arguments up to `serve` and its options (a free port is added, or
+        ``port``: a restart on the port clients know)."""
+        self.port = port or free_port()
         self.process = subprocess.Popen(
             [str(SCRIPT), *args, "--port", str(self.port)],
             env=child_environment(),
