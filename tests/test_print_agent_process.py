@@ -233,6 +233,23 @@ def test_serve_stops_at_once_while_an_agent_waits_and_the_agent_rides_it_out(
 
 
 @sqlite_only
+def test_the_agent_prints_over_https_with_the_servers_ca(central, patrons, tmp_path) -> None:
+    from tests.helpers.certificates import make_certificates
+
+    cli, serving, token = central
+    certificates = make_certificates(tmp_path / "tls")
+    proxy = TcpProxy(serving.port, tls=certificates.server_context).start()
+    printer = FakePrinter().start()
+    agent = Agent(proxy.url, token, printer.port, "--ca-file", str(certificates.ca_file))
+    (code,) = ready(cli, patrons, range(1))
+    wait_until(lambda: copies(printer, code) == (1, 0), 30, "the slip over https")
+    returncode, out, err = agent.stop()
+    assert returncode == 0 and f"slips from {proxy.url}" in out, err
+    proxy.stop()
+    printer.stop()
+
+
+@sqlite_only
 def test_a_refused_token_is_one_line_and_exit_1(central) -> None:
     _, serving, _ = central
     for wrong in ("hs_nonsense", _api_token(central)):

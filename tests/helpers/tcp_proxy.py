@@ -2,12 +2,15 @@
 
 ``cut()`` resets every open connection and, until ``restore()``, accepts new ones only to
 close them at once (a flapping uplink, a proxy restarting); bytes in between pass untouched.
+With ``tls`` (a server context) it terminates HTTPS, as a reverse proxy in front of the
+server does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ class TcpProxy:
     target_port: int
     port: int = 0
     cut_count: int = 0
+    tls: ssl.SSLContext | None = None
     _down: threading.Event = field(default_factory=threading.Event)
     _open: set[socket.socket] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -35,7 +39,7 @@ class TcpProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def cut(self) -> None:
         self._down.set()
@@ -63,6 +67,14 @@ class TcpProxy:
             if self._down.is_set():
                 _reset(client)
                 continue
+            if self.tls is not None:
+                try:
+                    client.settimeout(5)
+                    client = self.tls.wrap_socket(client, server_side=True)
+                    client.settimeout(None)
+                except (OSError, ssl.SSLError):
+                    _reset(client)
+                    continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
             except OSError:
