@@ -46,7 +46,8 @@ class ServerUnreachable(Exception):
 
 
 class LeaseEnded(Exception):
-    """The server says this lease is over (409): the slip must not be printed under it."""
+    """The server says this lease is over (409) or its job is gone (404, purged): the slip
+    must not be printed under it, and there is nothing left to report."""
 
 
 class Refused(InvalidInput):
@@ -159,8 +160,8 @@ def _http_error(exc: urllib.error.HTTPError) -> Exception:
         detail = json.loads(exc.read()).get("detail", "")
     except (ValueError, AttributeError, OSError):
         detail = ""
-    if exc.code == 409:
-        return LeaseEnded(detail)
+    if exc.code in (404, 409):
+        return LeaseEnded(detail or exc.reason)
     if exc.code in (401, 403):
         return Refused(f"the server refused the token ({exc.code}: {detail or exc.reason})")
     if exc.code >= 500 or exc.code == 429:
@@ -267,6 +268,7 @@ class PrintAgent:
         from holdshelf.printers.connections import PrinterError
 
         self._note_printer("holds a slip unprinted (cover, paper?)", ok=False)
+        accepted_reported = held.accepted  # reported by the connection's own on_accepted
         while time.monotonic() - held.since < HOLD_LIMIT:
             try:
                 if held.wait(RENEW_EVERY):
@@ -274,7 +276,11 @@ class PrintAgent:
                     return Result("printed")
             except PrinterError as exc:
                 return Result("printed") if exc.accepted else Result("failed", str(exc)[:300])
-            self._phase_if_reachable(job["lease"], "waiting")
+            if held.accepted and not accepted_reported:
+                accepted_reported = True
+                self._phase_if_reachable(job["lease"], "accepted")
+            else:
+                self._phase_if_reachable(job["lease"], "waiting")
         held.close()
         if held.accepted:
             return Result("printed")
@@ -302,6 +308,9 @@ class PrintAgent:
                 if result.outcome == "printed":
                     self.printed += 1
                 log.info("job %s: %s", lease, result.outcome)
+                return
+            except LeaseEnded as exc:  # the job is gone from the server: nothing to record
+                log.warning("job %s: the server no longer has it (%s)", lease, exc)
                 return
             except ServerUnreachable as exc:
                 log.warning("reporting job %s: %s; trying again", lease, exc)

@@ -250,6 +250,44 @@ def test_the_agent_prints_over_https_with_the_servers_ca(central, patrons, tmp_p
 
 
 @sqlite_only
+def test_a_printer_that_stops_reading_prints_the_slip_once(central, patrons) -> None:
+    """The printer stops reading after the status check (cover open) and prints later: the
+    agent keeps the connection, as the worker does, and never sends the slip again."""
+    cli, serving, token = central
+    printer = FakePrinter(stalls=1, stall_seconds=4).start()
+    agent = Agent(f"http://127.0.0.1:{serving.port}", token, printer.port)
+    (code,) = ready(cli, patrons, range(1))
+    wait_until(lambda: copies(printer, code)[0] == 1, 30, "the slip after the stall")
+    wait_until(lambda: _jobs(cli)[0].status == "sent", 10, "the slip recorded")
+    time.sleep(1)
+    assert copies(printer, code) == (1, 0)
+    assert agent.stop()[0] == 0
+    printer.stop()
+
+
+@sqlite_only
+def test_the_agent_prints_to_a_device_file(central, patrons, tmp_path) -> None:
+    cli, serving, token = central
+    device = tmp_path / "lp0"
+    device.touch()
+    env = {**child_environment(), "HOLDSHELF_AGENT_TOKEN": token}
+    process = subprocess.Popen(
+        [str(SCRIPT), "print-agent", "--server", f"http://127.0.0.1:{serving.port}",
+         "--printer", f"file:{device}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        (code,) = ready(cli, patrons, range(1))
+        wait_until(lambda: code.encode() in device.read_bytes(), 30, "the slip in the file")
+        wait_until(lambda: _jobs(cli)[0].status == "sent", 10, "the slip recorded")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert device.read_bytes().count(b"Eastside Branch") == 1, "one slip"
+
+
+@sqlite_only
 def test_a_refused_token_is_one_line_and_exit_1(central) -> None:
     _, serving, _ = central
     for wrong in ("hs_nonsense", _api_token(central)):
