@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from holdshelf.clock import Clock
@@ -368,13 +369,19 @@ class PrintAgents:
         printer: PrinterReport | None,
         now: dt.datetime,
     ) -> None:
-        row = session.get(PrintAgent, client.id)
-        if row is None:
-            row = PrintAgent(token_id=client.id, branch=branch, printer_status="")
-            session.add(row)
-        row.branch, row.last_seen_at = branch, now
+        """Upsert the agent's row; two first requests at once must not collide (a savepoint
+        around the insert, then the update the loser makes)."""
+        values: dict[str, Any] = {"branch": branch, "last_seen_at": now}
         if printer is not None:
-            row.printer_ok, row.printer_status = printer.ok, printer.status
+            values.update(printer_ok=printer.ok, printer_status=printer.status)
+        mine = update(PrintAgent).where(PrintAgent.token_id == client.id).values(**values)
+        if session.execute(mine).rowcount:
+            return
+        try:
+            with session.begin_nested():
+                session.add(PrintAgent(token_id=client.id, **{"printer_status": "", **values}))
+        except IntegrityError:
+            session.execute(mine)
 
 
 def _hold_active(session: Session, row: PrintJob) -> bool:
