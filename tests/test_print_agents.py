@@ -6,6 +6,7 @@ a real server and a fake printer, is in tests/test_print_agent_process.py."""
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from holdshelf.errors import ConfigError
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
 from holdshelf.storage.models import PrintJob
-from tests.conftest import make_instance
+from tests.conftest import assert_no_patron_data, make_instance
 from tests.helpers.escpos_parser import parse
 from tests.helpers.web import ADMIN, post, sign_in
 
@@ -190,6 +191,7 @@ def test_a_leased_slip_carries_the_rendered_slip_and_is_acknowledged_once(
     (row,) = job_rows(service)
     assert (row.status, row.attempts, row.phase, row.leased_until) == ("sent", 1, None, None)
     assert lease(http, agent_token) == []
+    assert_no_patron_data(json.dumps(job) + slip_text(job), patrons)
 
 
 def test_the_local_worker_leaves_agent_slips_alone(app, service, patrons, root) -> None:
