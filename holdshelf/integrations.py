@@ -45,7 +45,9 @@ class ApiClient:
     id: int
     name: str
     branches: frozenset[str]  # empty: every branch
-    scope: str = "api"  # API (the holds API) or PRINT_AGENT (holdshelf.agents)
+    # API (the holds API) or PRINT_AGENT (holdshelf.agents). No default, on purpose: a client
+    # made without its token's scope must fail loudly, never pass an agent's token as the API's.
+    scope: str
 
     def may_use(self, branch: str) -> bool:
         return not self.branches or branch in self.branches
@@ -57,7 +59,7 @@ class TokenView:
     branches: tuple[str, ...]
     created_at: dt.datetime
     revoked: bool
-    scope: str = "api"
+    scope: str
 
 
 @dataclass(frozen=True)
