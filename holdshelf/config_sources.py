@@ -14,8 +14,9 @@ from holdshelf.errors import ConfigError
 from holdshelf.resources import resource_dir
 
 ENV_PREFIX = "HOLDSHELF_"
-# HOLDSHELF_INSTANCE picks the folder; HOLDSHELF_TEST_* belong to the test suite.
-_ENV_NOT_CONFIG = ("INSTANCE", "TEST_")
+# HOLDSHELF_INSTANCE picks the folder; HOLDSHELF_TEST_* belong to the test suite;
+# HOLDSHELF_AGENT_* to `holdshelf print-agent` (its token), which loads no instance.
+_ENV_NOT_CONFIG = ("INSTANCE", "TEST_", "AGENT_")
 # Tables whose keys are names the library chooses; each entry is merged onto its defaults.
 OPEN_TABLES = {"branches": "branch_defaults", "printers": "printer_defaults"}
 BARCODE_KEYS = ("card_pattern", "item_pattern", "check_digit")

@@ -103,6 +103,11 @@ def test_an_agent_printer_names_no_host_or_port(tmp_path: Path) -> None:
     assert load_settings(instance, environ={}).printers["east-agent"].type == "agent"
 
 
+def test_the_agents_token_variable_is_not_read_as_configuration(instance_dir: Path) -> None:
+    environ = {"HOLDSHELF_AGENT_TOKEN": "hs_x"}
+    assert load_settings(instance_dir, environ=environ).printers["east-agent"].type == "agent"
+
+
 def test_a_print_agent_token_is_for_exactly_one_branch(cli) -> None:
     with_agent_printer(cli.instance)
     cli.fails("token", "create", "a", "--print-agent", message="give exactly one --branch")
