@@ -181,6 +181,28 @@ def assert_no_patron_text(printer: FakePrinter, said: str, patrons) -> None:
 
 
 @sqlite_only
+def test_a_cut_between_the_print_and_its_report_prints_once(central, patrons) -> None:
+    """The line drops while the printer prints: the agent keeps reporting the printed slip
+    until the server has it, and the slip is not printed again."""
+    cli, serving, token = central
+    printer = FakePrinter(print_seconds=1.5).start()
+    proxy = TcpProxy(serving.port).start()
+    agent = Agent(proxy.url, token, printer.port)
+    (code,) = ready(cli, patrons, range(1))
+    assert printer.whole_slip.wait(30), "the slip reached the printer"
+    proxy.cut()  # before the process ID response, so before the acknowledgement
+    time.sleep(4)
+    assert _jobs(cli)[0].status == "queued"
+    proxy.restore()
+    wait_until(lambda: _jobs(cli)[0].status == "sent", 60, "the late acknowledgement")
+    (job,) = _jobs(cli)
+    assert (job.attempts, copies(printer, code)) == (1, (1, 0))
+    assert agent.stop()[0] == 0
+    proxy.stop()
+    printer.stop()
+
+
+@sqlite_only
 def test_a_stopped_agent_finishes_the_slip_it_is_printing(central, patrons) -> None:
     cli, serving, token = central
     printer = FakePrinter(print_seconds=1.5).start()
