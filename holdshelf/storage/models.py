@@ -86,6 +86,13 @@ CODE = String(16)
 PSEUDONYM = String(64)
 MODE = String(8)
 ACTIVE = text("status = 'ready'")
+SHELF_COUNTED = ("branch", "code", "mode", "pickup_by", "not_in_ils_since", "status")
+AWAITING_SCAN = text("status = 'ready' AND on_scan IS NOT NULL")
+# As each database writes ``Hold.move_to_desk.is_(True)``, which a partial index must match.
+TO_MOVE = {
+    "sqlite": text("status = 'ready' AND move_to_desk IS 1"),
+    "postgresql": text("status = 'ready' AND move_to_desk IS true"),
+}
 # The rows a worker may still claim. A literal, in the claim too: a partial index serves only
 # queries whose WHERE says the same, which a bound parameter cannot.
 QUEUED = text("status = 'queued'")
@@ -149,13 +156,29 @@ class Hold(Base):
         Index(
             "ix_holds_active_pickup_by", "pickup_by", sqlite_where=ACTIVE, postgresql_where=ACTIVE
         ),
-        # The shelf's reads walk a branch's active holds in shelving order (pages, sections).
+        # The shelf's reads walk a branch's active holds in shelving order (pages, sections);
+        # the rest covers the counts by section, which then read the index alone.
         Index(
-            "ix_holds_active_branch_code",
-            "branch",
-            "code",
+            "ix_holds_active_shelf",
+            *SHELF_COUNTED,
             sqlite_where=ACTIVE,
             postgresql_where=ACTIVE,
+        ),
+        # The shelf page's two short lists, which a whole branch's walk found slowly: items
+        # an ILS registered that await their scan, and holds whose patrons chose the desk.
+        Index(
+            "ix_holds_awaiting_scan",
+            "branch",
+            "ready_at",
+            sqlite_where=AWAITING_SCAN,
+            postgresql_where=AWAITING_SCAN,
+        ),
+        Index(
+            "ix_holds_to_move",
+            "branch",
+            "code",
+            sqlite_where=TO_MOVE["sqlite"],
+            postgresql_where=TO_MOVE["postgresql"],
         ),
     )
 
