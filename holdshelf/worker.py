@@ -25,8 +25,8 @@ from holdshelf.outbox import PassReport
 from holdshelf.print_worker import PrintWorker
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
-from holdshelf.storage import database
-from holdshelf.storage.leases import RENEW_EVERY, Lease, LeaseKeeper, process_holder
+from holdshelf.storage import database, leases
+from holdshelf.storage.leases import Lease, LeaseKeeper, process_holder
 from holdshelf.storage.wakeup import NO_WAKEUP, Wakeup
 from holdshelf.workflow.sync import IlsSync
 
@@ -127,6 +127,12 @@ class Worker:
             return None
         report = self._housekeeping()
         lease.done(now)
+        log.info(
+            "purged: %d hold links, %d codes freed, %d other records",
+            report.unlinked_holds,
+            report.freed_codes,
+            report.forgotten,
+        )
         self._next_housekeeping = now + HOUSEKEEPING_EVERY
         return report
 
@@ -177,7 +183,7 @@ class Worker:
         lease = self.sync_lease
         wait = SYNC_FIRST_DELAY
         while not stop.wait(wait.total_seconds()):
-            wait = min(self._sync_every, RENEW_EVERY)
+            wait = min(self._sync_every, leases.RENEW_EVERY)
             try:
                 if (lease.holding() or lease.keep()) and lease.due(self._sync_every):
                     started = self._clock()

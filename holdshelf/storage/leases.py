@@ -62,10 +62,11 @@ class Lease:
         clock: Clock,
         name: str,
         holder: str,
-        lease_for: dt.timedelta = LEASE_FOR,
+        lease_for: dt.timedelta | None = None,
     ) -> None:
         self.name, self.holder = name, holder
-        self._sessions, self._clock, self._lease_for = sessions, clock, lease_for
+        self._sessions, self._clock = sessions, clock
+        self._lease_for = lease_for or LEASE_FOR
         self._held_until: dt.datetime | None = None
         self.done_at: dt.datetime | None = None  # when the job last finished, as of the last try
         self._lock = threading.Lock()
@@ -138,9 +139,9 @@ class LeaseKeeper:
     long purge or sync (or a slow printer holding up the worker's pass) never lets a lease run
     out while its holder is alive."""
 
-    def __init__(self, leases: Sequence[Lease], renew_every: dt.timedelta = RENEW_EVERY) -> None:
+    def __init__(self, leases: Sequence[Lease], renew_every: dt.timedelta | None = None) -> None:
         self.leases = list(leases)
-        self._renew_every = renew_every
+        self._renew_every = renew_every or RENEW_EVERY
 
     def keep_all(self) -> None:
         for lease in self.leases:
