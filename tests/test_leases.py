@@ -140,3 +140,61 @@ def test_workers_on_one_database_purge_once_an_hour_and_take_over_from_a_stopped
     purges = sorted(first.purges + second.purges + third.purges)
     gaps = [later - earlier for earlier, later in itertools.pairwise(purges)]
     assert min(gaps) >= HOUSEKEEPING_EVERY
+
+
+class CountingSync:
+    """An ILS sync that only counts its runs (the lease is what is tested here)."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def run(self, *, settle: bool, stop) -> None:
+        self.runs += 1
+
+
+def test_of_two_running_workers_one_syncs_and_a_successor_waits_for_the_next_turn(
+    service: HoldService, monkeypatch
+) -> None:
+    from holdshelf.clock import LibraryClock
+    from holdshelf.storage import leases
+    from holdshelf.worker import Worker
+
+    monkeypatch.setattr("holdshelf.worker.SYNC_FIRST_DELAY", dt.timedelta(0))
+    monkeypatch.setattr(leases, "RENEW_EVERY", dt.timedelta(seconds=0.05))
+    clock = LibraryClock(None)  # the sync thread waits in real time
+    syncs = [CountingSync(), CountingSync()]
+    workers = [
+        Worker(service.settings, service.sessions, clock, housekeeping=lambda: None, sync=sync)
+        for sync in syncs
+    ]
+    stops = [threading.Event(), threading.Event()]
+    threads = [
+        threading.Thread(target=worker.run_forever, args=(stop, 0.05))
+        for worker, stop in zip(workers, stops, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(200):
+            if sum(sync.runs for sync in syncs):
+                break
+            threading.Event().wait(0.02)
+        threading.Event().wait(0.5)  # time for a second sync, were there no lease
+        assert sorted(sync.runs for sync in syncs) == [0, 1]
+        first = 0 if syncs[0].runs else 1
+        stops[first].set()  # stops cleanly: the lease is handed on at once ...
+        workers[first].wake()
+        threads[first].join(10)
+        successor = workers[1 - first]
+        for _ in range(200):
+            if successor.sync_lease.holding():
+                break
+            threading.Event().wait(0.02)
+        assert successor.sync_lease.holding()
+        threading.Event().wait(0.3)
+        assert syncs[1 - first].runs == 0, "... but the next sync is five minutes off"
+    finally:
+        for worker, stop, thread in zip(workers, stops, threads, strict=True):
+            stop.set()
+            worker.wake()
+            thread.join(10)
