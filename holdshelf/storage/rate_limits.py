@@ -54,14 +54,13 @@ class _Buckets:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        limit: int,
         window: float,
         secret: bytes,
         wall: Callable[[], float],
     ) -> None:
         if not 0 < window <= LONGEST_WINDOW:
             raise ValueError(f"a shared limit's window is at most {LONGEST_WINDOW:g} s")
-        self.limit, self.window = limit, window
+        self.window = window
         self._sessions, self._secret, self._wall = sessions, secret, wall
         self._slots = max(1, math.ceil(window / SLOT_SECONDS))
         self._swept_at = -math.inf
@@ -121,7 +120,7 @@ class SharedRateLimiter:
         secret: bytes,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self._buckets = _Buckets(sessions, limit, window, secret, wall)
+        self._buckets = _Buckets(sessions, window, secret, wall)
         self._sessions, self._wall = sessions, wall
         self.limit, self.window = limit, window
 
@@ -147,7 +146,7 @@ class BatchedRateLimiter:
         wall: Callable[[], float] = time.time,
         flush_seconds: float = FLUSH_SECONDS,
     ) -> None:
-        self._buckets = _Buckets(sessions, limit, window, secret, wall)
+        self._buckets = _Buckets(sessions, window, secret, wall)
         self._sessions, self._wall, self._flush_seconds = sessions, wall, flush_seconds
         self.limit, self.window = limit, window
         self._lock = threading.Lock()
