@@ -4,6 +4,7 @@ keep revocation prompt)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,14 +20,18 @@ MOST_STATEMENTS_PER_NEW_HOLD = 8
 
 @contextmanager
 def recorded(engine) -> Iterator[list[str]]:
-    """Every statement and transaction start on ``engine`` while inside."""
+    """Every statement and transaction start of this thread on ``engine`` while inside (not
+    a background thread's, such as the shared limiter's flush)."""
     seen: list[str] = []
+    this_thread = threading.get_ident()
 
     def statement(_connection, _cursor, sql, _params, _context, _many) -> None:
-        seen.append(sql)
+        if threading.get_ident() == this_thread:
+            seen.append(sql)
 
     def began(_connection) -> None:
-        seen.append("BEGIN")
+        if threading.get_ident() == this_thread:
+            seen.append("BEGIN")
 
     event.listen(engine, "before_cursor_execute", statement)
     event.listen(engine, "begin", began)

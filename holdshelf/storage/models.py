@@ -368,3 +368,28 @@ class IdempotencyRecord(Base):
     status: Mapped[int | None] = mapped_column(Integer)  # None while the first request runs
     response: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class Lease(Base):
+    """Which process does a job that must run in one process at a time (the hourly purge, the
+    ILS sync), until when, and when it last finished it (holdshelf.storage.leases). The holder
+    is a host name and process id: nothing about patrons."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    done_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class RateBucket(Base):
+    """Requests counted for a limit shared by every app process (holdshelf.storage.rate_limits):
+    per key and short time slot. The key is an HMAC of an address or token id under the
+    instance's key, so the table tells no one which addresses asked."""
+
+    __tablename__ = "rate_buckets"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, index=True)
+    count: Mapped[int] = mapped_column(Integer)

@@ -20,7 +20,7 @@ from holdshelf.resources import resource_dir
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
 from holdshelf.web.extensions import csrf
-from holdshelf.web.limits import FIND_LIMIT, FIND_WINDOW, RateLimiter
+from holdshelf.web.limits import Limiter, api_limiter, find_limiter
 from holdshelf.web.problems import API_WINDOW
 from holdshelf.web.proxy import TrustedProxy
 from holdshelf.worker import Worker
@@ -35,7 +35,7 @@ MAX_FORM_BYTES = 64 * 1024
 @dataclass
 class Desk:
     """What the views work with, kept in ``app.extensions["holdshelf"]``: the parts the
-    composition root built, and the web app's own in-memory limits."""
+    composition root built, and the web app's limits (holdshelf.web.limits)."""
 
     settings: Settings
     service: HoldService
@@ -43,8 +43,8 @@ class Desk:
     integrations: Integrations
     worker: Worker
     checkin: CheckIn | None  # check-in by the item alone, when an ILS is connected
-    api_limiter: RateLimiter
-    find_limiter: RateLimiter
+    api_limiter: Limiter
+    find_limiter: Limiter
 
     def wake_worker(self) -> None:
         self.worker.wake()
@@ -77,8 +77,8 @@ def create_app(root: Holdshelf) -> Flask:
         integrations=root.integrations,
         worker=root.worker,
         checkin=root.checkin,
-        api_limiter=RateLimiter(settings.api_requests_per_minute, API_WINDOW),
-        find_limiter=RateLimiter(FIND_LIMIT, FIND_WINDOW),
+        api_limiter=api_limiter(settings, root.sessions, API_WINDOW),
+        find_limiter=find_limiter(settings, root.sessions),
     )
     csrf.init_app(app)
     security.init_app(app)
