@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from holdshelf.accounts import Accounts
 from holdshelf.clock import Clock
 from holdshelf.errors import unexpected
+from holdshelf.health import Heartbeat
 from holdshelf.integrations import Integrations
 from holdshelf.notice_worker import NoticeWorker
 from holdshelf.outbox import PassReport
@@ -83,6 +84,7 @@ class Worker:
         # Set once wake-ups from other processes reach this worker (what tests wait for).
         self.listening = threading.Event()
         self._engine = sessions.kw["bind"]
+        self.heartbeat = Heartbeat(sessions, clock)  # what /healthz reads, in any process
 
     def run_once(
         self, *, ignore_backoff: bool = False, stop: threading.Event | None = None
@@ -142,6 +144,7 @@ class Worker:
             )
             syncing.start()
         listening = self._wakeup.listen(self._heard, stop)
+        beating = self.heartbeat.start(stop)
         while not stop.is_set():
             # Each on its own: a printer queue that keeps failing must not stop retention.
             for task, name in tasks:
@@ -153,7 +156,7 @@ class Worker:
                     log.error("%s failed: %s", name, unexpected(exc))
             self._wake.wait(poll_seconds)
             self._wake.clear()
-        for thread in (syncing, listening):
+        for thread in (syncing, listening, beating):
             if thread is not None:
                 thread.join(timeout=5)
 
