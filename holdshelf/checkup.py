@@ -115,10 +115,10 @@ def _device_status(settings: Settings, name: str) -> Line:
         send_timeout=min(printer.send_timeout, CHECK_SECONDS),
     )
     status = connect(short, settings.instance_dir).status()
-    part = f"printer {name}"
-    if status.reachable and status.online is not False:
-        return Line(part, OK, f"{printer.type} {printer.target}: {status.describe()}")
-    return Line(part, FAIL, f"{printer.type} {printer.target}: {status.describe()}")
+    said = status.describe()
+    detail = said if printer.target in said else f"{printer.type} {printer.target}: {said}"
+    working = status.reachable and status.online is not False
+    return Line(f"printer {name}", OK if working else FAIL, detail)
 
 
 # What checks each type of printer here. A type not listed (a branch's print agent, which

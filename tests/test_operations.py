@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +37,7 @@ from tests.helpers.certificates import make_certificates
 from tests.helpers.cli import Cli
 from tests.helpers.fake_printer import FakePrinter
 from tests.helpers.servers import Mailbox, SmsGateway, free_port
-from tests.helpers.serving import SCRIPT, child_environment
+from tests.helpers.serving import SCRIPT, Serving, child_environment
 from tests.test_ils_sip2 import _start_peer, library_environment
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -129,7 +133,7 @@ def test_check_names_each_broken_part_and_exits_1(cli: Cli, monkeypatch) -> None
     assert result.code == 1
     said = lines(result)
     assert said["configuration"] == "ok" and said["database"].startswith("ok")
-    assert said["printer desk"].startswith("FAIL: network 127.0.0.1:")
+    assert said["printer desk"].startswith(f"FAIL: unreachable: 127.0.0.1:{closed} refused")
     assert "refused the connection" in said["printer desk"]
     assert said["mail"] == f"FAIL: 127.0.0.1:{closed} unreachable (connection refused)"
     assert said["sms"] == f"FAIL: 127.0.0.1:{closed} unreachable (connection refused)"
@@ -180,8 +184,9 @@ def test_check_logs_in_to_the_ils_for_each_branch(cli: Cli, sip2_ils, monkeypatc
     for name, value in library_environment(sip2_ils).items():
         monkeypatch.setenv(name, value)
     said = lines(cli.ok("check"))
-    assert said["ils sip2 MAIN"].startswith("ok")
-    assert said["ils sip2 EAST"].startswith("ok")
+    where = f"SIP2 127.0.0.1:{sip2_ils.port}"
+    assert said["ils sip2 MAIN"] == f"ok ({where} as hs-main: online (ACS status: checkin ok))"
+    assert said["ils sip2 EAST"] == f"ok ({where} as hs-west: online (ACS status: checkin ok))"
 
     monkeypatch.setenv("HOLDSHELF_BRANCHES__EAST__ILS_PASSWORD", "wrong-secret")
     result = cli("check")
@@ -517,6 +522,26 @@ def test_worker_finishes_the_slip_it_is_sending_on_sigterm(
         printer.stop()
 
 
+def test_serve_answers_healthz_over_http_and_stops_cleanly(cli: Cli) -> None:
+    serving = Serving("--instance", str(cli.instance), "serve")
+    base = f"http://127.0.0.1:{serving.port}"
+
+    def healthz() -> int:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=5) as answer:
+                return answer.status
+        except urllib.error.HTTPError as refused:
+            return refused.code
+
+    assert wait_for(lambda: healthz() == 200), "serve's worker thread beats"
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
+        families = parse_metrics(answer.read().decode())
+    assert families["holdshelf_workers_alive"] == {(): 1}
+    stopped = serving.stop(signal.SIGTERM)
+    assert (stopped.code, stopped.out, stopped.err) == (0, "stopping\nstopped\n", "")
+    assert heartbeats(cli) == []
+
+
 def test_heartbeats_of_dead_workers_are_forgotten(root, clock) -> None:
     dead = health.Heartbeat(root.sessions, clock, name="gone:1")
     dead.beat()
@@ -524,3 +549,58 @@ def test_heartbeats_of_dead_workers_are_forgotten(root, clock) -> None:
     health.Heartbeat(root.sessions, clock, name="alive:2").beat()
     with root.sessions() as session:
         assert list(session.scalars(select(WorkerHeartbeat.name))) == ["alive:2"]
+
+
+# -- the systemd units ----------------------------------------------------------------------
+
+UNITS = Path(__file__).resolve().parents[1] / "config" / "systemd"
+INSTALLED_SCRIPT = "/opt/holdshelf/venv/bin/holdshelf"
+
+
+def unit_command(name: str) -> list[str]:
+    """The unit's ExecStart as argv, its ${VARIABLES} left as they are."""
+    (line,) = [
+        line for line in (UNITS / name).read_text().splitlines() if line.startswith("ExecStart=")
+    ]
+    return shlex.split(line.removeprefix("ExecStart="))
+
+
+@pytest.mark.parametrize(
+    ("unit", "command"),
+    [("holdshelf-serve.service", ["serve"]), ("holdshelf-worker.service", ["worker"])],
+)
+def test_the_units_run_the_commands_that_stop_cleanly(unit: str, command: list[str]) -> None:
+    from holdshelf.cli.serve import STOP_WAIT_SECONDS
+
+    assert unit_command(unit) == [INSTALLED_SCRIPT, *command]
+    text = (UNITS / unit).read_text()
+    assert "KillSignal=SIGTERM" in text
+    (timeout,) = re.findall(r"^TimeoutStopSec=(\d+)$", text, re.MULTILINE)
+    assert int(timeout) > STOP_WAIT_SECONDS, "systemd waits for the slip being sent"
+
+
+def test_the_print_agent_unit_uses_the_agent_s_command_line() -> None:
+    from holdshelf.cli import cli
+
+    argv = unit_command("holdshelf-print-agent.service")
+    assert argv[:2] == [INSTALLED_SCRIPT, "print-agent"]
+    options = dict(zip(argv[2::2], argv[3::2], strict=True))
+    assert set(options) == {"--server", "--token", "--printer", "--profile"}
+    agent = cli.get_command(None, "print-agent")  # type: ignore[arg-type]
+    if agent is not None:  # written on another branch: once merged, its options must match
+        known = {opt for param in agent.params for opt in getattr(param, "opts", [])}
+        assert set(options) <= known
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_the_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    for unit in UNITS.glob("*.service"):
+        # verify checks that the program exists: point it at this checkout's script
+        text = unit.read_text().replace(INSTALLED_SCRIPT, str(SCRIPT))
+        (tmp_path / unit.name).write_text(text)
+    units = sorted(str(path) for path in tmp_path.glob("*.service"))
+    assert len(units) == 3
+    checked = subprocess.run(
+        ["systemd-analyze", "verify", *units], capture_output=True, text=True, timeout=60
+    )
+    assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
