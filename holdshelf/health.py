@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import secrets
 import socket
 import threading
 from collections import Counter
@@ -42,8 +43,9 @@ QUEUES = {"print": PrintJob, "notice": Notice}
 
 
 def worker_name() -> str:
-    """This process, as the heartbeat table names it: host and process id."""
-    return f"{socket.gethostname()}:{os.getpid()}"[-64:]
+    """A worker, as the heartbeat table names it: host, process id, and a few random
+    characters (two workers in one process, as tests run them, each have their row)."""
+    return f"{socket.gethostname()[:48]}:{os.getpid()}:{secrets.token_hex(2)}"
 
 
 class Heartbeat:
