@@ -242,11 +242,8 @@ class Metric:
         yield f"# TYPE {self.name} {self.kind}"
         for labels, value in self.samples:
             inner = ",".join(f'{key}="{_escape(label)}"' for key, label in labels.items())
-            yield (
-                f"{self.name}{{{inner}}} {_number(value)}"
-                if inner
-                else (f"{self.name} {_number(value)}")
-            )
+            selector = f"{{{inner}}}" if inner else ""
+            yield f"{self.name}{selector} {_number(value)}"
 
 
 def _escape(value: str) -> str:

@@ -347,6 +347,18 @@ def test_metrics_name_no_patron_code_or_barcode(app, service, patrons) -> None:
         assert value not in text
 
 
+def test_label_values_are_escaped_as_the_format_asks() -> None:
+    metric = health.Metric("holdshelf_example", "gauge", "An example.")
+    metric.add(2.5, branch='NORTH "annex" \\ 2')
+    metric.add(1)
+    text = health.render([metric])
+    assert text.splitlines()[2:] == [
+        'holdshelf_example{branch="NORTH \\"annex\\" \\\\ 2"} 2.500',
+        "holdshelf_example 1",
+    ]
+    assert parse_metrics(text)["holdshelf_example"][()] == 1
+
+
 def test_ils_calls_and_failures_are_counted() -> None:
     calls = health.IlsCalls()
     closed = free_port()
