@@ -550,7 +550,8 @@ def test_serve_answers_healthz_over_http_and_stops_cleanly(cli: Cli) -> None:
         families = parse_metrics(answer.read().decode())
     assert families["holdshelf_workers_alive"] == {(): 1}
     stopped = serving.stop(signal.SIGTERM)
-    assert (stopped.code, stopped.out, stopped.err) == (0, "stopping\nstopped\n", "")
+    said = (stopped.code, stopped.out, stopped.err)
+    assert said == (0, "stopping\nstopped\n", ""), said
     assert heartbeats(cli) == []
 
 
