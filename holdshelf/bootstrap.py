@@ -104,8 +104,12 @@ class Holdshelf:
 
     @cached_property
     def connector(self) -> Connector | None:
-        """The library's ILS connector, or None when [ils] kind = "none"."""
-        return make_connector(self.settings)
+        """The library's ILS connector, or None when [ils] kind = "none"; its calls and
+        failures are counted for /metrics (holdshelf.health)."""
+        from holdshelf.health import CountedConnector
+
+        connector = make_connector(self.settings)
+        return None if connector is None else CountedConnector(connector)
 
     @cached_property
     def checkin(self) -> CheckIn | None:

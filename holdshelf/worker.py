@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from holdshelf.accounts import Accounts
 from holdshelf.clock import Clock
 from holdshelf.errors import unexpected
+from holdshelf.health import Heartbeat
 from holdshelf.integrations import Integrations
 from holdshelf.notice_worker import NoticeWorker
 from holdshelf.outbox import PassReport
@@ -89,6 +90,7 @@ class Worker:
         self.purge_lease = Lease(sessions, clock, "purge", holder)
         self.sync_lease = Lease(sessions, clock, "ils-sync", holder)
         self._leases = LeaseKeeper([self.purge_lease, *([self.sync_lease] if self._sync else [])])
+        self.heartbeat = Heartbeat(sessions, clock)  # what /healthz reads, in any process
 
     def run_once(
         self, *, ignore_backoff: bool = False, stop: threading.Event | None = None
@@ -161,6 +163,7 @@ class Worker:
             syncing.start()
         listening = self._wakeup.listen(self._heard, stop)
         leasing = self._leases.start(stop)
+        beating = self.heartbeat.start(stop)
         while not stop.is_set():
             # Each on its own: a printer queue that keeps failing must not stop retention.
             for task, name in tasks:
@@ -172,7 +175,7 @@ class Worker:
                     log.error("%s failed: %s", name, unexpected(exc))
             self._wake.wait(poll_seconds)
             self._wake.clear()
-        for thread in (syncing, listening, leasing):
+        for thread in (syncing, listening, leasing, beating):
             if thread is not None:
                 thread.join(timeout=5)
 

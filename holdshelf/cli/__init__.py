@@ -21,7 +21,7 @@ from typing import NoReturn
 import click
 
 from holdshelf import __version__
-from holdshelf.cli import access, delivery, holds, ils, instance, patrons, reports, serve
+from holdshelf.cli import access, check, delivery, holds, ils, instance, patrons, reports, serve
 from holdshelf.cli.common import Context, fail
 from holdshelf.config_sources import default_instance_dir
 from holdshelf.errors import HoldshelfError
@@ -61,6 +61,7 @@ for _command in (
     instance.init,
     instance.db,
     instance.purge,
+    check.check,
     holds.ready,
     holds.pickup,
     holds.cancel,

@@ -325,6 +325,18 @@ class LoginFailure(Base):
     at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
+class WorkerHeartbeat(Base):
+    """One row per running worker (a `worker`, or the worker thread of a `serve`), renewed
+    every few seconds: how /healthz in another process knows a worker is alive. It names a
+    host and process, nothing else."""
+
+    __tablename__ = "worker_heartbeats"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    beat_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
 class AuditEntry(Base):
     """Who looked at or changed a patron's record at the desk, or unlocked a staff account,
     when: never which patron."""

@@ -2,7 +2,7 @@
 
 Blueprints per audience: ``auth`` (sign-in, branch), ``desk`` (circulation staff), ``admin``
 (printers, audit log), ``patron`` (find your hold, privacy notice, links from notices),
-``api`` (the holds API for the ILS).
+``api`` (the holds API for the ILS), ``ops`` (/healthz and /metrics for monitoring).
 Pages are server-rendered; the only script moves the cursor between scanned fields. Nothing
 is loaded from another origin.
 """
@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flask import Flask
+from sqlalchemy.orm import Session, sessionmaker
 
 from holdshelf.accounts import Accounts
+from holdshelf.clock import Clock
 from holdshelf.integrations import Integrations
 from holdshelf.resources import resource_dir
 from holdshelf.service import HoldService
@@ -45,6 +47,8 @@ class Desk:
     checkin: CheckIn | None  # check-in by the item alone, when an ILS is connected
     api_limiter: Limiter
     find_limiter: Limiter
+    sessions: sessionmaker[Session]  # for /healthz and /metrics (holdshelf.health)
+    clock: Clock
 
     def wake_worker(self) -> None:
         self.worker.wake()
@@ -52,7 +56,7 @@ class Desk:
 
 def create_app(root: Holdshelf) -> Flask:
     """The web app over what ``root`` (holdshelf.bootstrap) built."""
-    from holdshelf.web import admin, api, auth, desk, patron, security
+    from holdshelf.web import admin, api, auth, desk, ops, patron, security
 
     settings = root.settings
     app = Flask(
@@ -79,13 +83,15 @@ def create_app(root: Holdshelf) -> Flask:
         checkin=root.checkin,
         api_limiter=api_limiter(settings, root.sessions, API_WINDOW),
         find_limiter=find_limiter(settings, root.sessions),
+        sessions=root.sessions,
+        clock=root.clock,
     )
     csrf.init_app(app)
     security.init_app(app)
     auth.init_app(app)
     patron.init_app(app, csrf)
     api.init_app(app, csrf)
-    for blueprint in (auth.bp, desk.bp, admin.bp, patron.bp, api.bp):
+    for blueprint in (auth.bp, desk.bp, admin.bp, patron.bp, api.bp, ops.bp):
         app.register_blueprint(blueprint)
     # Always in place: without a trusted proxy it drops forwarded headers from everyone.
     proxied = TrustedProxy(app.wsgi_app, settings.web.trusted_proxies)
