@@ -21,7 +21,18 @@ from typing import NoReturn
 import click
 
 from holdshelf import __version__
-from holdshelf.cli import access, delivery, holds, ils, instance, patrons, reports, serve
+from holdshelf.cli import (
+    access,
+    backup,
+    delivery,
+    holds,
+    ils,
+    instance,
+    patrons,
+    privacy,
+    reports,
+    serve,
+)
 from holdshelf.cli.common import Context, fail
 from holdshelf.config_sources import default_instance_dir
 from holdshelf.errors import HoldshelfError
@@ -75,6 +86,9 @@ for _command in (
     delivery.notices,
     delivery.worker,
     patrons.patron,
+    privacy.privacy_audit,
+    backup.backup,
+    backup.restore,
     access.user,
     access.token,
     reports.import_report,

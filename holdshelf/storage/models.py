@@ -345,3 +345,17 @@ class IdempotencyRecord(Base):
     status: Mapped[int | None] = mapped_column(Integer)  # None while the first request runs
     response: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class InstanceEvent(Base):
+    """When the instance last did something the privacy officer asks about: the last purge
+    (``purged``) and the last backup (``backed_up``). One row per kind, no patron."""
+
+    __tablename__ = "instance_events"
+
+    event: Mapped[str] = mapped_column(String(16), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+PURGED = "purged"  # InstanceEvent.event: housekeeping ran (holdshelf.bootstrap)
+BACKED_UP = "backed_up"  # `holdshelf backup` copied the database (and stamped the copy)

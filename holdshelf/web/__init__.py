@@ -1,7 +1,8 @@
 """The staff web app for the circulation desk, and the patrons' pages: a Flask app factory.
 
 Blueprints per audience: ``auth`` (sign-in, branch), ``desk`` (circulation staff), ``admin``
-(printers, audit log), ``patron`` (find your hold, privacy notice, links from notices),
+(printers, audit log, privacy audit), ``patron`` (find your hold, privacy notice, links from
+notices),
 ``api`` (the holds API for the ILS).
 Pages are server-rendered; the only script moves the cursor between scanned fields. Nothing
 is loaded from another origin.
@@ -16,6 +17,7 @@ from flask import Flask
 
 from holdshelf.accounts import Accounts
 from holdshelf.integrations import Integrations
+from holdshelf.privacy_audit import PrivacyAudit
 from holdshelf.resources import resource_dir
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
@@ -41,6 +43,7 @@ class Desk:
     service: HoldService
     accounts: Accounts
     integrations: Integrations
+    privacy: PrivacyAudit
     worker: Worker
     checkin: CheckIn | None  # check-in by the item alone, when an ILS is connected
     api_limiter: RateLimiter
@@ -75,6 +78,7 @@ def create_app(root: Holdshelf) -> Flask:
         service=root.service,
         accounts=root.accounts,
         integrations=root.integrations,
+        privacy=root.privacy,
         worker=root.worker,
         checkin=root.checkin,
         api_limiter=RateLimiter(settings.api_requests_per_minute, API_WINDOW),
