@@ -119,7 +119,7 @@ def test_restore_refuses_a_backup_older_than_the_link_retention(cli, patrons, tm
     assert pseudonym_of(cli, patrons[0]) not in live_file(cli).read_bytes()
     assert active_items(live_file(cli)) == set()
     forced = cli.ok("restore", str(target), "--accept-resurrected-links")
-    assert "holdshelf ils sync" in forced.out  # what it means, and what to do
+    assert "holdshelf sync" in forced.out  # what it means, and what to do
     assert active_items(live_file(cli)) == {"I1"}
 
 
@@ -204,3 +204,58 @@ def test_postgresql_is_backed_up_with_pg_dump(cli, database_url, tmp_path) -> No
     cli.fails("backup", str(target), message="pg_dump")
     cli.fails("restore", str(target), message="pg_restore")
     assert not target.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_readme_pg_dump_recipe_restores_without_ended_links(
+    cli, database_url, patrons, tmp_path
+) -> None:
+    """The README's recipe, run: pg_dump's custom format, pg_restore into a fresh database,
+    `db upgrade`; the dump holds the waiting hold's link and not the collected one's."""
+    import subprocess
+    import uuid
+
+    from sqlalchemy import make_url, text
+
+    from tests.conftest import _admin_engine
+
+    ready(cli, "I1", patrons[0])
+    ready(cli, "I2", patrons[1])
+    cli.ok("pickup", "--item", "I2")
+    url = make_url(database_url)
+    libpq = f"postgresql://{url.username}@{url.host}:{url.port or 5432}"
+    dump = tmp_path / "holdshelf.dump"
+    subprocess.run(
+        ["pg_dump", "--format=custom", f"--file={dump}", f"{libpq}/{url.database}"],
+        check=True,
+        timeout=120,
+    )
+    script = subprocess.run(
+        ["pg_restore", "--file=-", str(dump)], check=True, capture_output=True, timeout=120
+    ).stdout
+    assert pseudonym_of(cli, patrons[0]) in script
+    assert pseudonym_of(cli, patrons[1]) not in script
+    fresh = f"holdshelf_restore_{uuid.uuid4().hex[:8]}"
+    admin = _admin_engine()
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{fresh}"'))
+    try:
+        restore = ["pg_restore", "--clean", "--if-exists", "--no-owner"]
+        subprocess.run(
+            [*restore, f"--dbname={libpq}/{fresh}", str(dump)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        engine = database.make_engine(url.set(database=fresh).render_as_string(False))
+        database.upgrade(engine)
+        database.check_schema(engine)
+        with engine.connect() as connection:
+            items = connection.execute(text("SELECT item_barcode FROM holds")).scalars().all()
+        engine.dispose()
+        assert items == ["I1"]
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)'))
+        admin.dispose()

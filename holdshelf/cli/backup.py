@@ -85,7 +85,7 @@ def restore(ctx: Context, file: Path, accept_old: bool) -> None:
     if reason:
         click.echo(
             "Holds that ended after the backup was taken are waiting again, linked to their "
-            "patrons: run `holdshelf ils sync` (or import a complete report) so the ILS ends "
+            "patrons: run `holdshelf sync` (or import a complete report) so the ILS ends "
             "them again, and `holdshelf expire` for those past their pickup-by date."
         )
 
