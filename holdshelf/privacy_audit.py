@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -25,7 +25,6 @@ from holdshelf.domain.holds import CODE_QUARANTINE, HoldStatus, unlink_cutoff
 from holdshelf.integrations import IDEMPOTENCY_KEPT
 from holdshelf.service import HoldService, PatronView
 from holdshelf.settings import Settings
-from holdshelf.storage.database import read_sessions
 from holdshelf.storage.models import (
     BACKED_UP,
     PURGED,
@@ -38,6 +37,7 @@ from holdshelf.storage.models import (
     PrintJob,
     WebSession,
 )
+from holdshelf.workflow.base import HoldsBase
 from holdshelf.workflow.retention import FINISHED_KEPT
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class PrivacyReport:
             "at": _iso(self.at),
             "records": [kind.as_dict() for kind in self.records],
             "failures": self.failures,
-            "schedule": [entry.__dict__ for entry in self.schedule],
+            "schedule": [asdict(entry) for entry in self.schedule],
             "last_purge": _iso(self.last_purge),
             "last_backup": _iso(self.last_backup),
             "database": self.database,
@@ -141,7 +141,9 @@ def _iso(moment: dt.datetime | None) -> str | None:
     return None if moment is None else moment.isoformat(timespec="seconds")
 
 
-class PrivacyAudit:
+class PrivacyAudit(HoldsBase):
+    """The inventory and the disclosure lookups, over the hold service's queries."""
+
     def __init__(
         self,
         settings: Settings,
@@ -149,11 +151,8 @@ class PrivacyAudit:
         clock: Clock,
         service: HoldService,
     ) -> None:
-        self.settings = settings
-        self._sessions = sessions
-        self._reads = read_sessions(sessions)
-        self._clock = clock
-        self._service = service
+        super().__init__(settings, sessions, clock)
+        self._service = service  # for a patron's view, as `patron show` prints it
 
     # -- the inventory ----------------------------------------------------------------------
 
@@ -185,7 +184,7 @@ class PrivacyAudit:
         ]
 
     def _database_name(self) -> str:
-        return "SQLite" if self._sessions.kw["bind"].dialect.name == "sqlite" else "PostgreSQL"
+        return "SQLite" if self.engine.dialect.name == "sqlite" else "PostgreSQL"
 
     @staticmethod
     def _count_and_oldest(
@@ -201,9 +200,9 @@ class PrivacyAudit:
     def _active_links(self, session: Session, now: dt.datetime) -> RecordKind:
         active = (Hold.status == HoldStatus.READY.value, Hold.patron.is_not(None))
         count, oldest = self._count_and_oldest(session, Hold.ready_at, *active)
-        overdue = self._count(session, Hold, *active, Hold.pickup_by < self._clock.today())
+        overdue = self._count(session, Hold, *active, Hold.pickup_by < self.today())
         note = (
-            f"{overdue} of them wait past their pickup-by date: `holdshelf expire` ends them"
+            f"{overdue} of them wait past their pickup-by date: holdshelf expire ends them"
             if overdue
             else None
         )
@@ -239,7 +238,7 @@ class PrivacyAudit:
     def _sealed_notices(self, session: Session, now: dt.datetime) -> RecordKind:
         sealed = (Notice.sealed.is_not(None),)
         count, oldest = self._count_and_oldest(session, Notice.created_at, *sealed)
-        orphaned = self._count(session, Notice, *sealed, ~self._service._hold_waits(Notice))
+        orphaned = self._count(session, Notice, *sealed, ~self._hold_waits(Notice))
         return RecordKind(
             "sealed_notice_contacts",
             "Notices waiting with a sealed email address or phone number",

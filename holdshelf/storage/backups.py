@@ -72,8 +72,9 @@ def back_up(engine: Engine, target: Path, taken_at: dt.datetime) -> BackupInfo:
     partial = target.with_name(f".{target.name}.partial")
     partial.unlink(missing_ok=True)
     try:
+        # Made empty and the owner's alone (pseudonyms, sealed contacts) before a byte is in it.
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         _vacuum_into(engine, partial)
-        os.chmod(partial, 0o600)  # pseudonyms and sealed contacts: the owner's alone
         _stamp(partial, taken_at)
         os.replace(partial, target)
     finally:
