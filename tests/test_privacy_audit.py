@@ -19,7 +19,16 @@ from holdshelf.bootstrap import Holdshelf
 from holdshelf.privacy_audit import DISCLOSURE_ACTION, ENDED_HOLDS_UNLINKED
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
-from holdshelf.storage.models import AuditEntry, Hold, ShelfCodeClaim
+from holdshelf.storage.models import (
+    ApiToken,
+    AuditEntry,
+    Hold,
+    IdempotencyRecord,
+    Notice,
+    PatronPreference,
+    PrintJob,
+    ShelfCodeClaim,
+)
 from tests.conftest import Patron, assert_no_patron_data, raw_database_bytes
 from tests.helpers.web import ADMIN, post, sign_in
 
@@ -204,6 +213,8 @@ def test_a_disclosure_at_the_page_is_audited_and_keeps_no_card(app, root, patron
     first = service.ready("MAIN", "I1", patron.card, title=TITLE, email=patron.email)
     second = service.ready("EAST", "I2", patron.card)
     service.ready("MAIN", "I3", patrons[1].card)  # another patron's hold is not shown
+    service.ready("MAIN", "I4", patron.card)
+    service.pickup(item="I4")  # ended, and kept linked for 3 days here
     client = admin_client(app)
     before = audit_actions(root)
     response = post(client, "/admin/privacy/disclose", {"card": patron.card}, "/admin/privacy")
@@ -212,6 +223,7 @@ def test_a_disclosure_at_the_page_is_audited_and_keeps_no_card(app, root, patron
     assert first.code.display in page and second.code.display in page
     assert "Notices waiting with a sealed contact</dt><dd>1" in page
     assert "pseudonym for 3 days" in page
+    assert "1 such ended holds are linked to this patron now" in page
     assert audit_actions(root) == [*before, ("ada", DISCLOSURE_ACTION)]
     assert_no_patron_data(page, patrons)
     assert TITLE not in page
@@ -258,3 +270,70 @@ def test_disclosure_at_the_command_line_reads_stdin_and_is_audited(cli, patrons,
         root.close()
     assert_no_patron_data("\n".join(r.getMessage() for r in caplog.records), patrons)
     assert_no_patron_data("".join(cli.outputs), patrons)
+
+
+def injected(root: Holdshelf, kind: str) -> None:
+    """One record of ``kind`` kept past its rule, as a bug (or a stopped purge) would leave."""
+    now = root.clock()
+    long_ago = now - dt.timedelta(days=2)
+    with root.sessions.begin() as session:
+        if kind == "sealed_notice_contacts":  # a contact whose hold is no longer waiting
+            session.add(
+                Notice(
+                    branch="MAIN",
+                    code="GONE",
+                    channel="email",
+                    sealed="gAAAA-sealed",
+                    created_at=long_ago,
+                    next_attempt_at=now,
+                )
+            )
+        elif kind == "pickup_preferences":  # a choice equal to the default is kept for no one
+            session.add(PatronPreference(patron="cd" * 16, mode="shelf"))
+        elif kind == "titles_in_print_jobs":  # printed two days ago, title still there
+            payload = json.dumps({"code": "X", "title": "A title"})
+            session.add(
+                PrintJob(
+                    branch="MAIN",
+                    code="X",
+                    kind="slip",
+                    payload=payload,
+                    status="sent",
+                    created_at=long_ago,
+                    next_attempt_at=long_ago,
+                    finished_at=long_ago,
+                )
+            )
+        elif kind == "api_request_fingerprints":
+            token = ApiToken(name="ils", token_hash="ef" * 32, created_at=long_ago)
+            session.add(token)
+            session.flush()
+            session.add(
+                IdempotencyRecord(
+                    token_id=token.id, key="k", fingerprint="01" * 32, created_at=long_ago
+                )
+            )
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "sealed_notice_contacts",
+        "pickup_preferences",
+        "titles_in_print_jobs",
+        "api_request_fingerprints",
+    ],
+)
+def test_each_kind_kept_past_its_rule_is_a_failure(root: Holdshelf, kind: str) -> None:
+    assert root.privacy.report().failures == []
+    injected(root, kind)
+    report = root.privacy.report()
+    failing = [k.key for k in report.records if k.failure]
+    assert failing == [kind]
+    assert {k.key: k.past_retention for k in report.records}[kind] == 1
+
+
+def test_the_hourly_purge_records_when_it_ran(root: Holdshelf, clock) -> None:
+    assert root.privacy.report().last_purge is None
+    root.worker.housekeep_if_due()  # what serve and worker do every hour
+    assert root.privacy.report().last_purge == clock()
