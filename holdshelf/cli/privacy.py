@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 from typing import TYPE_CHECKING
 
 import click
@@ -65,11 +66,11 @@ def _print_report(report: PrivacyReport) -> None:
         oldest = f"; oldest {_when(kind.oldest)}" if kind.oldest else ""
         status = "FAIL" if kind.failure else "ok"
         click.echo(f"  [{status}] {kind.what}: {kind.count}{oldest}")
-        click.echo(f"         kept: {kind.rule}")
+        _detail(f"kept: {kind.rule}")
         if kind.failure:
-            click.echo(f"         FAILURE: {kind.failure}")
+            _detail(f"FAILURE: {kind.failure}")
         if kind.note:
-            click.echo(f"         note: {kind.note}")
+            _detail(f"note: {kind.note}")
     click.echo("")
     click.echo("Retention schedule (as configured):")
     for entry in report.schedule:
@@ -82,6 +83,11 @@ def _print_report(report: PrivacyReport) -> None:
         click.echo(f"{len(report.failures)} FAILURES: " + "; ".join(report.failures))
     else:
         click.echo("Nothing is kept past its retention.")
+
+
+def _detail(line: str) -> None:
+    """A record's rule or failure, under it, wrapped for a terminal or a printout."""
+    click.echo(textwrap.fill(line, width=96, initial_indent=" " * 9, subsequent_indent=" " * 15))
 
 
 def _print_disclosure(found: Disclosure, as_json: bool) -> None:
