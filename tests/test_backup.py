@@ -259,3 +259,34 @@ def test_the_readme_pg_dump_recipe_restores_without_ended_links(
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)'))
         admin.dispose()
+
+
+@sqlite_only
+def test_restore_refuses_while_another_process_has_the_database_open(cli, tmp_path) -> None:
+    """A server's idle pooled connection, as another process holds it: no restore under it."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "b.sqlite3"
+    cli.ok("backup", str(target))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            "c = sqlite3.connect(sys.argv[1])\n"
+            "c.execute('SELECT count(*) FROM holds').fetchone()\n"
+            "print('open', flush=True)\n"
+            "time.sleep(60)\n",
+            str(live_file(cli)),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        cli.fails("restore", str(target), message="another process has the database open")
+    finally:
+        holder.kill()
+        holder.wait(10)
+    cli.ok("restore", str(target))

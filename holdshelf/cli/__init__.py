@@ -64,6 +64,7 @@ def cli(ctx: click.Context, instance_dir: Path, verbose: bool, debug: bool) -> N
         stream=sys.stderr,
     )
     ctx.obj = Context(instance_dir)
+    ctx.call_on_close(ctx.obj.close)
     ctx.meta["debug"] = debug
 
 

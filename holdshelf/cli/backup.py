@@ -74,7 +74,7 @@ def restore(ctx: Context, file: Path, accept_old: bool) -> None:
         )
     backups.restore(info.path, engine)
     if upgrade:
-        database.upgrade(engine)
+        database.upgrade_url(settings.database_url)
     report = ctx.root.housekeep()  # what is due by the retention rules goes at once
     taken = f"{info.taken_at:%Y-%m-%d %H:%M} UTC" if info.taken_at else "an unknown time"
     click.echo(

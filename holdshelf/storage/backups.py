@@ -30,6 +30,11 @@ HOLDSHELF_TABLES = ("alembic_version", "holds", "shelf_codes", "instance_events"
 # The restore's allowance beyond retention.ended_hold_days: the hourly purge deletes due links
 # up to an hour late, so a backup of the last hour brings back no more than the server keeps.
 RESTORE_GRACE = dt.timedelta(hours=1)
+LOCK_WAIT_SECONDS = 1.0  # for a moment's reader to finish, not for a running server
+IN_USE = (
+    "another process has the database open: stop `holdshelf serve` and `holdshelf worker` "
+    "(and any import), then restore"
+)
 POSTGRES_RECIPE = (
     "this instance's database is PostgreSQL: back it up with pg_dump and restore with "
     "pg_restore (README: Backup and restore)"
@@ -182,17 +187,36 @@ def too_old(info: BackupInfo, now: dt.datetime, retention_days: int) -> str | No
 
 def restore(source: Path, engine: Engine) -> None:
     """Copy the backup over the instance's database, page by page through SQLite's backup
-    API (every page of the old file is overwritten or cut off, and its WAL folded away)."""
+    API (every page of the old file is overwritten or cut off, and its WAL folded away),
+    holding the database alone: refused while any other process has it open."""
     target = sqlite_file(engine)
     engine.dispose()  # this process's pooled connections must not outlive the old contents
     with _read_only(source) as backup:
-        live = sqlite3.connect(target)
+        live = sqlite3.connect(target, timeout=LOCK_WAIT_SECONDS, isolation_level=None)
         try:
+            _hold_alone(live)
             live.execute("PRAGMA secure_delete = ON")
             backup.backup(live)
-            live.execute("PRAGMA journal_mode = WAL")
-            live.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot restore into {target}: {exc}") from None
         finally:
-            live.close()
+            live.close()  # lets go of the lock
+    live = sqlite3.connect(target, isolation_level=None)
+    try:
+        live.execute("PRAGMA journal_mode = WAL")
+        live.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        live.close()
+
+
+def _hold_alone(live: sqlite3.Connection) -> None:
+    """Take the database's lock for good (exclusive locking mode keeps it after the commit):
+    it cannot be had while another connection, of any process, has the database open (a
+    server's idle pooled connections too, in WAL mode), and nobody can open it meanwhile."""
+    live.execute("PRAGMA locking_mode = EXCLUSIVE")
+    try:
+        live.execute("BEGIN EXCLUSIVE")
+        live.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        live.execute("COMMIT")
+    except sqlite3.OperationalError:
+        raise InvalidInput(IN_USE) from None

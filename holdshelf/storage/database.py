@@ -238,6 +238,17 @@ def upgrade(engine: Engine) -> None:
     command.upgrade(_alembic_config(engine), "head")
 
 
+def upgrade_url(database_url: str) -> None:
+    """Bring the schema of ``database_url`` to the newest revision, on an engine of its own
+    that is closed after: no connection of a command's upgrade outlives it (a restore wants
+    the database to itself)."""
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 def check_schema(engine: Engine) -> None:
     """Refuse to work on a database whose schema is missing or not this code's."""
     try:
