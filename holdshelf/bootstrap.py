@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from holdshelf.accounts import Accounts
     from holdshelf.ils.answers import Connector
     from holdshelf.integrations import Integrations
+    from holdshelf.privacy_audit import PrivacyAudit
     from holdshelf.service import HoldService
     from holdshelf.settings import Settings
     from holdshelf.storage.wakeup import Wakeup
@@ -90,6 +91,13 @@ class Holdshelf:
         return Integrations(self.settings, self.sessions, self.clock)
 
     @cached_property
+    def privacy(self) -> PrivacyAudit:
+        """The privacy officer's inventory and disclosure lookups."""
+        from holdshelf.privacy_audit import PrivacyAudit
+
+        return PrivacyAudit(self.settings, self.sessions, self.clock, self.service)
+
+    @cached_property
     def worker(self) -> Worker:
         from holdshelf.worker import Worker
 
@@ -131,9 +139,12 @@ class Holdshelf:
 
     def housekeep(self) -> HousekeepingReport:
         """Everything retention asks to delete, now, with the services built here."""
+        from holdshelf.storage.models import PURGED
         from holdshelf.worker import housekeep
 
-        return housekeep(self.service, self.accounts, self.integrations)
+        report = housekeep(self.service, self.accounts, self.integrations)
+        self.privacy.record(PURGED)  # the privacy audit says when retention last ran
+        return report
 
     def close(self) -> None:
         if self.__dict__.get("connector") is not None:

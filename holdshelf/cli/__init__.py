@@ -21,7 +21,19 @@ from typing import NoReturn
 import click
 
 from holdshelf import __version__
-from holdshelf.cli import access, check, delivery, holds, ils, instance, patrons, reports, serve
+from holdshelf.cli import (
+    access,
+    backup,
+    check,
+    delivery,
+    holds,
+    ils,
+    instance,
+    patrons,
+    privacy,
+    reports,
+    serve,
+)
 from holdshelf.cli.common import Context, fail
 from holdshelf.config_sources import default_instance_dir
 from holdshelf.errors import HoldshelfError
@@ -53,6 +65,7 @@ def cli(ctx: click.Context, instance_dir: Path, verbose: bool, debug: bool) -> N
         stream=sys.stderr,
     )
     ctx.obj = Context(instance_dir)
+    ctx.call_on_close(ctx.obj.close)
     ctx.meta["debug"] = debug
 
 
@@ -76,6 +89,9 @@ for _command in (
     delivery.notices,
     delivery.worker,
     patrons.patron,
+    privacy.privacy_audit,
+    backup.backup,
+    backup.restore,
     access.user,
     access.token,
     reports.import_report,

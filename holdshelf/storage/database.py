@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # The newest migration. Checked on every start without loading Alembic (~0.15 s); a test keeps
 # it equal to the migrations' head.
-SCHEMA_REVISION = "e81c5d0a7f36"
+SCHEMA_REVISION = "47a1f235e8e8"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CHECKPOINT_WAIT_MS = 2_000
 # How often a waiting SQLite writer tries for the lock. SQLite's own busy handler sleeps up to
@@ -238,6 +238,17 @@ def upgrade(engine: Engine) -> None:
     command.upgrade(_alembic_config(engine), "head")
 
 
+def upgrade_url(database_url: str) -> None:
+    """Bring the schema of ``database_url`` to the newest revision, on an engine of its own
+    that is closed after: no connection of a command's upgrade outlives it (a restore wants
+    the database to itself)."""
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 def check_schema(engine: Engine) -> None:
     """Refuse to work on a database whose schema is missing or not this code's."""
     try:
@@ -261,3 +272,11 @@ def head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+
+
+def known_revisions() -> set[str]:
+    """Every schema revision this code's migrations know (a backup of any of them upgrades)."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(_alembic_config(None))
+    return {script.revision for script in scripts.walk_revisions()}

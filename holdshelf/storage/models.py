@@ -405,3 +405,17 @@ class RateBucket(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     slot: Mapped[int] = mapped_column(Integer, primary_key=True, index=True)
     count: Mapped[int] = mapped_column(Integer)
+
+
+class InstanceEvent(Base):
+    """When the instance last did something the privacy officer asks about: the last purge
+    (``purged``) and the last backup (``backed_up``). One row per kind, no patron."""
+
+    __tablename__ = "instance_events"
+
+    event: Mapped[str] = mapped_column(String(16), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+PURGED = "purged"  # InstanceEvent.event: housekeeping ran (holdshelf.bootstrap)
+BACKED_UP = "backed_up"  # `holdshelf backup` copied the database (and stamped the copy)

@@ -1,8 +1,8 @@
 """The staff web app for the circulation desk, and the patrons' pages: a Flask app factory.
 
 Blueprints per audience: ``auth`` (sign-in, branch), ``desk`` (circulation staff), ``admin``
-(printers, audit log), ``patron`` (find your hold, privacy notice, links from notices),
-``api`` (the holds API for the ILS), ``ops`` (/healthz and /metrics for monitoring).
+(printers, audit log, privacy audit), ``patron`` (find your hold, privacy notice, links from
+notices), ``api`` (the holds API for the ILS), ``ops`` (/healthz and /metrics for monitoring).
 Pages are server-rendered; the only script moves the cursor between scanned fields. Nothing
 is loaded from another origin.
 """
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from holdshelf.accounts import Accounts
 from holdshelf.clock import Clock
 from holdshelf.integrations import Integrations
+from holdshelf.privacy_audit import PrivacyAudit
 from holdshelf.resources import resource_dir
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
@@ -43,6 +44,7 @@ class Desk:
     service: HoldService
     accounts: Accounts
     integrations: Integrations
+    privacy: PrivacyAudit
     worker: Worker
     checkin: CheckIn | None  # check-in by the item alone, when an ILS is connected
     api_limiter: Limiter
@@ -79,6 +81,7 @@ def create_app(root: Holdshelf) -> Flask:
         service=root.service,
         accounts=root.accounts,
         integrations=root.integrations,
+        privacy=root.privacy,
         worker=root.worker,
         checkin=root.checkin,
         api_limiter=api_limiter(settings, root.sessions, API_WINDOW),
