@@ -160,6 +160,18 @@ def test_restore_checks_what_it_is_given(cli, tmp_path) -> None:
     cli.fails("restore", str(broken), message="broken.sqlite3")
 
 
+INSTANCE_EVENTS_REVISION = "47a1f235e8e8"  # the migration that made instance_events
+
+
+def revision_before(revision: str) -> str:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(database._alembic_config(None))
+    before = script.get_revision(revision).down_revision
+    assert isinstance(before, str)
+    return before
+
+
 @sqlite_only
 def test_restore_upgrades_an_older_schema(cli, patrons, tmp_path) -> None:
     ready(cli, "I1", patrons[0])
@@ -168,7 +180,8 @@ def test_restore_upgrades_an_older_schema(cli, patrons, tmp_path) -> None:
     connection = sqlite3.connect(older)
     with connection:  # as the revision before instance_events left it: it cannot say when
         connection.execute("DROP TABLE instance_events")
-        connection.execute("UPDATE alembic_version SET version_num = 'a4d8f6b2c9e1'")
+        before = revision_before(INSTANCE_EVENTS_REVISION)
+        connection.execute("UPDATE alembic_version SET version_num = ?", (before,))
     connection.close()
     cli.fails("restore", str(older), message="does not say when it was taken")
     done = cli.ok("restore", str(older), "--accept-resurrected-links")
