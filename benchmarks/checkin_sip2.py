@@ -26,7 +26,7 @@ last byte.
 
 Usage: python benchmarks/checkin_sip2.py [COUNT] [--postgres]   (COUNT scans per path, 200)
 SQLite by default; --postgres repeats it on a scratch PostgreSQL database
-(BENCH_POSTGRES_URL, see benchmarks/scratch.py).
+(BENCH_POSTGRES_URL, see benchmarks/common.py).
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.helpers, tests.peers
-sys.path.insert(0, str(Path(__file__).parent))  # for scratch
+sys.path.insert(0, str(Path(__file__).parent))  # for common
 
-from scratch import scratch_postgres
+from common import scratch_postgres
 
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.ils.sip2 import Sip2Connector

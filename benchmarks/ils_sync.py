@@ -29,7 +29,7 @@ holds: about (PACED - 1) / 20 s.
 
 Usage: python benchmarks/ils_sync.py [COUNT] [--postgres]   (COUNT holds, 5000)
 SQLite by default; --postgres repeats the timed runs on a scratch PostgreSQL database
-(BENCH_POSTGRES_URL, see benchmarks/scratch.py). The machine's load average is
+(BENCH_POSTGRES_URL, see benchmarks/common.py). The machine's load average is
 printed before and after.
 """
 
@@ -48,10 +48,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.peers
-sys.path.insert(0, str(Path(__file__).parent))  # for scratch, checkin_sip2
+sys.path.insert(0, str(Path(__file__).parent))  # for common, checkin_sip2
 
 from checkin_sip2 import BareSip2, Peer, item, sip2_environment, sip2_peer
-from scratch import scratch_postgres
+from common import scratch_postgres
 
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.domain.holds import HoldStatus

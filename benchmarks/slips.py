@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.helpers
-sys.path.insert(0, str(Path(__file__).parent))  # for csv_import
+sys.path.insert(0, str(Path(__file__).parent))  # for common
 
-from csv_import import barcode
+from common import barcode
 from holdshelf.printers.config import printer_from_table
 from holdshelf.printers.slips import RenderedSlip
 
