@@ -1,8 +1,8 @@
 """Holds per second through POST /api/v1/holds, served by `holdshelf serve` (waitress) on
 loopback with its print worker running, beside the ceiling measured in the same run: a bare
 Flask endpoint doing one INSERT per request (benchmarks/bare_flask.py) under the same waitress
-settings, on the same kind of database (holdshelf, bare, holdshelf, bare, ...; a fresh
-instance, database and server process each run). The holdshelf server prints to a device-file
+settings, on the same kind of database (each server started once on a fresh database, then
+holdshelf, bare, holdshelf, bare, ...). The holdshelf server prints to a device-file
 printer (ESC/POS bytes only, as a real printer gets them; /dev/null here); run alone, this
 script also measures it with the demo's preview printer (which draws a PNG of every slip).
 
@@ -11,7 +11,7 @@ transactions (and how many of them rolled back), database time against the reque
 
 Usage: python benchmarks/api.py [HOLDS] [CLIENTS]   (default 2000 holds over 4 clients)
 PostgreSQL: BENCH_POSTGRES_URL (default postgres@127.0.0.1:5432/test); a scratch database is
-created and dropped per run. Unreachable PostgreSQL is reported and skipped.
+created and dropped per server. Unreachable PostgreSQL is reported and skipped.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from common import (
     databases,
     demo_instance,
     free_port,
+    interleaved,
     serving,
     show,
     temporary_folder,
@@ -52,8 +55,9 @@ BARE_FLASK = Path(__file__).with_name("bare_flask.py")
 UNLIMITED = {"HOLDSHELF_API__REQUESTS_PER_MINUTE": "1000000"}  # the server, not the limit
 
 
-def post_holds(port: int, token: str, holds: int, clients: int) -> dict[str, float]:
-    """``holds`` new holds over ``clients`` keep-alive connections: holds/s, latencies (ms)."""
+def post_holds(port: int, token: str, holds: int, clients: int, run: int = 0) -> dict[str, float]:
+    """``holds`` new holds over ``clients`` keep-alive connections: holds/s, latencies (ms);
+    ``run`` (below 100) keeps each run's barcodes apart."""
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     latencies: list[float] = []
     errors: list[int] = []
@@ -62,7 +66,7 @@ def post_holds(port: int, token: str, holds: int, clients: int) -> dict[str, flo
     def client(number: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         for n in range(per_client):
-            k = number * 10**8 + n
+            k = run * 10**10 + number * 10**8 + n
             body = json.dumps({"item_barcode": barcode("3", k), "patron_card": barcode("2", k)})
             start = time.perf_counter()
             connection.request("POST", "/api/v1/holds", body=body, headers=headers)
@@ -88,9 +92,10 @@ def post_holds(port: int, token: str, holds: int, clients: int) -> dict[str, flo
     }
 
 
-def holdshelf_rate(kind: Database, holds: int, clients: int, printer: str | None) -> dict:
+@contextmanager
+def holdshelf_server(kind: Database, printer: str | None) -> Iterator[tuple[int, str]]:
     """`holdshelf serve` of a fresh instance (``printer``: MAIN's printer table, None: the
-    demo's preview printer), on a fresh database."""
+    demo's preview printer) on a fresh database: its port and an API token."""
     with temporary_folder() as folder, kind.fresh() as url:
         instance = demo_instance(folder, printer=printer)
         root = Holdshelf(upgraded(instance, url))
@@ -100,17 +105,18 @@ def holdshelf_rate(kind: Database, holds: int, clients: int, printer: str | None
         port = free_port()
         command = [sys.executable, "-m", "holdshelf", "--instance", str(folder), "serve"]
         with serving([*command, "--port", str(port)], env, "serving at"):
-            return post_holds(port, token, holds, clients)
+            yield port, token
 
 
-def bare_rate(kind: Database, holds: int, clients: int) -> dict:
-    """The bare Flask endpoint on a fresh database of the same kind."""
+@contextmanager
+def bare_server(kind: Database) -> Iterator[int]:
+    """The bare Flask endpoint on a fresh database of the same kind: its port."""
     with temporary_folder() as folder, kind.fresh() as url:
         port = free_port()
         database_url = url or f"sqlite:///{folder / 'bare.sqlite3'}"
         command = [sys.executable, str(BARE_FLASK), database_url, str(port)]
         with serving(command, child_environment(), READY):
-            return post_holds(port, "none", holds, clients)
+            yield port
 
 
 def figures(
@@ -120,11 +126,15 @@ def figures(
     runs: int = INTERLEAVED_RUNS,
     printer: str | None = FILE_PRINTER,
 ) -> list[Figure]:
-    """POST /api/v1/holds holds/s beside the bare Flask endpoint's, interleaved."""
-    served, bare = [], []
-    for _ in range(runs):
-        served.append(holdshelf_rate(kind, holds, clients, printer))
-        bare.append(bare_rate(kind, holds, clients))
+    """POST /api/v1/holds holds/s beside the bare Flask endpoint's: both servers started once,
+    then ``runs`` runs of ``holds`` new holds against each in turn."""
+    numbers = iter(range(1, 100))
+    with holdshelf_server(kind, printer) as (port, token), bare_server(kind) as bare_port:
+        served, bare = interleaved(
+            runs,
+            lambda: post_holds(port, token, holds, clients, next(numbers)),
+            lambda: post_holds(bare_port, "none", holds, clients, next(numbers)),
+        )
     printed = "file printer" if printer else "preview printer"
     latencies = ", ".join(f"{run['median_ms']:.1f}/{run['p95_ms']:.1f}" for run in served)
     return [

@@ -245,12 +245,13 @@ class Figure:
     def row(self) -> str:
         """A Markdown table row: figure, median (min / median / max), ceiling, ratio."""
         middle = statistics.median
+        unit = f" {self.unit}" if self.unit else ""
         ceiling, ratio = "-", "-"
         if self.ceiling:
-            ceiling = f"{number(middle(self.ceiling))} {self.unit} ({self.ceiling_name})"
+            ceiling = f"{number(middle(self.ceiling))}{unit} ({self.ceiling_name})"
             ratio = number(middle(self.ratios()))
         return (
-            f"| {self.name} | {number(middle(self.values))} {self.unit} "
+            f"| {self.name} | {number(middle(self.values))}{unit} "
             f"({spread(list(self.values))}) | {ceiling} | {ratio} |"
         )
 

@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.helpers
@@ -118,31 +119,56 @@ def percentiles(latencies: list[float]) -> str:
 # -- 1. ready -> last byte ---------------------------------------------------------------------
 
 
-def writer(path: Path, prefix: str, count: int) -> None:
-    """Another process: COUNT holds made ready one at a time, at random moments; prints when
-    each began (perf_counter is the system's monotonic clock, the same in every process)."""
+def writer(path: Path) -> None:
+    """Another process: for each line "PREFIX COUNT" it reads, COUNT holds made ready one at a
+    time, at random moments; prints when each began, a JSON line (perf_counter is the system's
+    monotonic clock, the same in every process)."""
     service = Holdshelf(load_settings(path)).service
     service.shelf("MAIN")  # connected and the schema checked: a running process, not a start
-    started = []
-    for n in range(count):
-        time.sleep(random.uniform(0.05, 0.15))
-        started.append(time.perf_counter())
-        service.ready("MAIN", f"3{prefix}{n:08d}", f"2{prefix}{n:08d}")
-    print(json.dumps(started))
+    print("ready", flush=True)
+    for line in sys.stdin:
+        prefix, count = line.split()
+        started = []
+        for n in range(int(count)):
+            time.sleep(random.uniform(0.05, 0.15))
+            started.append(time.perf_counter())
+            service.ready("MAIN", f"3{prefix}{n:08d}", f"2{prefix}{n:08d}")
+        print(json.dumps(started), flush=True)
 
 
-def from_another_process(path: Path, printer: FakePrinter, prefix: str, count: int) -> list[float]:
-    before = len(printer.connections)
-    out = subprocess.run(
-        [sys.executable, __file__, "--writer", str(path), prefix, str(count)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=os.environ.copy(),
-    ).stdout
-    started = json.loads(out.strip().splitlines()[-1])
-    printer.wait_for_connections(before + count, timeout=10)
-    return [printer.last_byte_at[before + n] - start for n, start in enumerate(started)]
+class AnotherProcess:
+    """A process of its own making holds ready on the instance, as a CLI, an import or a second
+    app server does; started once, asked for rounds of readies."""
+
+    def __init__(self, path: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--writer", str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
+        if self._line() != "ready":
+            raise RuntimeError("the writer process did not start")
+
+    def _line(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline().strip()
+
+    def latencies(self, printer: FakePrinter, prefix: str, count: int) -> list[float]:
+        """``count`` readies there, each to its slip's last byte at ``printer``."""
+        assert self.process.stdin is not None
+        before = len(printer.connections)
+        self.process.stdin.write(f"{prefix} {count}\n")
+        self.process.stdin.flush()
+        started = json.loads(self._line())
+        printer.wait_for_connections(before + count, timeout=10)
+        return [printer.last_byte_at[before + n] - start for n, start in enumerate(started)]
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
 
 
 def in_this_process(root: Holdshelf, printer: FakePrinter, prefix: str, count: int) -> list[float]:
@@ -173,19 +199,23 @@ def latency_figures(
     prefixes = iter(range(10, 100))
     try:
         with instance(kind, printer) as path:
+            other = AnotherProcess(path)
             root = make_root(path)
-            with running(root):
-                woken, local = interleaved(
-                    runs,
-                    lambda: from_another_process(path, printer, str(next(prefixes)), samples),
-                    lambda: in_this_process(root, printer, str(next(prefixes)), samples),
-                )
-            root.close()
-            if polled:
-                polled_root = make_root(path, wake=False)
-                with running(polled_root):
-                    slow = from_another_process(path, printer, "99", max(20, samples // 4))
-                polled_root.close()
+            try:
+                with running(root):
+                    woken, local = interleaved(
+                        runs,
+                        lambda: other.latencies(printer, str(next(prefixes)), samples),
+                        lambda: in_this_process(root, printer, str(next(prefixes)), samples),
+                    )
+                root.close()
+                if polled:
+                    polled_root = make_root(path, wake=False)
+                    with running(polled_root):
+                        slow = other.latencies(printer, "99", max(20, samples // 4))
+                    polled_root.close()
+            finally:
+                other.close()
     finally:
         printer.stop()
     found = [
@@ -340,6 +370,8 @@ def drain_figures(kind: Database, count: int, runs: int = INTERLEAVED_RUNS) -> l
             ("last", f"last {rate_window(count)}"),
         )
     ]
+    flat = ", ".join(f"{run['last'] / run['first']:.2f}" for run in worker)
+    found[-1] = replace(found[-1], note=f"the worker's last / first, run by run: {flat}")
     waits = [wait for run in worker for wait in run["desk"]]
     shown = ", ".join(f"{wait:.3f}" for wait in waits)
     found.append(
@@ -369,6 +401,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--writer"]:
-        writer(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+        writer(Path(sys.argv[2]))
     else:
         main()
