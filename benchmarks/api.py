@@ -6,8 +6,10 @@ holdshelf, bare, holdshelf, bare, ...). The holdshelf server prints to a device-
 printer (ESC/POS bytes only, as a real printer gets them; /dev/null here); run alone, this
 script also measures it with the demo's preview printer (which draws a PNG of every slip).
 
-Then, in process (the Flask test client), what one new hold costs the database: statements,
-transactions (and how many of them rolled back), database time against the request's wall time.
+Then, in process (the Flask test client), what one new hold costs the database: statements
+(what SQLAlchemy has the driver execute; BEGIN, COMMIT and ROLLBACK not among them),
+transactions begun (and how many of them rolled back), the time in the driver's execute
+against the request's wall time.
 
 Usage: python benchmarks/api.py [HOLDS] [CLIENTS]   (default 2000 holds over 4 clients)
 PostgreSQL: BENCH_POSTGRES_URL (default postgres@127.0.0.1:5432/test); a scratch database is

@@ -90,14 +90,16 @@ def make_root(path: Path, *, wake: bool = True) -> Holdshelf:
 
 
 @contextmanager
-def running(root: Holdshelf) -> Iterator[None]:
-    """The worker of ``root`` in a thread, polling each second as `serve` runs it."""
+def running(root: Holdshelf, settle: float = 0.5) -> Iterator[float]:
+    """The worker of ``root`` in a thread, polling each second as `serve` runs it, ``settle``
+    seconds after it started (its first pass and listening under way); yields when it started."""
     stop = threading.Event()
     thread = threading.Thread(target=root.worker.run_forever, args=(stop,), daemon=True)
+    started = time.perf_counter()
     thread.start()
-    time.sleep(0.5)  # its first pass (and listening) under way
+    time.sleep(settle)
     try:
-        yield
+        yield started
     finally:
         stop.set()
         root.worker.wake()
@@ -196,13 +198,17 @@ def latency_figures(
     interleaved runs of ``samples`` slips each; ``polled``: once more with the wake-up across
     processes switched off (polling each second, as before it)."""
     printer = FakePrinter().start()
-    prefixes = iter(range(10, 100))
+    prefixes = iter(range(10, 90))
     try:
         with instance(kind, printer) as path:
             other = AnotherProcess(path)
             root = make_root(path)
             try:
                 with running(root):
+                    # Not measured: the worker's first passes and listening, each side's first
+                    # ready (on a busy machine they outlast running()'s half second).
+                    other.latencies(printer, "90", 3)
+                    in_this_process(root, printer, "91", 3)
                     woken, local = interleaved(
                         runs,
                         lambda: other.latencies(printer, str(next(prefixes)), samples),
@@ -302,19 +308,17 @@ def timed_drain(printer: FakePrinter, count: int, drain: Callable[[], None]) -> 
 
 
 def worker_drain(root: Holdshelf, printer: FakePrinter, count: int, tag: str) -> dict:
-    """The worker's drain, with a desk slip made at 1/5, 2/5 and 3/5 of the slips printed
-    (1,000, 2,000 and 3,000 of 5,000); their waits in "desk"."""
+    """The worker's drain, timed from its start (as the bare loop's), with a desk slip made at
+    1/5, 2/5 and 3/5 of the slips printed (1,000, 2,000 and 3,000 of 5,000); their waits in
+    "desk"."""
     waits: list[float] = []
     before = len(printer.connections)
-
-    def drain() -> None:
-        with running(root):
-            for n in (1, 2, 3):
-                printer.wait_for_connections(before + count * n // 5, timeout=DRAIN_TIMEOUT)
-                waits.append(desk_slip(root, printer, f"9{tag}{n}"))
-            printer.wait_for_connections(before + count + len(waits), timeout=DRAIN_TIMEOUT)
-
-    return timed_drain(printer, count, drain) | {"desk": waits}
+    with running(root, settle=0) as start:
+        for n in (1, 2, 3):
+            printer.wait_for_connections(before + count * n // 5, timeout=DRAIN_TIMEOUT)
+            waits.append(desk_slip(root, printer, f"9{tag}{n}"))
+        printer.wait_for_connections(before + count + len(waits), timeout=DRAIN_TIMEOUT)
+    return rates(printer.last_byte_at[before : before + count], start) | {"desk": waits}
 
 
 def desk_slip(root: Holdshelf, printer: FakePrinter, prefix: str) -> float:
