@@ -5,7 +5,9 @@ of three interleaved runs; the machine's load at the start and the end; a Markdo
 the medians last, for the README.
 
 Usage: python benchmarks/run_all.py [--quick] [--only NAME ...] [--database KIND]
-  --quick     small sizes (about a minute): the harness works, the figures mean little
+  --quick     tiny sizes (under a minute a database, on a busy 2-core machine): the harness
+              works, the figures mean little. The full sizes (the issue's) take some 15-20
+              minutes on SQLite and PostgreSQL together, estimated from the sizes.
   --only      some of: {names}
   --database  sqlite or postgresql only
 SQLite, and PostgreSQL when BENCH_POSTGRES_URL is set (a server URL whose user may create

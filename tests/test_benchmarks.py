@@ -129,3 +129,24 @@ def test_readme_lists_every_benchmark_of_the_harness() -> None:
     assert sorted(name for name, _ in listed) == sorted(names)
     for _, script in listed:
         assert (ROOT / "benchmarks" / script).exists(), script
+
+
+def test_runs_are_interleaved() -> None:
+    """A figure and its ceiling take turns (A, B, A, B, A, B), so a load that comes and goes
+    hits both alike; each Figure's ratio is taken run by run."""
+    check = """
+import sys
+sys.path.insert(0, "benchmarks")
+from common import Figure, interleaved
+order = []
+a, b = interleaved(3, lambda: order.append("A") or len(order), lambda: order.append("B") or 1)
+print("".join(order), a, b)
+print(Figure.of("f", "s", [2.0, 4.0, 9.0], ceiling=[1.0, 2.0, 3.0], ceiling_name="bare").line())
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    first, *figure = result.stdout.splitlines()
+    assert first == "ABABAB [1, 3, 5] [1, 1, 1]"
+    assert figure[0].split()[-6:] == ["2.00", "/", "4.00", "/", "9.00", "s"]
+    assert figure[1].strip() == "ceiling, bare: 1.00 / 2.00 / 3.00 s; ratio 2.00 / 2.00 / 3.00"
