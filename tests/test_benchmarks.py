@@ -71,7 +71,7 @@ CEILINGS = (
     "bare claim-send-record loop",
     "bare SQL, one transaction",
     "import click",
-    "the same limiter, one address",
+    "the same flood, 100 addresses in the window",
 )
 SPREAD = r"[\d.,]+ / [\d.,]+ / [\d.,]+"  # min / median / max
 
