@@ -10,6 +10,7 @@ Babel), the print queue or Argon2.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,7 @@ class Holdshelf:
         self.clock: Clock = clock or LibraryClock(settings.timezone)
         self._engine = engine
         self._check_schema = check_schema
+        self._closing: list[Callable[[], None]] = []
 
     @cached_property
     def engine(self) -> Engine:
@@ -146,7 +148,13 @@ class Holdshelf:
         self.privacy.record(PURGED)  # the privacy audit says when retention last ran
         return report
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when these parts close, before the database goes away."""
+        self._closing.append(callback)
+
     def close(self) -> None:
+        while self._closing:
+            self._closing.pop()()
         if self.__dict__.get("connector") is not None:
             self.connector.close()
         if "engine" in self.__dict__:

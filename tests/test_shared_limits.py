@@ -114,3 +114,14 @@ def test_postgresql_shares_the_limits_and_sqlite_keeps_them_in_memory(
     else:
         assert isinstance(find, RateLimiter) and isinstance(api, RateLimiter)
     assert api.limit == service.settings.api_requests_per_minute
+
+
+def test_a_closed_batched_limiter_adds_what_it_counted_and_stops(service: HoldService) -> None:
+    limiter = BatchedRateLimiter(service.sessions, 100, 60, SECRET, flush_seconds=3600)
+    before = set(threading.enumerate())
+    assert all(limiter.allow(ADDRESS) for _ in range(3))
+    (flusher,) = [t for t in threading.enumerate() if t not in before and t.name == "rate-limits"]
+    limiter.close()  # as Holdshelf.close() does, before the database goes away
+    assert not flusher.is_alive()
+    with service.sessions() as session:
+        assert session.scalar(select(func.sum(RateBucket.count))) == 3

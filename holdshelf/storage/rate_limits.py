@@ -154,6 +154,14 @@ class BatchedRateLimiter:
         self._in_flight: Counter[str] = Counter()  # being added right now
         self._shared: dict[str, int] = {}  # the window's total in every process, as last read
         self._flusher: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """Add what is pending and stop flushing: before the database goes away."""
+        self._closed.set()
+        flusher = self._flusher
+        if flusher is not None:
+            flusher.join(timeout=5)
 
     def allow(self, key: str, now: float | None = None) -> bool:
         hashed = self._buckets.key(key)
@@ -162,7 +170,7 @@ class BatchedRateLimiter:
             if seen >= self.limit:
                 return False
             self._pending[hashed] += 1
-            if self._flusher is None:
+            if self._flusher is None and not self._closed.is_set():
                 self._flusher = threading.Thread(
                     target=self._flush_while_counting, name="rate-limits", daemon=True
                 )
@@ -201,12 +209,12 @@ class BatchedRateLimiter:
     def _flush_while_counting(self) -> None:
         """Flush every FLUSH_SECONDS until nothing is pending or counted in the window."""
         while True:
-            time.sleep(self._flush_seconds)
+            closing = self._closed.wait(self._flush_seconds)
             try:
                 self.flush()
             except Exception as exc:  # a daemon thread's error would go unnoticed
                 log.error("shared rate limits: %s", type(exc).__name__)
             with self._lock:
-                if not self._pending and not self._shared:
+                if closing or (not self._pending and not self._shared):
                     self._flusher = None
                     return

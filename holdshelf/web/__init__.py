@@ -9,6 +9,7 @@ is loaded from another origin.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ from holdshelf.resources import resource_dir
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
 from holdshelf.web.extensions import csrf
-from holdshelf.web.limits import Limiter, api_limiter, find_limiter
+from holdshelf.web.limits import Limiter, api_limiter, close_limiter, find_limiter
 from holdshelf.web.problems import API_WINDOW
 from holdshelf.web.proxy import TrustedProxy
 from holdshelf.worker import Worker
@@ -76,6 +77,12 @@ def create_app(root: Holdshelf) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,
         MAX_CONTENT_LENGTH=MAX_FORM_BYTES,
     )
+    limiters = (
+        api_limiter(settings, root.sessions, API_WINDOW),
+        find_limiter(settings, root.sessions),
+    )
+    for limiter in limiters:  # before the engine goes: a batched limiter still adds its counts
+        root.on_close(functools.partial(close_limiter, limiter))
     app.extensions["holdshelf"] = Desk(
         settings=settings,
         service=root.service,
@@ -84,8 +91,8 @@ def create_app(root: Holdshelf) -> Flask:
         privacy=root.privacy,
         worker=root.worker,
         checkin=root.checkin,
-        api_limiter=api_limiter(settings, root.sessions, API_WINDOW),
-        find_limiter=find_limiter(settings, root.sessions),
+        api_limiter=limiters[0],
+        find_limiter=limiters[1],
         sessions=root.sessions,
         clock=root.clock,
     )

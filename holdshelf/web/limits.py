@@ -57,6 +57,13 @@ class Limiter(Protocol):
     def allow(self, key: str) -> bool: ...
 
 
+def close_limiter(limiter: Limiter) -> None:
+    """Stop what a limiter runs beside the requests (the batched one's flushing thread)."""
+    close = getattr(limiter, "close", None)
+    if close is not None:
+        close()
+
+
 def shared_limits(sessions: sessionmaker[Session]) -> bool:
     """Whether limits are kept in the database: on PostgreSQL, where several app processes
     may serve one library. SQLite serves from one process: memory is enough and costs no
