@@ -26,7 +26,7 @@ last byte.
 
 Usage: python benchmarks/checkin_sip2.py [COUNT] [--postgres]   (COUNT scans per path, 200)
 SQLite by default; --postgres repeats it on a scratch PostgreSQL database
-(BENCH_POSTGRES_URL, see benchmarks/scratch.py).
+(BENCH_POSTGRES_URL, see benchmarks/common.py).
 """
 
 from __future__ import annotations
@@ -49,14 +49,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.helpers, tests.peers
-sys.path.insert(0, str(Path(__file__).parent))  # for scratch
+sys.path.insert(0, str(Path(__file__).parent))  # for common
 
-from scratch import scratch_postgres
+from common import demo_instance, network_printer, scratch_postgres
 
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.ils.sip2 import Sip2Connector
 from holdshelf.ils.sip2_wire import request, sip_datetime
-from holdshelf.instance import write_config
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
 from holdshelf.workflow.checkin import Shelved, account_of
@@ -159,17 +158,7 @@ class BareSip2:
 def instance_for(folder: Path, printer_port: int) -> Path:
     """The demo instance (MAIN, EAST) with MAIN's slips on the network printer; the demo's
     barcode rules are off, as in the tests (the peer's card has no Luhn check digit)."""
-    write_config(folder, demo=True)
-    config = folder / "holdshelf.toml"
-    text = config.read_text()
-    for key in ("card_pattern", "item_pattern", "check_digit"):
-        text = text.replace(f"\n{key} = ", f"\n# {key} = ")
-    config.write_text(
-        text.replace("[branches.MAIN]\n", '[branches.MAIN]\nprinter = "desk"\n')
-        + f'\n[printers.desk]\ntype = "network"\nhost = "127.0.0.1"\nport = {printer_port}\n'
-        'profile = "TM-T88V"\n'
-    )
-    return folder
+    return demo_instance(folder, printer=network_printer(printer_port), barcode_rules=False)
 
 
 def sip2_environment(peer: Peer, database_url: str, lookup: str) -> dict[str, str]:

@@ -6,14 +6,15 @@
 - which of the heavy libraries ``import holdshelf.cli`` loads.
 
 Each figure is the median of RUNS fresh processes (the machine's load moves single runs a lot;
-the baselines, measured in between, show how busy it was).
+the baselines, measured in between, show how busy it was). run_all.py calls ``figures``: three
+interleaved runs of `import holdshelf.cli` beside `import click`, and `holdshelf --help` beside
+`python -c "import click"`.
 
 Usage: python benchmarks/cli_startup.py [RUNS]
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import subprocess
@@ -22,10 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import INTERLEAVED_RUNS, Figure, child_environment, interleaved
+
 # Timed inside the child, so the interpreter's own start is not counted.
 IMPORT_TIME = (
-    "import time; start = time.perf_counter(); import holdshelf.cli; "
-    "print(time.perf_counter() - start)"
+    "import time; start = time.perf_counter(); import {}; print(time.perf_counter() - start)"
 )
 HEAVY = ("sqlalchemy", "flask", "werkzeug", "jinja2", "babel", "PIL", "escpos", "qrcode", "argon2")
 LOADED = f"import sys, holdshelf.cli; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
@@ -46,11 +49,11 @@ def wall_ms(command: list[str], runs: int, env: dict[str, str]) -> float:
     return statistics.median(times) * 1000
 
 
-def import_ms(runs: int, env: dict[str, str]) -> float:
+def import_ms(runs: int, env: dict[str, str], module: str = "holdshelf.cli") -> float:
     times = [
         float(
             subprocess.run(
-                [sys.executable, "-c", IMPORT_TIME],
+                [sys.executable, "-c", IMPORT_TIME.format(module)],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -62,10 +65,32 @@ def import_ms(runs: int, env: dict[str, str]) -> float:
     return statistics.median(times) * 1000
 
 
+def figures(runs: int = INTERLEAVED_RUNS, processes: int = 5) -> list[Figure]:
+    """`import holdshelf.cli` beside `import click`, and `holdshelf --help` beside
+    `python -c "import click"`: each run the median of ``processes`` fresh processes, the
+    four interleaved run by run."""
+    env = child_environment()
+    click_wall = [sys.executable, "-c", "import click"]
+    cli, click, helped, bare = interleaved(
+        runs,
+        lambda: import_ms(processes, env),
+        lambda: import_ms(processes, env, "click"),
+        lambda: wall_ms([*holdshelf_command(), "--help"], processes, env),
+        lambda: wall_ms(click_wall, processes, env),
+    )
+    note = f"each run the median of {processes} fresh processes"
+    return [
+        Figure.of("import holdshelf.cli", "ms", cli, ceiling=click, ceiling_name="import click",
+                  note=note),
+        Figure.of("holdshelf --help, whole process", "ms", helped, ceiling=bare,
+                  ceiling_name='python -c "import click"', note=note),
+    ]  # fmt: skip
+
+
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
     holdshelf = holdshelf_command()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("HOLDSHELF_")}
+    env = child_environment()
     folder = tempfile.mkdtemp(prefix="holdshelf-bench-")
     try:
         instance = str(Path(folder) / "instance")

@@ -1,31 +1,36 @@
 """Import rows/s of a holds-ready report (generic CSV, one branch, 7-character codes) at
 several sizes, on SQLite and PostgreSQL, beside the ceiling: a bare executemany of as many rows
-into a table shaped like ``holds``, measured in the same run on the same database. Rows/s
-should hold steady as the file grows (a cost per row that grows with the shelf would show).
+into a table shaped like ``holds``, measured in the same run on the same database (import,
+bare, import, bare, ...; a fresh database each run). Rows/s should hold steady as the file
+grows (a cost per row that grows with the shelf would show).
 
 Usage: python benchmarks/csv_import.py [ROWS ...] (default 1000 10000 50000)
 PostgreSQL: BENCH_POSTGRES_URL (default postgres@127.0.0.1:5432/test); a scratch database is
-created and dropped per size. Unreachable PostgreSQL is reported and skipped.
+created and dropped per run. Unreachable PostgreSQL is reported and skipped.
 """
 
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import (
+    INTERLEAVED_RUNS,
+    Database,
+    Figure,
+    barcode,
+    databases,
+    demo_instance,
+    show,
+    temporary_folder,
+    upgraded,
+)
 from sqlalchemy import Engine
 
 from holdshelf.bootstrap import Holdshelf
-from holdshelf.domain.barcodes import luhn_valid
 from holdshelf.importer import import_holds
-from holdshelf.instance import write_config
-from holdshelf.settings import load_settings
-from holdshelf.storage import database
-
-sys.path.insert(0, str(Path(__file__).parent))
-from scratch import scratch_postgres
 
 SIZES = (1_000, 10_000, 50_000)
 ENVIRON = {"HOLDSHELF_BRANCHES__MAIN__CODE_LENGTH": "7"}  # 50,000 holds crowd six characters
@@ -33,12 +38,6 @@ CEILING_TABLE = """CREATE TABLE bench_ceiling (
     id INTEGER PRIMARY KEY, branch VARCHAR(32), code VARCHAR(16), item_barcode VARCHAR(64),
     patron VARCHAR(64), mode VARCHAR(8), status VARCHAR(16), pickup_by DATE,
     ready_at TIMESTAMP)"""
-
-
-def barcode(first: str, n: int) -> str:
-    """A 14-digit Codabar barcode with its Luhn digit: the demo instance checks both."""
-    body = f"{first}{n:012d}"
-    return next(body + digit for digit in "0123456789" if luhn_valid(body + digit))
 
 
 def report(path: Path, rows: int) -> None:
@@ -65,53 +64,51 @@ def ceiling(engine: Engine, rows: int) -> float:
     return rows / elapsed
 
 
-def measure(instance: Path, url: str, path: Path, rows: int) -> tuple[float, float, float]:
-    """(import rows/s, the same report again (all skipped) rows/s, ceiling rows/s)."""
-    settings = load_settings(instance, environ={"HOLDSHELF_DATABASE_URL": url, **ENVIRON})
-    database.upgrade(database.make_engine(url))
-    service = Holdshelf(settings).service
-    start = time.perf_counter()
-    result = import_holds(service, path, "MAIN")
-    elapsed = time.perf_counter() - start
-    assert not result.bad, result.bad[:3]
-    assert len(result.imported) == rows
-    start = time.perf_counter()
-    again = import_holds(service, path, "MAIN")
-    repeat = time.perf_counter() - start
-    assert again.skipped == rows
-    bare = ceiling(service.engine, rows)
-    service.engine.dispose()
-    return rows / elapsed, rows / repeat, bare
+def imported(kind: Database, path: Path, rows: int) -> tuple[float, float]:
+    """(import rows/s, bare executemany rows/s), into a fresh instance and database."""
+    with temporary_folder() as folder, kind.fresh() as url:
+        instance = demo_instance(folder)
+        root = Holdshelf(upgraded(instance, url, **ENVIRON))
+        try:
+            start = time.perf_counter()
+            result = import_holds(root.service, path, "MAIN")
+            elapsed = time.perf_counter() - start
+            assert not result.bad, result.bad[:3]
+            assert len(result.imported) == rows
+            bare = ceiling(root.engine, rows)
+        finally:
+            root.close()
+    return rows / elapsed, bare
 
 
-def show(label: str, rows: int, figures: tuple[float, float, float]) -> None:
-    imported, repeated, bare = figures
-    print(
-        f"{label:<10} {rows:>7,} rows: import {imported:>8,.0f} rows/s ({rows / imported:6.1f} s),"
-        f" again (all skipped) {repeated:>8,.0f} rows/s; bare executemany {bare:>9,.0f} rows/s",
-        flush=True,
-    )
+def figures(kind: Database, sizes: list[int], runs: int = INTERLEAVED_RUNS) -> list[Figure]:
+    """Per size: import rows/s beside a bare executemany, each pair in a fresh database."""
+    found = []
+    with temporary_folder() as reports:
+        for rows in sizes:
+            path = reports / f"report-{rows}.csv"
+            report(path, rows)
+            pairs = [imported(kind, path, rows) for _ in range(runs)]  # import, bare, ...
+            found.append(
+                Figure.of(
+                    f"import {rows:,} rows, {kind.label}",
+                    "rows/s",
+                    [pair[0] for pair in pairs],
+                    ceiling=[pair[1] for pair in pairs],
+                    ceiling_name="bare executemany",
+                    note=f"seconds: {', '.join(f'{rows / pair[0]:.1f}' for pair in pairs)}",
+                )
+            )
+    return found
 
 
 def main() -> None:
     sizes = [int(arg) for arg in sys.argv[1:]] or list(SIZES)
-    with tempfile.TemporaryDirectory() as folder:
-        instance = Path(folder)
-        write_config(instance, demo=True)
-        for rows in sizes:
-            path = instance / f"report-{rows}.csv"
-            report(path, rows)
-            url = f"sqlite:///{instance / f'holdshelf-{rows}.sqlite3'}"
-            show("SQLite", rows, measure(instance, url, path, rows))
-        for rows in sizes:
-            with scratch_postgres() as url:
-                if url is None:
-                    break
-                show(
-                    "PostgreSQL",
-                    rows,
-                    measure(instance, url, instance / f"report-{rows}.csv", rows),
-                )
+    for kind in databases(postgres=True):
+        try:
+            show(figures(kind, sizes))
+        except RuntimeError as exc:
+            print(f"{kind.label}: skipped ({exc})")
 
 
 if __name__ == "__main__":

@@ -1,33 +1,42 @@
 """`holdshelf expire` (HoldService.expire) over N overdue holds, on SQLite and PostgreSQL,
-beside the same ending done in bare SQL in one transaction (the floor).
+beside the same ending done in bare SQL in one transaction (the floor), in three interleaved
+runs (expire, bare, expire, bare, ...).
 
-Each run fills a fresh database with N overdue holds at two branches (a shelf code claimed by
-each, a queued notice for every other hold, a tenth of them desk holds) straight in SQL, then
-times the expiry; the bare-SQL run refills and ends them with the statements by hand.
+Each run empties the database and fills it with N overdue holds at two branches (a shelf code
+claimed by each, a queued notice for every other hold, a tenth of them desk holds) straight in
+SQL, then times the expiry; the bare-SQL run refills and ends them with the statements by hand.
 
-Usage: python benchmarks/expire.py [N ...]   (default 2000 20000; PostgreSQL via scratch.py)
+Usage: python benchmarks/expire.py [N ...]   (default 2000 20000)
+PostgreSQL: BENCH_POSTGRES_URL (see benchmarks/common.py); unreachable, it is skipped.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scratch import scratch_postgres
+from common import (
+    INTERLEAVED_RUNS,
+    NOW,
+    Database,
+    Figure,
+    databases,
+    demo_instance,
+    fixed_clock,
+    interleaved,
+    show,
+    temporary_folder,
+    upgraded,
+)
 
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.domain.codes import ShelfCodec
-from holdshelf.instance import write_config
-from holdshelf.settings import load_settings
 from holdshelf.storage import database
-
-NOW = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
 
 
 def fill(root: Holdshelf, count: int, *, overdue: bool = True, branches: int = 2) -> None:
@@ -118,39 +127,52 @@ def clear(root: Holdshelf) -> None:
             connection.execute(text(f"DELETE FROM {table}"))
 
 
-def measure(label: str, database_url: str | None, counts: list[int]) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        instance = Path(folder)
-        write_config(instance, demo=True)
-        environ = {"HOLDSHELF_DATABASE_URL": database_url} if database_url else {}
-        settings = load_settings(instance, environ=environ)
-        database.upgrade(database.make_engine(settings.database_url))
-        root = Holdshelf(settings, clock=lambda: NOW)
+def figures(kind: Database, counts: list[int], runs: int = INTERLEAVED_RUNS) -> list[Figure]:
+    """Per count: the expiry's seconds and ms per hold, beside the bare SQL, interleaved
+    (expire, bare, expire, bare, ...), each on a freshly filled database."""
+    found = []
+    with temporary_folder() as folder, kind.fresh() as url:
+        root = Holdshelf(upgraded(demo_instance(folder), url), clock=fixed_clock())
         try:
             for count in counts:
-                clear(root)
-                fill(root, count)
-                start = time.perf_counter()
-                pulled = root.service.expire()
-                took = time.perf_counter() - start
-                assert len(pulled) == count, (len(pulled), count)
-                clear(root)
-                fill(root, count)
-                floor = bare(root)
-                print(
-                    f"{label:10} {count:>6} holds: expire {took:7.3f} s"
-                    f" ({took / count * 1000:.3f} ms/hold); bare SQL {floor:.3f} s"
+
+                def expired(count: int = count) -> float:
+                    clear(root)
+                    fill(root, count)
+                    start = time.perf_counter()
+                    pulled = root.service.expire()
+                    took = time.perf_counter() - start
+                    assert len(pulled) == count, (len(pulled), count)
+                    return took
+
+                def floor(count: int = count) -> float:
+                    clear(root)
+                    fill(root, count)
+                    return bare(root)
+
+                took, floors = interleaved(runs, expired, floor)
+                found.append(
+                    Figure.of(
+                        f"expire {count:,} overdue holds, {kind.label}",
+                        "s",
+                        took,
+                        ceiling=floors,
+                        ceiling_name="bare SQL, one transaction",
+                        note="ms per hold: " + ", ".join(f"{t / count * 1000:.3f}" for t in took),
+                    )
                 )
         finally:
             root.close()
+    return found
 
 
 def main() -> None:
     counts = [int(a) for a in sys.argv[1:]] or [2000, 20000]
-    measure("SQLite", None, counts)
-    with scratch_postgres() as url:
-        if url is not None:
-            measure("PostgreSQL", url, counts)
+    for kind in databases(postgres=True):
+        try:
+            show(figures(kind, counts))
+        except RuntimeError as exc:
+            print(f"{kind.label}: skipped ({exc})")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ holds: about (PACED - 1) / 20 s.
 
 Usage: python benchmarks/ils_sync.py [COUNT] [--postgres]   (COUNT holds, 5000)
 SQLite by default; --postgres repeats the timed runs on a scratch PostgreSQL database
-(BENCH_POSTGRES_URL, see benchmarks/scratch.py). The machine's load average is
+(BENCH_POSTGRES_URL, see benchmarks/common.py). The machine's load average is
 printed before and after.
 """
 
@@ -48,14 +48,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.peers
-sys.path.insert(0, str(Path(__file__).parent))  # for scratch, checkin_sip2
+sys.path.insert(0, str(Path(__file__).parent))  # for common, checkin_sip2
 
 from checkin_sip2 import BareSip2, Peer, item, sip2_environment, sip2_peer
-from scratch import scratch_postgres
+from common import demo_instance, scratch_postgres
 
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.domain.holds import HoldStatus
-from holdshelf.instance import write_config
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
 from holdshelf.workflow import sync as sync_module
@@ -73,13 +72,7 @@ PARTS = {"active_holds": "read", "hold_state": "ils", "end_in_ils": "end"}
 def instance_at(folder: Path) -> Path:
     """The demo instance (MAIN, EAST), its barcode rules off as in the tests (the peer's
     items and card have no check digit)."""
-    write_config(folder, demo=True)
-    config = folder / "holdshelf.toml"
-    text = config.read_text()
-    for key in ("card_pattern", "item_pattern", "check_digit"):
-        text = text.replace(f"\n{key} = ", f"\n# {key} = ")
-    config.write_text(text)
-    return folder
+    return demo_instance(folder, barcode_rules=False)
 
 
 def control(peer: Peer, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from holdshelf.storage import database
 from holdshelf.web import create_app
 
 sys.path.insert(0, str(Path(__file__).parent))
-from csv_import import barcode
+from common import barcode
 from csv_import import report as write_report
 
 ACCOUNT = ("bench", "benchmark password")

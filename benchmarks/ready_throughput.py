@@ -18,8 +18,7 @@ from holdshelf.settings import load_settings
 from holdshelf.storage import database
 
 sys.path.insert(0, str(Path(__file__).parent))
-from csv_import import barcode
-from scratch import scratch_postgres
+from common import barcode, scratch_postgres
 
 
 def measure(instance: Path, database_url: str, count: int) -> tuple[float, float]:

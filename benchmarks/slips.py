@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.helpers
-sys.path.insert(0, str(Path(__file__).parent))  # for csv_import
+sys.path.insert(0, str(Path(__file__).parent))  # for common
 
-from csv_import import barcode
+from common import barcode, demo_instance, network_printer
 from holdshelf.printers.config import printer_from_table
 from holdshelf.printers.slips import RenderedSlip
 
@@ -28,7 +28,6 @@ from holdshelf.bootstrap import Holdshelf
 from holdshelf.config_sources import read_toml
 from holdshelf.domain.codes import ShelfCode
 from holdshelf.domain.slips import Slip
-from holdshelf.instance import write_config
 from holdshelf.resources import resource_dir
 from holdshelf.settings import load_settings
 from holdshelf.storage import database
@@ -71,13 +70,7 @@ def ready_to_printer(count: int) -> None:
     printer = FakePrinter().start()
     with tempfile.TemporaryDirectory() as folder:
         instance = Path(folder)
-        write_config(instance, demo=True)
-        config = instance / "holdshelf.toml"
-        config.write_text(
-            config.read_text().replace("[branches.MAIN]\n", '[branches.MAIN]\nprinter = "desk"\n')
-            + f'\n[printers.desk]\ntype = "network"\nhost = "127.0.0.1"\nport = {printer.port}\n'
-            'profile = "TM-T88V"\n'
-        )
+        demo_instance(instance, printer=network_printer(printer.port))
         settings = load_settings(instance)
         database.upgrade(database.make_engine(settings.database_url))
         root = Holdshelf(settings)

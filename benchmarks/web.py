@@ -22,7 +22,7 @@ from holdshelf.storage import database
 from holdshelf.web import create_app
 
 sys.path.insert(0, str(Path(__file__).parent))
-from csv_import import barcode  # the demo checks barcodes: 14 digits, Luhn
+from common import barcode
 
 ACCOUNT = ("bench", "benchmark password")
 

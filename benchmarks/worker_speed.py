@@ -10,6 +10,9 @@
    leases, phases or checks) over another COUNT in the same database.
 3. While it drains them, a slip made at the desk: its wait from `ready` to its last byte.
 
+Each figure and its bare ceiling are measured in three interleaved runs (worker, bare, worker,
+bare, ...); run_all.py calls latency_figures and drain_figures.
+
 Usage: python benchmarks/worker_speed.py [COUNT] [SAMPLES] [latency,drain]
 (defaults: 5000 slips drained, 200 slips timed per wake-up, both parts)
 PostgreSQL: BENCH_POSTGRES_URL (default postgres@127.0.0.1:5432/test); a scratch
@@ -25,52 +28,52 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.helpers
-sys.path.insert(0, str(Path(__file__).parent))  # for scratch
+sys.path.insert(0, str(Path(__file__).parent))  # for common
 
+from common import (
+    INTERLEAVED_RUNS,
+    Database,
+    Figure,
+    databases,
+    demo_instance,
+    interleaved,
+    network_printer,
+    show,
+    temporary_folder,
+    upgraded,
+)
 from holdshelf.printers.connections import Attempt, connect
 from holdshelf.printers.slips import RenderedSlip
-from scratch import scratch_postgres
 from sqlalchemy import select, text, update
 
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.domain.slips import Slip
-from holdshelf.instance import write_config
 from holdshelf.print_worker import process_id
 from holdshelf.settings import load_settings
-from holdshelf.storage import database
 from holdshelf.storage.models import PrintJob
 from tests.helpers.fake_printer import FakePrinter
 
 DRAIN_TIMEOUT = 900.0  # seconds: the slowest code measured drained 33 slips/s
-DESK_AT = (1000, 2000, 3000)  # slips printed when a clerk makes a desk slip
 
 
 @contextmanager
-def instance(url: str | None, printer: FakePrinter) -> Iterator[Path]:
-    """A demo instance printing MAIN's slips to ``printer``, on ``url`` (None: SQLite)."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder)
-        write_config(path, demo=True)
-        config = path / "holdshelf.toml"
-        text = config.read_text().replace(
-            "[branches.MAIN]\n", '[branches.MAIN]\nprinter = "desk"\n'
-        )
-        for key in ("card_pattern", "item_pattern", "check_digit"):  # made-up barcodes
-            text = text.replace(f"\n{key} = ", f"\n# {key} = ")
-        table = f'type = "network"\nhost = "127.0.0.1"\nport = {printer.port}\nprofile = "TM-T88V"'
-        config.write_text(f"{text}\n[printers.desk]\n{table}\n")
+def instance(kind: Database, printer: FakePrinter) -> Iterator[Path]:
+    """A demo instance printing MAIN's slips to ``printer``, on a fresh database of ``kind``;
+    its URL in HOLDSHELF_DATABASE_URL too, for the writer processes."""
+    with temporary_folder() as folder, kind.fresh() as url:
+        path = demo_instance(folder, printer=network_printer(printer.port), barcode_rules=False)
+        upgraded(path, url)
         if url is not None:
             os.environ["HOLDSHELF_DATABASE_URL"] = url
         try:
-            database.upgrade(database.make_engine(load_settings(path).database_url))
             yield path
         finally:
             os.environ.pop("HOLDSHELF_DATABASE_URL", None)
@@ -87,14 +90,16 @@ def make_root(path: Path, *, wake: bool = True) -> Holdshelf:
 
 
 @contextmanager
-def running(root: Holdshelf) -> Iterator[None]:
-    """The worker of ``root`` in a thread, polling each second as `serve` runs it."""
+def running(root: Holdshelf, settle: float = 0.5) -> Iterator[float]:
+    """The worker of ``root`` in a thread, polling each second as `serve` runs it, ``settle``
+    seconds after it started (its first pass and listening under way); yields when it started."""
     stop = threading.Event()
     thread = threading.Thread(target=root.worker.run_forever, args=(stop,), daemon=True)
+    started = time.perf_counter()
     thread.start()
-    time.sleep(0.5)  # its first pass (and listening) under way
+    time.sleep(settle)
     try:
-        yield
+        yield started
     finally:
         stop.set()
         root.worker.wake()
@@ -116,31 +121,56 @@ def percentiles(latencies: list[float]) -> str:
 # -- 1. ready -> last byte ---------------------------------------------------------------------
 
 
-def writer(path: Path, prefix: str, count: int) -> None:
-    """Another process: COUNT holds made ready one at a time, at random moments; prints when
-    each began (perf_counter is the system's monotonic clock, the same in every process)."""
+def writer(path: Path) -> None:
+    """Another process: for each line "PREFIX COUNT" it reads, COUNT holds made ready one at a
+    time, at random moments; prints when each began, a JSON line (perf_counter is the system's
+    monotonic clock, the same in every process)."""
     service = Holdshelf(load_settings(path)).service
     service.shelf("MAIN")  # connected and the schema checked: a running process, not a start
-    started = []
-    for n in range(count):
-        time.sleep(random.uniform(0.05, 0.15))
-        started.append(time.perf_counter())
-        service.ready("MAIN", f"3{prefix}{n:08d}", f"2{prefix}{n:08d}")
-    print(json.dumps(started))
+    print("ready", flush=True)
+    for line in sys.stdin:
+        prefix, count = line.split()
+        started = []
+        for n in range(int(count)):
+            time.sleep(random.uniform(0.05, 0.15))
+            started.append(time.perf_counter())
+            service.ready("MAIN", f"3{prefix}{n:08d}", f"2{prefix}{n:08d}")
+        print(json.dumps(started), flush=True)
 
 
-def from_another_process(path: Path, printer: FakePrinter, prefix: str, count: int) -> list[float]:
-    before = len(printer.connections)
-    out = subprocess.run(
-        [sys.executable, __file__, "--writer", str(path), prefix, str(count)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=os.environ.copy(),
-    ).stdout
-    started = json.loads(out.strip().splitlines()[-1])
-    printer.wait_for_connections(before + count, timeout=10)
-    return [printer.last_byte_at[before + n] - start for n, start in enumerate(started)]
+class AnotherProcess:
+    """A process of its own making holds ready on the instance, as a CLI, an import or a second
+    app server does; started once, asked for rounds of readies."""
+
+    def __init__(self, path: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--writer", str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
+        if self._line() != "ready":
+            raise RuntimeError("the writer process did not start")
+
+    def _line(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline().strip()
+
+    def latencies(self, printer: FakePrinter, prefix: str, count: int) -> list[float]:
+        """``count`` readies there, each to its slip's last byte at ``printer``."""
+        assert self.process.stdin is not None
+        before = len(printer.connections)
+        self.process.stdin.write(f"{prefix} {count}\n")
+        self.process.stdin.flush()
+        started = json.loads(self._line())
+        printer.wait_for_connections(before + count, timeout=10)
+        return [printer.last_byte_at[before + n] - start for n, start in enumerate(started)]
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
 
 
 def in_this_process(root: Holdshelf, printer: FakePrinter, prefix: str, count: int) -> list[float]:
@@ -156,23 +186,64 @@ def in_this_process(root: Holdshelf, printer: FakePrinter, prefix: str, count: i
     return latencies
 
 
-def ready_to_last_byte(label: str, url: str | None, samples: int) -> None:
+def percentile_ms(latencies: list[float], share: float) -> float:
+    ordered = sorted(latencies)
+    return ordered[min(len(ordered) - 1, max(0, round(len(ordered) * share) - 1))] * 1000
+
+
+def latency_figures(
+    kind: Database, samples: int, runs: int = INTERLEAVED_RUNS, *, polled: bool = False
+) -> list[Figure]:
+    """Another process's ready -> last byte (p50, p99), beside the in-process wake, ``runs``
+    interleaved runs of ``samples`` slips each; ``polled``: once more with the wake-up across
+    processes switched off (polling each second, as before it)."""
     printer = FakePrinter().start()
-    with instance(url, printer) as path:
-        root = make_root(path)
-        with running(root):
-            woken = from_another_process(path, printer, "1", samples)
-            local = in_this_process(root, printer, "2", samples)
-        root.close()
-        polled_root = make_root(path, wake=False)
-        with running(polled_root):
-            polled = from_another_process(path, printer, "3", max(20, samples // 4))
-        polled_root.close()
-    printer.stop()
-    print(f"{label}: another process's ready -> last byte at the printer")
-    print(f"  woken across processes:  {percentiles(woken)} ({len(woken)} slips)")
-    print(f"  polling only (before):   {percentiles(polled)} ({len(polled)} slips)")
-    print(f"  in-process wake (bare):  {percentiles(local)} ({len(local)} slips)")
+    prefixes = iter(range(10, 90))
+    try:
+        with instance(kind, printer) as path:
+            other = AnotherProcess(path)
+            root = make_root(path)
+            try:
+                with running(root):
+                    # Not measured: the worker's first passes and listening, each side's first
+                    # ready (on a busy machine they outlast running()'s half second).
+                    other.latencies(printer, "90", 3)
+                    in_this_process(root, printer, "91", 3)
+                    woken, local = interleaved(
+                        runs,
+                        lambda: other.latencies(printer, str(next(prefixes)), samples),
+                        lambda: in_this_process(root, printer, str(next(prefixes)), samples),
+                    )
+                root.close()
+                if polled:
+                    polled_root = make_root(path, wake=False)
+                    with running(polled_root):
+                        slow = other.latencies(printer, "99", max(20, samples // 4))
+                    polled_root.close()
+            finally:
+                other.close()
+    finally:
+        printer.stop()
+    found = [
+        Figure.of(
+            f"ready in another process -> last byte, {kind.label}: {name}",
+            "ms",
+            [percentile_ms(run, share) for run in woken],
+            ceiling=[percentile_ms(run, share) for run in local],
+            ceiling_name="in-process wake",
+        )
+        for name, share in (("p50", 0.5), ("p99", 0.99))
+    ]
+    if polled:
+        found.append(
+            Figure.of(
+                f"the same, polling only (before the wake-up), {kind.label}: p99",
+                "ms",
+                [percentile_ms(slow, 0.99)],
+                note=percentiles(slow),
+            )
+        )
+    return found
 
 
 # -- 2. and 3. an import's drain and a desk slip ----------------------------------------------
@@ -214,15 +285,21 @@ def bare_loop(root: Holdshelf) -> None:
             connection.execute(update(jobs).where(jobs.c.id == row.id).values(**done))
 
 
-def rates(times: list[float], start: float) -> tuple[float, float]:
-    """Slips per second over the first 500 and the last 500."""
-    window = min(500, len(times) - 1)
-    first = window / (times[window - 1] - start)
-    last = window / (times[-1] - times[-1 - window])
-    return first, last
+def rate_window(count: int) -> int:
+    return max(1, min(500, count // 10))
 
 
-def timed_drain(printer: FakePrinter, count: int, drain: Callable[[], None]) -> tuple[float, float]:
+def rates(times: list[float], start: float) -> dict[str, float]:
+    """Slips per second over all, the first 500 and the last 500 (a tenth, when fewer)."""
+    window = rate_window(len(times))
+    return {
+        "all": len(times) / (times[-1] - start),
+        "first": window / (times[window - 1] - start),
+        "last": window / (times[-1] - times[-1 - window]),
+    }
+
+
+def timed_drain(printer: FakePrinter, count: int, drain: Callable[[], None]) -> dict[str, float]:
     before = len(printer.connections)
     start = time.perf_counter()
     drain()
@@ -230,21 +307,18 @@ def timed_drain(printer: FakePrinter, count: int, drain: Callable[[], None]) -> 
     return rates(printer.last_byte_at[before : before + count], start)
 
 
-def worker_drain(root: Holdshelf, printer: FakePrinter, count: int) -> tuple[float, float, list]:
-    """The worker's drain, with a desk slip made at each of DESK_AT slips printed."""
+def worker_drain(root: Holdshelf, printer: FakePrinter, count: int, tag: str) -> dict:
+    """The worker's drain, timed from its start (as the bare loop's), with a desk slip made at
+    1/5, 2/5 and 3/5 of the slips printed (1,000, 2,000 and 3,000 of 5,000); their waits in
+    "desk"."""
     waits: list[float] = []
     before = len(printer.connections)
-
-    def drain() -> None:
-        with running(root):
-            for n, at in enumerate(DESK_AT):
-                if at < count:
-                    printer.wait_for_connections(before + at, timeout=DRAIN_TIMEOUT)
-                    waits.append(desk_slip(root, printer, f"9{n}"))
-            printer.wait_for_connections(before + count + len(waits), timeout=DRAIN_TIMEOUT)
-
-    first, last = timed_drain(printer, count, drain)
-    return first, last, waits
+    with running(root, settle=0) as start:
+        for n in (1, 2, 3):
+            printer.wait_for_connections(before + count * n // 5, timeout=DRAIN_TIMEOUT)
+            waits.append(desk_slip(root, printer, f"9{tag}{n}"))
+        printer.wait_for_connections(before + count + len(waits), timeout=DRAIN_TIMEOUT)
+    return rates(printer.last_byte_at[before : before + count], start) | {"desk": waits}
 
 
 def desk_slip(root: Holdshelf, printer: FakePrinter, prefix: str) -> float:
@@ -258,42 +332,79 @@ def desk_slip(root: Holdshelf, printer: FakePrinter, prefix: str) -> float:
     return time.perf_counter() - start
 
 
-def draining(label: str, url: str | None, count: int) -> None:
+def drain_figures(kind: Database, count: int, runs: int = INTERLEAVED_RUNS) -> list[Figure]:
+    """The worker draining an import's ``count`` slips beside the bare loop draining as many,
+    interleaved (each behind the printed rows of the runs before, as in a day); the rates
+    over all, the first and the last 500; a desk slip's wait during the worker's drains."""
     printer = FakePrinter().start()
-    with instance(url, printer) as path:
-        root = make_root(path)
-        queue_import(root, "4", count)
-        bare_first, bare_last = timed_drain(printer, count, lambda: bare_loop(root))
-        queue_import(root, "5", count)  # behind the bare loop's printed rows, as in a day
-        first, last, waits = worker_drain(root, printer, count)
-        root.close()
-    printer.stop()
-    print(f"{label}: draining {count:,} imported slips (slips/s, first 500 / last 500)")
-    print(f"  bare loop:  {bare_first:6.0f} / {bare_last:6.0f}")
-    print(
-        f"  worker:     {first:6.0f} / {last:6.0f}   "
-        f"({first / bare_first:.2f}x / {last / bare_last:.2f}x bare)"
+    tags = iter(range(10, 100))
+
+    def queued(drain: Callable[[Holdshelf, str], dict]) -> Callable[[], dict]:
+        def run() -> dict:
+            tag = str(next(tags))
+            queue_import(root, tag, count)
+            return drain(root, tag)
+
+        return run
+
+    try:
+        with instance(kind, printer) as path:
+            root = make_root(path)
+            try:
+                worker, bare = interleaved(
+                    runs,
+                    queued(lambda root, tag: worker_drain(root, printer, count, tag)),
+                    queued(lambda root, _tag: timed_drain(printer, count, lambda: bare_loop(root))),
+                )
+            finally:
+                root.close()
+    finally:
+        printer.stop()
+    found = [
+        Figure.of(
+            f"worker drains {count:,} slips, {kind.label}: {label}",
+            "slips/s",
+            [run[part] for run in worker],
+            ceiling=[run[part] for run in bare],
+            ceiling_name="bare claim-send-record loop",
+        )
+        for part, label in (
+            ("all", "all"),
+            ("first", f"first {rate_window(count)}"),
+            ("last", f"last {rate_window(count)}"),
+        )
+    ]
+    flat = ", ".join(f"{run['last'] / run['first']:.2f}" for run in worker)
+    found[-1] = replace(found[-1], note=f"the worker's last / first, run by run: {flat}")
+    waits = [wait for run in worker for wait in run["desk"]]
+    shown = ", ".join(f"{wait:.3f}" for wait in waits)
+    found.append(
+        Figure.of(
+            f"a desk slip's wait during the drain, {kind.label}",
+            "s",
+            waits,
+            note=f"ready -> last byte, three per drain: {shown}",
+        )
     )
-    shown = ", ".join(f"{wait:.3f} s" for wait in waits)
-    print(f"  a desk slip made during the drain waited {shown} (ready -> last byte)")
+    return found
 
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     samples = int(sys.argv[2]) if len(sys.argv) > 2 else 200
     parts = sys.argv[3].split(",") if len(sys.argv) > 3 else ["latency", "drain"]
-    for label in ("SQLite", "PostgreSQL"):
-        with scratch_postgres() if label == "PostgreSQL" else nullcontext("") as url:
-            if url is None:
-                continue
+    for kind in databases(postgres=True):
+        try:
             if "latency" in parts:
-                ready_to_last_byte(label, url or None, samples)
+                show(latency_figures(kind, samples, polled=True))
             if "drain" in parts:
-                draining(label, url or None, count)
+                show(drain_figures(kind, count))
+        except RuntimeError as exc:
+            print(f"{kind.label}: skipped ({exc})")
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--writer"]:
-        writer(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+        writer(Path(sys.argv[2]))
     else:
         main()

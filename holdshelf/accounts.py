@@ -34,6 +34,8 @@ MIN_PASSWORD_LENGTH = 10
 PATRON_FOCUS = dt.timedelta(minutes=5)  # how long the patron desk keeps a scanned patron
 LAST_SEEN_GRANULARITY = dt.timedelta(minutes=1)  # not a write per page view
 AUDIT_ACTION_LENGTH = AuditEntry.__table__.c.action.type.length
+AUDIT_STAFF_LENGTH = AuditEntry.__table__.c.staff.type.length
+COMMAND_LINE = "command line"  # the audit log's staff for what the CLI did
 _hasher = PasswordHasher()  # Argon2id, the library's recommended parameters
 _dummy_lock = threading.Lock()
 _dummy: str | None = None  # made by _dummy_hash, once
@@ -358,12 +360,21 @@ class Accounts:
         with self._sessions.begin() as session:
             session.add(self._audit_entry(staff, action))
 
+    def audit_command_line(self, action: str) -> None:
+        """An action taken at the command line (a privacy disclosure lookup), in the audit log
+        under the system account that ran it: the command line has no staff sign-in."""
+        with self._sessions.begin() as session:
+            session.add(self._entry(f"{COMMAND_LINE} ({_system_user()})", None, action))
+
     def _audit_entry(self, staff: StaffSession, action: str) -> AuditEntry:
-        # The column is narrow: "unlocked " and a long account name is cut short, not refused.
+        return self._entry(staff.name, staff.branch, action)
+
+    def _entry(self, staff: str, branch: str | None, action: str) -> AuditEntry:
+        # The columns are narrow: "unlocked " and a long account name is cut short, not refused.
         return AuditEntry(
             at=self._clock(),
-            staff=staff.name,
-            branch=staff.branch,
+            staff=staff[:AUDIT_STAFF_LENGTH],
+            branch=branch,
             action=action[:AUDIT_ACTION_LENGTH],
         )
 
@@ -397,6 +408,15 @@ class Accounts:
                 )
             ).rowcount
         return removed
+
+
+def _system_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container's uid with no passwd entry and no $USER
+        return "unknown user"
 
 
 def _check_name(name: str) -> str:

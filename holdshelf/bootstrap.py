@@ -10,6 +10,7 @@ Babel), the print queue or Argon2.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from holdshelf.agents import PrintAgents
     from holdshelf.ils.answers import Connector
     from holdshelf.integrations import Integrations
+    from holdshelf.privacy_audit import PrivacyAudit
     from holdshelf.service import HoldService
     from holdshelf.settings import Settings
     from holdshelf.storage.wakeup import Wakeup
@@ -46,6 +48,7 @@ class Holdshelf:
         self.clock: Clock = clock or LibraryClock(settings.timezone)
         self._engine = engine
         self._check_schema = check_schema
+        self._closing: list[Callable[[], None]] = []
 
     @cached_property
     def engine(self) -> Engine:
@@ -97,6 +100,13 @@ class Holdshelf:
         return PrintAgents(self.settings, self.sessions, self.clock, self.wakeup)
 
     @cached_property
+    def privacy(self) -> PrivacyAudit:
+        """The privacy officer's inventory and disclosure lookups."""
+        from holdshelf.privacy_audit import PrivacyAudit
+
+        return PrivacyAudit(self.settings, self.sessions, self.clock, self.service)
+
+    @cached_property
     def worker(self) -> Worker:
         from holdshelf.worker import Worker
 
@@ -111,8 +121,12 @@ class Holdshelf:
 
     @cached_property
     def connector(self) -> Connector | None:
-        """The library's ILS connector, or None when [ils] kind = "none"."""
-        return make_connector(self.settings)
+        """The library's ILS connector, or None when [ils] kind = "none"; its calls and
+        failures are counted for /metrics (holdshelf.health)."""
+        from holdshelf.health import CountedConnector
+
+        connector = make_connector(self.settings)
+        return None if connector is None else CountedConnector(connector)
 
     @cached_property
     def checkin(self) -> CheckIn | None:
@@ -134,11 +148,20 @@ class Holdshelf:
 
     def housekeep(self) -> HousekeepingReport:
         """Everything retention asks to delete, now, with the services built here."""
+        from holdshelf.storage.models import PURGED
         from holdshelf.worker import housekeep
 
-        return housekeep(self.service, self.accounts, self.integrations)
+        report = housekeep(self.service, self.accounts, self.integrations)
+        self.privacy.record(PURGED)  # the privacy audit says when retention last ran
+        return report
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when these parts close, before the database goes away."""
+        self._closing.append(callback)
 
     def close(self) -> None:
+        while self._closing:
+            self._closing.pop()()
         if "agents" in self.__dict__:
             self.agents.close()
         if self.__dict__.get("connector") is not None:

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,11 @@ API, PRINT_AGENT = "api", "print-agent"
 TOKEN_PREFIX = "hs_"  # noqa: S105 (a prefix that makes leaked tokens recognisable)
 IDEMPOTENCY_KEPT = dt.timedelta(hours=24)
 IDEMPOTENCY_STALE = dt.timedelta(minutes=2)  # a first request that died: its key is free again
+# How long a process trusts a token it has checked before it reads the database again: an ILS
+# sends many requests a second, each paid a transaction for the same row. A token revoked in
+# this process stops at once; revoked by another (the CLI, another app server), within this.
+TOKEN_RECHECK_SECONDS = 5.0
+TOKENS_REMEMBERED = 256  # valid tokens only: a flood of made-up ones fills nothing
 
 
 def _hash(token: str) -> str:
@@ -87,6 +93,7 @@ class Integrations:
         self._sessions = sessions
         self._reads = read_sessions(sessions)  # lookups and lists: no write lock on SQLite
         self._clock = clock
+        self._checked: dict[str, tuple[float, ApiClient]] = {}  # token hash: when, whose
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -126,15 +133,28 @@ class Integrations:
             if row is None or row.revoked_at is not None:
                 raise NotFound(f"no active token named {name!r}")
             row.revoked_at = self._clock()
+        self._checked.clear()
 
     def authenticate(self, token: str | None) -> ApiClient | None:
+        """The client a token belongs to, or None for an unknown or revoked token. A valid
+        token is read again after TOKEN_RECHECK_SECONDS (see there)."""
         if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return None
+        digest = _hash(token)
+        now = time.monotonic()
+        checked = self._checked.get(digest)
+        if checked is not None and now - checked[0] < TOKEN_RECHECK_SECONDS:
+            return checked[1]
         with self._reads() as session:
-            row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash(token)))
+            row = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
         if row is None or row.revoked_at is not None:
+            self._checked.pop(digest, None)
             return None
-        return ApiClient(row.id, row.name, frozenset(_branches(row)), row.scope)
+        client = ApiClient(row.id, row.name, frozenset(_branches(row)), row.scope)
+        if len(self._checked) >= TOKENS_REMEMBERED:
+            self._checked.clear()
+        self._checked[digest] = (now, client)
+        return client
 
     # -- idempotency --------------------------------------------------------------------------
 

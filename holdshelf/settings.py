@@ -149,6 +149,8 @@ class WebSettings:
     login_attempts: int  # failed sign-ins per account name
     login_attempts_per_address: int  # failed sign-ins from one address, over all names
     login_window: dt.timedelta
+    # The bearer token /metrics asks of requests from beyond loopback; "" = loopback only.
+    metrics_token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -322,7 +324,15 @@ def _web(table: Mapping[str, Any]) -> WebSettings:
         login_attempts=login_attempts,
         login_attempts_per_address=per_address,
         login_window=dt.timedelta(minutes=number("login_window_minutes", 1, 24 * 60)),
+        metrics_token=_metrics_token(table),
     )
+
+
+def _metrics_token(table: Mapping[str, Any]) -> str:
+    token = checks.text(table, "metrics_token", "web.")
+    if token and len(token) < MIN_SECRET_LENGTH:  # a scraper's token is guessed like any other
+        raise ConfigError(f"web.metrics_token is shorter than {MIN_SECRET_LENGTH} characters")
+    return token
 
 
 def _trusted_proxies(table: Mapping[str, Any]) -> tuple[IPNetwork, ...]:

@@ -19,13 +19,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from holdshelf.accounts import Accounts
 from holdshelf.clock import Clock
 from holdshelf.errors import unexpected
+from holdshelf.health import Heartbeat
 from holdshelf.integrations import Integrations
 from holdshelf.notice_worker import NoticeWorker
 from holdshelf.outbox import PassReport
 from holdshelf.print_worker import PrintWorker
 from holdshelf.service import HoldService
 from holdshelf.settings import Settings
-from holdshelf.storage import database
+from holdshelf.storage import database, leases
+from holdshelf.storage.leases import Lease, LeaseKeeper, process_holder
 from holdshelf.storage.wakeup import NO_WAKEUP, Wakeup
 from holdshelf.workflow.sync import IlsSync
 
@@ -83,6 +85,12 @@ class Worker:
         # Set once wake-ups from other processes reach this worker (what tests wait for).
         self.listening = threading.Event()
         self._engine = sessions.kw["bind"]
+        # One process of all on the database purges and syncs at a time (storage.leases).
+        holder = process_holder()
+        self.purge_lease = Lease(sessions, clock, "purge", holder)
+        self.sync_lease = Lease(sessions, clock, "ils-sync", holder)
+        self._leases = LeaseKeeper([self.purge_lease, *([self.sync_lease] if self._sync else [])])
+        self.heartbeat = Heartbeat(sessions, clock)  # what /healthz reads, in any process
 
     def run_once(
         self, *, ignore_backoff: bool = False, stop: threading.Event | None = None
@@ -109,12 +117,24 @@ class Worker:
 
     def housekeep_if_due(self) -> HousekeepingReport | None:
         """Purge at the first pass and then every HOUSEKEEPING_EVERY; after a failure (the
-        database away for a moment), again a minute later."""
+        database away for a moment), again a minute later. Of several processes on one
+        database only the purge lease's holder purges, once an hour whichever it is; the others
+        look again every minute, to take over from a holder that stopped."""
         now = self._clock()
         if self._next_housekeeping is not None and now < self._next_housekeeping:
             return None
         self._next_housekeeping = now + HOUSEKEEPING_RETRY
+        lease = self.purge_lease
+        if not (lease.holding() or lease.keep()) or not lease.due(HOUSEKEEPING_EVERY):
+            return None
         report = self._housekeeping()
+        lease.done(now)
+        log.info(
+            "purged: %d hold links, %d codes freed, %d other records",
+            report.unlinked_holds,
+            report.freed_codes,
+            report.forgotten,
+        )
         self._next_housekeeping = now + HOUSEKEEPING_EVERY
         return report
 
@@ -142,6 +162,8 @@ class Worker:
             )
             syncing.start()
         listening = self._wakeup.listen(self._heard, stop)
+        leasing = self._leases.start(stop)
+        beating = self.heartbeat.start(stop)
         while not stop.is_set():
             # Each on its own: a printer queue that keeps failing must not stop retention.
             for task, name in tasks:
@@ -153,17 +175,33 @@ class Worker:
                     log.error("%s failed: %s", name, unexpected(exc))
             self._wake.wait(poll_seconds)
             self._wake.clear()
-        for thread in (syncing, listening):
+        for thread in (syncing, listening, leasing, beating):
             if thread is not None:
                 thread.join(timeout=5)
 
     def _sync_forever(self, sync: IlsSync, stop: threading.Event) -> None:
         """The ILS sync every [ils] sync_minutes, from the first minute on; the holds made in
-        its last minute are left to the next one."""
+        its last minute are left to the next one. Only the sync lease's holder syncs, and it
+        stops as soon as it no longer holds it; the others look again every RENEW_EVERY."""
+        lease = self.sync_lease
         wait = SYNC_FIRST_DELAY
         while not stop.wait(wait.total_seconds()):
+            wait = min(self._sync_every, leases.RENEW_EVERY)
             try:
-                sync.run(settle=True, stop=stop)
+                if (lease.holding() or lease.keep()) and lease.due(self._sync_every):
+                    started = self._clock()
+                    sync.run(settle=True, stop=_Stopping(stop, lease))
+                    lease.done(started)
             except Exception as exc:  # the database away for a moment: try again next time
                 log.error("ILS sync failed: %s", unexpected(exc))
-            wait = self._sync_every
+
+
+@dataclass(frozen=True)
+class _Stopping:
+    """Set once the worker stops or its process no longer holds the lease."""
+
+    stop: threading.Event
+    lease: Lease
+
+    def is_set(self) -> bool:
+        return self.stop.is_set() or not self.lease.holding()

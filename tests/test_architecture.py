@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "holdshelf"
-BLUEPRINTS = {"admin", "agents", "api", "auth", "desk", "patron"}
+BLUEPRINTS = {"admin", "agents", "api", "auth", "desk", "ops", "patron"}
 
 
 def imports_of(path: Path) -> set[str]:

@@ -77,3 +77,40 @@ def test_shelf_and_numbers_on_a_desk_and_a_phone(
     assert page.locator("svg.meter[role=img]").count() == 2
     assert all(url.startswith(server) for url in page.requests), "only our own origin"
     assert_no_patron_data(page.content(), patrons)
+
+
+# The inventory's scrolling box shows the whole table (its last column is not cut off).
+FITS_ITS_BOX = "(() => { const box = document.querySelector('table.inventory').parentElement; \
+return box.scrollWidth <= box.clientWidth; })()"
+
+
+def test_the_privacy_audit_on_a_desk_a_phone_and_paper(
+    browser_page, server, app, clock: Clock, patrons
+) -> None:
+    page, desk = browser_page, Desk(browser_page, server)
+    make_history(app.extensions["holdshelf"].service, clock, patrons)
+    desk.sign_in(ADMIN)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    for width_name, (width, height) in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": height})
+        desk.go("/admin/privacy")
+        name = f"pages-privacy-{width_name}"
+        no_violations(desk, name)
+        assert sideways_scroll(desk) == 0, f"{name} scrolls sideways"
+    page.set_viewport_size({"width": WIDTHS["desk"][0], "height": WIDTHS["desk"][1]})
+    assert page.evaluate(FITS_ITS_BOX), "on a desk the inventory shows every column"
+    page.get_by_label("Card number").fill(patrons[0].card)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Look up").click()
+    assert "Holds that have ended cannot be linked to anyone" in page.locator("main").inner_text()
+    no_violations(desk, "pages-privacy-disclosure")
+    page.emulate_media(media="print")  # on paper: no menus, no form, the inventory whole
+    assert not page.locator("header.top").is_visible()
+    assert not page.locator("form.scan").is_visible()
+    assert page.locator("table.inventory").is_visible()
+    assert page.evaluate(FITS_ITS_BOX), "on paper the inventory shows every column"
+    page.screenshot(path=str(test_browser.OUTPUT / "pages-privacy-print.png"), full_page=True)
+    page.emulate_media(media="screen")
+    assert all(url.startswith(server) for url in page.requests), "only our own origin"
+    assert_no_patron_data(page.content(), patrons)

@@ -45,6 +45,7 @@ from tests.helpers.cli import Cli
 from tests.helpers.servers import free_port
 from tests.helpers.serving import Serving
 from tests.helpers.web import CSRF, STAFF
+from tests.test_notices import configure
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 FORGED = {"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https"}
@@ -282,8 +283,14 @@ class Proxied:
 
 
 def _start_nginx(folder: Path, port: int, upstream: int, **conf_values: Any) -> subprocess.Popen:
+    conf = NGINX_CONF.format(folder=folder, port=port, upstream=upstream, **conf_values)
+    return _run_nginx(folder, conf, port)
+
+
+def _run_nginx(folder: Path, conf_text: str, port: int) -> subprocess.Popen:
+    """nginx with this configuration, once it answers on ``port``."""
     conf = folder / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(folder=folder, port=port, upstream=upstream, **conf_values))
+    conf.write_text(conf_text)
     command = [NGINX, "-p", str(folder), "-c", str(conf), "-g", "daemon off;"]
     checked = subprocess.run(
         [*command, "-t"], capture_output=True, text=True, timeout=30, check=False
@@ -302,17 +309,21 @@ def _start_nginx(folder: Path, port: int, upstream: int, **conf_values: Any) -> 
     raise AssertionError(f"nginx did not start: {nginx.communicate()[1]}")
 
 
+def _require_nginx() -> None:
+    if not Path(NGINX).exists():
+        message = "Debian's nginx is not installed (apt-get install nginx)"
+        if REQUIRE_PROXY:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.fixture
 def proxied(request, tmp_path: Path, capsys, monkeypatch) -> Iterator[Proxied]:
     """A production instance behind_proxy = true, its clerks, `holdshelf serve`, and nginx
     terminating TLS with this test's own certificate in front of it. The parameter: LOOPBACK
     (the default) or NETWORK."""
     trusted_proxy, bind = getattr(request, "param", LOOPBACK)
-    if not Path(NGINX).exists():
-        message = "Debian's nginx is not installed (apt-get install nginx)"
-        if REQUIRE_PROXY:
-            pytest.fail(message)
-        pytest.skip(message)
+    _require_nginx()
     instance = make_instance(
         tmp_path / "instance",
         f"sqlite:///{tmp_path / 'instance' / 'holdshelf.sqlite3'}",
@@ -444,3 +455,97 @@ def test_browser_signs_in_through_the_proxy_on_https(proxied: Proxied) -> None:
         (cookie,) = page.context.cookies()
         assert (cookie["name"], cookie["secure"]) == ("holdshelf_session", True)
         browser.close()
+
+
+# -- the example configuration: two `holdshelf serve` processes on one PostgreSQL --------------
+
+EXAMPLE_CONF = Path(__file__).resolve().parents[1] / "config" / "nginx" / "holdshelf.conf"
+# The example is an http-context file, as /etc/nginx/conf.d/ holds; here it is included in a
+# main configuration that keeps nginx's files in the test's folder.
+EXAMPLE_MAIN = """\
+worker_processes 1;
+pid {folder}/nginx.pid;
+lock_file {folder}/nginx.lock;
+error_log {folder}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {folder}/body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+    include {folder}/holdshelf.conf;
+}}
+"""
+
+
+def example_conf(
+    folder: Path, port: int, redirect_port: int, upstreams: list[int], certificate: Path
+) -> str:
+    """The example, with this test's ports and certificate in place of the library's."""
+    text = EXAMPLE_CONF.read_text()
+    replacements = {
+        "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
+        "listen 80;": f"listen 127.0.0.1:{redirect_port};",
+        "/etc/ssl/holdshelf/fullchain.pem": str(certificate),
+        "/etc/ssl/holdshelf/privkey.pem": str(certificate),
+        "server 127.0.0.1:5001 ": f"server 127.0.0.1:{upstreams[0]} ",
+        "server 127.0.0.1:5002 ": f"server 127.0.0.1:{upstreams[1]} ",
+    }
+    for example, here in replacements.items():
+        assert text.count(example) == 1, example
+        text = text.replace(example, here)
+    (folder / "holdshelf.conf").write_text(text)
+    return EXAMPLE_MAIN.format(folder=folder)
+
+
+def connections_to(port: int) -> int:
+    """Established TCP connections whose server end is 127.0.0.1:``port`` (Linux)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    wanted = f"0100007F:{port:04X}"
+    return sum(1 for row in rows if row.split()[1] == wanted and row.split()[3] == "01")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_example_config_spreads_requests_over_two_servers(
+    instance_dir: Path, tmp_path: Path
+) -> None:
+    """config/nginx/holdshelf.conf in front of two `holdshelf serve` processes: every patron's
+    lookup gets through, one address's lookups are limited once over both processes, both
+    serve, plain http is sent to https, and a stopped process is stepped around."""
+    _require_nginx()
+    configure(instance_dir, "[web]\nbehind_proxy = true\n")
+    certificates = make_certificates(tmp_path / "certs")
+    certificate = certificates.ca_file.with_name("server.pem")
+    (folder := tmp_path / "nginx").mkdir()
+    port, redirect_port = free_port(), free_port()
+    servers = [Serving("--instance", str(instance_dir), "serve") for _ in range(2)]
+    try:
+        conf = example_conf(folder, port, redirect_port, [s.port for s in servers], certificate)
+        nginx = _run_nginx(folder, conf, port)
+        try:
+            tls = ssl.create_default_context(cafile=certificates.ca_file)
+            statuses = [
+                Visitor(port, patron, tls).request("GET", "/find?code=HELLO1").status
+                for patron in PATRONS
+            ]
+            assert statuses == [200] * len(PATRONS)
+            busy = Visitor(port, LOOKUPS, tls)
+            statuses = [busy.request("GET", "/find?code=HELLO1").status for _ in range(25)]
+            assert statuses == [200] * FIND_LIMIT + [429] * 5  # one limit, not one a process
+            assert [connections_to(s.port) > 0 for s in servers] == [True, True]
+            redirect = Visitor(redirect_port, DESK_A, None).request("GET", "/find")
+            assert redirect.status == 301
+            assert redirect.headers["Location"].startswith("https://")
+            assert servers[0].stop().code == 0
+            after = [Visitor(port, DESK_B, tls).request("GET", "/find").status for _ in range(6)]
+            assert after == [200] * 6
+        finally:
+            nginx.terminate()
+            nginx.communicate(timeout=30)
+    finally:
+        stopped = [s.stop() for s in servers if s.process.returncode is None]
+    assert [result.code for result in stopped] == [0] * len(stopped)

@@ -584,3 +584,32 @@ def test_expire_ends_exactly_the_overdue_holds_with_every_effect_of_ending_one(
         assert service.expire() == []
     finally:
         parts.close()
+
+
+def test_shelf_sections_count_what_stands_where(
+    service: HoldService, clock: Clock, patrons
+) -> None:
+    """The counts by section read an index, not the rows: they must still agree with the
+    holds themselves, a registered hold awaiting its scan in neither place."""
+    service.opt_out(patrons[1].card)
+    for n, patron in enumerate(patrons[:6]):
+        service.ready("MAIN", f"S{n}", patron.card)
+    registered = service.hold_request("MAIN", "R1", patrons[6].card)
+    service.ready_request(registered, on_scan=True)
+    clock.advance(days=30)  # the first holds are past their pickup-by date ...
+    service.ready("MAIN", "LATE", patrons[7].card)  # ... this one is not
+    sections = service.shelf_sections("MAIN")
+    entries = service.shelf("MAIN")
+    today = clock.today()
+    expected: dict[str, list[int]] = {}
+    for entry in entries:
+        counts = expected.setdefault(entry.code.compact[0], [0, 0, 0, 0])
+        counts[0] += 1
+        if not entry.awaits_scan:
+            counts[1 if entry.mode is PickupMode.SHELF else 2] += 1
+        counts[3] += entry.pickup_by < today
+    assert {s.section: [s.holds, s.on_shelf, s.at_desk, s.overdue] for s in sections} == expected
+    assert sum(s.holds for s in sections) == 8
+    assert sum(s.on_shelf + s.at_desk for s in sections) == 7
+    assert sum(s.at_desk for s in sections) == 1
+    assert sum(s.overdue for s in sections) == 7

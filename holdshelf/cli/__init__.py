@@ -21,7 +21,20 @@ from typing import NoReturn
 import click
 
 from holdshelf import __version__
-from holdshelf.cli import access, agent, delivery, holds, ils, instance, patrons, reports, serve
+from holdshelf.cli import (
+    access,
+    agent,
+    backup,
+    check,
+    delivery,
+    holds,
+    ils,
+    instance,
+    patrons,
+    privacy,
+    reports,
+    serve,
+)
 from holdshelf.cli.common import Context, fail
 from holdshelf.config_sources import default_instance_dir
 from holdshelf.errors import HoldshelfError
@@ -53,6 +66,7 @@ def cli(ctx: click.Context, instance_dir: Path, verbose: bool, debug: bool) -> N
         stream=sys.stderr,
     )
     ctx.obj = Context(instance_dir)
+    ctx.call_on_close(ctx.obj.close)
     ctx.meta["debug"] = debug
 
 
@@ -61,6 +75,7 @@ for _command in (
     instance.init,
     instance.db,
     instance.purge,
+    check.check,
     holds.ready,
     holds.pickup,
     holds.cancel,
@@ -76,6 +91,9 @@ for _command in (
     delivery.worker,
     agent.print_agent,
     patrons.patron,
+    privacy.privacy_audit,
+    backup.backup,
+    backup.restore,
     access.user,
     access.token,
     reports.import_report,

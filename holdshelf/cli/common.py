@@ -44,6 +44,12 @@ class Context:
 
         return Holdshelf(self.settings)
 
+    def close(self) -> None:
+        """When the command is done: its database connections close (as at a process's exit,
+        also when the command runs in-process), so none holds the database after it."""
+        if "root" in self.__dict__:
+            self.root.close()
+
     @property
     def service(self) -> HoldService:
         return self.root.service

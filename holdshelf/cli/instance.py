@@ -31,7 +31,7 @@ def init(ctx: Context, demo: bool) -> None:
         click.echo(f"{report.config_path} exists; its settings and secrets are unchanged")
     settings = ctx.settings
     check_printers(settings)
-    database.upgrade(database.make_engine(settings.database_url))
+    database.upgrade_url(settings.database_url)
     click.echo(f"database ready ({_database_label(settings)})")
     click.echo(f"branches: {', '.join(f'{b.id} ({b.name})' for b in settings.branches.values())}")
 
@@ -52,7 +52,7 @@ def db_upgrade(ctx: Context) -> None:
     """Bring the database schema up to date after installing a new Holdshelf."""
     from holdshelf.storage import database
 
-    database.upgrade(database.make_engine(ctx.settings.database_url))
+    database.upgrade_url(ctx.settings.database_url)
     click.echo("database schema is up to date")
 
 

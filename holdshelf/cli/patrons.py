@@ -24,7 +24,7 @@ def patron() -> None:
     """A patron's pickup choice: open shelf or staff-mediated pickup at the desk."""
 
 
-def _print_patron(view: PatronView, as_json: bool) -> None:
+def print_patron(view: PatronView, as_json: bool) -> None:
     from holdshelf.domain.holds import PickupMode
 
     if as_json:
@@ -50,7 +50,7 @@ card_argument = click.argument("card")
 @pass_context
 def patron_opt_out(ctx: Context, card: str, as_json: bool) -> None:
     """Send this patron's holds to the desk from now on (CARD, or - for stdin)."""
-    _print_patron(ctx.service.opt_out(read_card(card)), as_json)
+    print_patron(ctx.service.opt_out(read_card(card)), as_json)
 
 
 @patron.command("opt-in")
@@ -59,7 +59,7 @@ def patron_opt_out(ctx: Context, card: str, as_json: bool) -> None:
 @pass_context
 def patron_opt_in(ctx: Context, card: str, as_json: bool) -> None:
     """Return this patron to the library's default pickup (CARD, or - for stdin)."""
-    _print_patron(ctx.service.opt_in(read_card(card)), as_json)
+    print_patron(ctx.service.opt_in(read_card(card)), as_json)
 
 
 @patron.command("show")
@@ -68,4 +68,4 @@ def patron_opt_in(ctx: Context, card: str, as_json: bool) -> None:
 @pass_context
 def patron_show(ctx: Context, card: str, as_json: bool) -> None:
     """What the library holds about this patron: the choice and active holds' codes."""
-    _print_patron(ctx.service.patron(read_card(card)), as_json)
+    print_patron(ctx.service.patron(read_card(card)), as_json)

@@ -115,7 +115,7 @@ def _prepare_demo(ctx: Context) -> None:
         raise HoldshelfError(
             f"{ctx.instance_dir} is a production instance: --demo only runs demo instances"
         )
-    database.upgrade(database.make_engine(ctx.settings.database_url))
+    database.upgrade_url(ctx.settings.database_url)
     password = random.token_urlsafe(12)
     if DEMO_ACCOUNT in dict(ctx.accounts.users()):
         ctx.accounts.set_password(DEMO_ACCOUNT, password)

@@ -46,6 +46,7 @@ from holdshelf.ils.http import (
     TokenCache,
     json_of,
     refused,
+    text_field,
     unexpected_shape,
     usable_until,
 )
@@ -127,7 +128,7 @@ class FolioConnector:
         theirs = [r for r in mine if _is_theirs(r, is_patron)]
         if not theirs:
             return HoldState.ENDED
-        return _SYNC_STATES.get(_text(theirs[0].get("status")) or "", HoldState.ENDED)
+        return _SYNC_STATES.get(text_field(theirs[0].get("status")) or "", HoldState.ENDED)
 
     def check(self, account: IlsAccount) -> str:
         self._get(account, REQUESTS, {"limit": "0"})
@@ -146,7 +147,7 @@ class FolioConnector:
         (FOLIO compares barcodes case-insensitively; a request without its item counts)."""
         wanted = barcode.casefold()
         mine = [r for r in requests if _barcode(r) in (None, wanted)]
-        first = {_text(r.get("status")): r for r in reversed(mine)}
+        first = {text_field(r.get("status")): r for r in reversed(mine)}
         if AWAITING in first:
             request = first[AWAITING]
             return Trapped(
@@ -301,8 +302,3 @@ def _instant(value: Any) -> dt.datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
-
-
-def _text(value: Any) -> str | None:
-    """A string field's value; anything else (a list, a number) matches no status."""
-    return value if isinstance(value, str) else None

@@ -220,3 +220,8 @@ def usable_until(now: float, lifetime: float) -> float:
     """Renew a little before the ILS would: a minute early, or a tenth early for short tokens,
     so a token does not expire between the check and the request."""
     return now + lifetime - min(60.0, lifetime / 10)
+
+
+def text_field(value: Any) -> str | None:
+    """A string field's value; anything else (a list, a number) matches no status."""
+    return value if isinstance(value, str) else None

@@ -38,6 +38,7 @@ from holdshelf.ils.http import (
     TokenCache,
     json_of,
     refused,
+    text_field,
     unexpected_shape,
     usable_until,
 )
@@ -207,7 +208,7 @@ class KohaConnector:
 def _answer(holds: list[dict[str, Any]], item_id: int) -> TrapAnswer:
     """Only a found hold on this very item counts; the queue behind it does not."""
     mine = [h for h in holds if str(h.get("item_id")) == str(item_id)]
-    first = {_text(h.get("status")): h for h in reversed(mine)}
+    first = {text_field(h.get("status")): h for h in reversed(mine)}
     if "W" in first:
         return _trapped(first["W"])
     if "T" in first:
@@ -255,8 +256,3 @@ def _date(value: Any) -> dt.date | None:
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _text(value: Any) -> str | None:
-    """A string field's value; anything else (a list, a number) matches no status."""
-    return value if isinstance(value, str) else None

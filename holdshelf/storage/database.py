@@ -238,6 +238,17 @@ def upgrade(engine: Engine) -> None:
     command.upgrade(_alembic_config(engine), "head")
 
 
+def upgrade_url(database_url: str) -> None:
+    """Bring the schema of ``database_url`` to the newest revision, on an engine of its own
+    that is closed after: no connection of a command's upgrade outlives it (a restore wants
+    the database to itself)."""
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 def check_schema(engine: Engine) -> None:
     """Refuse to work on a database whose schema is missing or not this code's."""
     try:
@@ -261,3 +272,11 @@ def head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+
+
+def known_revisions() -> set[str]:
+    """Every schema revision this code's migrations know (a backup of any of them upgrades)."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(_alembic_config(None))
+    return {script.revision for script in scripts.walk_revisions()}

@@ -87,6 +87,13 @@ CODE = String(16)
 PSEUDONYM = String(64)
 MODE = String(8)
 ACTIVE = text("status = 'ready'")
+SHELF_COUNTED = ("branch", "code", "mode", "pickup_by", "not_in_ils_since", "status")
+AWAITING_SCAN = text("status = 'ready' AND on_scan IS NOT NULL")
+# As each database writes ``Hold.move_to_desk.is_(True)``, which a partial index must match.
+TO_MOVE = {
+    "sqlite": text("status = 'ready' AND move_to_desk IS 1"),
+    "postgresql": text("status = 'ready' AND move_to_desk IS true"),
+}
 # The rows a worker may still claim. A literal, in the claim too: a partial index serves only
 # queries whose WHERE says the same, which a bound parameter cannot.
 QUEUED = text("status = 'queued'")
@@ -150,13 +157,29 @@ class Hold(Base):
         Index(
             "ix_holds_active_pickup_by", "pickup_by", sqlite_where=ACTIVE, postgresql_where=ACTIVE
         ),
-        # The shelf's reads walk a branch's active holds in shelving order (pages, sections).
+        # The shelf's reads walk a branch's active holds in shelving order (pages, sections);
+        # the rest covers the counts by section, which then read the index alone.
         Index(
-            "ix_holds_active_branch_code",
-            "branch",
-            "code",
+            "ix_holds_active_shelf",
+            *SHELF_COUNTED,
             sqlite_where=ACTIVE,
             postgresql_where=ACTIVE,
+        ),
+        # The shelf page's two short lists, which a whole branch's walk found slowly: items
+        # an ILS registered that await their scan, and holds whose patrons chose the desk.
+        Index(
+            "ix_holds_awaiting_scan",
+            "branch",
+            "ready_at",
+            sqlite_where=AWAITING_SCAN,
+            postgresql_where=AWAITING_SCAN,
+        ),
+        Index(
+            "ix_holds_to_move",
+            "branch",
+            "code",
+            sqlite_where=TO_MOVE["sqlite"],
+            postgresql_where=TO_MOVE["postgresql"],
         ),
     )
 
@@ -303,6 +326,18 @@ class LoginFailure(Base):
     at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
+class WorkerHeartbeat(Base):
+    """One row per running worker (a `worker`, or the worker thread of a `serve`), renewed
+    every few seconds: how /healthz in another process knows a worker is alive. It names a
+    host and process, nothing else."""
+
+    __tablename__ = "worker_heartbeats"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    beat_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
 class AuditEntry(Base):
     """Who looked at or changed a patron's record at the desk, or unlocked a staff account,
     when: never which patron."""
@@ -367,3 +402,42 @@ class IdempotencyRecord(Base):
     status: Mapped[int | None] = mapped_column(Integer)  # None while the first request runs
     response: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class Lease(Base):
+    """Which process does a job that must run in one process at a time (the hourly purge, the
+    ILS sync), until when, and when it last finished it (holdshelf.storage.leases). The holder
+    is a host name and process id: nothing about patrons."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    done_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class RateBucket(Base):
+    """Requests counted for a limit shared by every app process (holdshelf.storage.rate_limits):
+    per key and short time slot. The key is an HMAC of an address or token id under the
+    instance's key, so the table tells no one which addresses asked."""
+
+    __tablename__ = "rate_buckets"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, index=True)
+    count: Mapped[int] = mapped_column(Integer)
+
+
+class InstanceEvent(Base):
+    """When the instance last did something the privacy officer asks about: the last purge
+    (``purged``) and the last backup (``backed_up``). One row per kind, no patron."""
+
+    __tablename__ = "instance_events"
+
+    event: Mapped[str] = mapped_column(String(16), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+PURGED = "purged"  # InstanceEvent.event: housekeeping ran (holdshelf.bootstrap)
+BACKED_UP = "backed_up"  # `holdshelf backup` copied the database (and stamped the copy)

@@ -182,6 +182,29 @@ class SocketWakeup(Wakeup):
         except OSError:  # full (it will wake anyway), just removed, or not ours to write
             pass
 
+    def listeners(self) -> int:
+        """How many workers listen here now: a socket is live while its worker has it open
+        (connecting to one nobody has open is refused). ``holdshelf restore`` asks."""
+        try:
+            names = [name for name in os.listdir(self.folder) if name.endswith(".sock")]
+            if not names:
+                return 0
+            with _addressable(self.folder) as address:
+                return sum(self._live(f"{address}/{name}") for name in names)
+        except OSError:  # no worker has listened here yet
+            return 0
+
+    @staticmethod
+    def _live(address: str) -> bool:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            probe.connect(address)
+        except OSError:  # refused (a worker that died) or removed meanwhile
+            return False
+        finally:
+            probe.close()
+        return True
+
     def _socket(self) -> socket.socket:
         if self._sender is None:
             sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

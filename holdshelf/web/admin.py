@@ -1,9 +1,9 @@
 """Administrator pages: printers with their queue, test prints and reprints; staff accounts
-and their sign-in lockouts; the audit log."""
+and their sign-in lockouts; the audit log; the privacy audit and disclosure lookups."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 
@@ -12,6 +12,9 @@ from holdshelf.errors import HoldshelfError
 from holdshelf.print_worker import send_test_slip
 from holdshelf.web.extensions import desk
 from holdshelf.web.guards import admin_required
+
+if TYPE_CHECKING:
+    from holdshelf.privacy_audit import Disclosure
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -99,3 +102,35 @@ def unlock_address() -> Any:
 @admin_required
 def audit() -> str:
     return render_template("audit.html", entries=desk().accounts.audit_entries())
+
+
+# -- for the privacy officer ---------------------------------------------------------------------
+
+
+def _privacy_page(
+    disclosure: Disclosure | None = None, error: str | None = None, status: int = 200
+) -> tuple[str, int]:
+    report = desk().privacy.report()
+    page = render_template("privacy.html", report=report, disclosure=disclosure, error=error)
+    return page, status
+
+
+@bp.get("/privacy")
+@admin_required
+def privacy() -> tuple[str, int]:
+    return _privacy_page()
+
+
+@bp.post("/privacy/disclose")
+@admin_required
+def disclose() -> tuple[str, int]:
+    """The disclosure is the answer to this POST, never a redirect: the card stays out of every
+    URL, and the result is gone once the page is left."""
+    staff = g.staff
+    try:
+        found = desk().privacy.disclose(
+            request.form.get("card", ""), lambda action: desk().accounts.audit(staff, action)
+        )
+    except HoldshelfError as exc:
+        return _privacy_page(error=str(exc), status=422)
+    return _privacy_page(disclosure=found)

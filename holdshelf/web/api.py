@@ -170,8 +170,10 @@ def _slip_words(slip: SlipStatus) -> str:
     }[slip.state]
 
 
-def _hold(entry: ShelfEntry) -> dict[str, Any]:
-    slip = desk().service.print_status(entry.code, entry.branch)
+def _hold(entry: ShelfEntry, slip: SlipStatus | None = None) -> dict[str, Any]:
+    """The hold as the API shows it; ``slip``, when the caller knows it, saves reading it."""
+    if slip is None:
+        slip = desk().service.print_status(entry.code, entry.branch)
     return entry.as_dict() | {"print_status": _slip_words(slip)}
 
 
@@ -222,9 +224,13 @@ def _make_ready(data: dict[str, str], branch: str | None) -> tuple[dict[str, Any
     )
     on_scan = data.get("print") == "on-scan"
     entry, made = service.ready_once(request_, on_scan=on_scan)
-    if made and not on_scan:
-        desk().wake_worker()
-    return _hold(entry), 201 if made else 200
+    if not made:
+        return _hold(entry), 200
+    if on_scan:
+        return _hold(entry, SlipStatus(SlipState.AWAITING_SCAN)), 201
+    desk().wake_worker()
+    # Just queued, in the transaction that made the hold: no need to read it back.
+    return _hold(entry, SlipStatus(SlipState.QUEUED)), 201
 
 
 LIST_LIMIT = 500  # holds per page of GET /holds by default

@@ -28,7 +28,7 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def load_staff() -> None:
         g.staff = None
-        if request.endpoint == "static":
+        if request.endpoint == "static" or request.blueprint == "ops":  # monitoring: no sign-in
             return
         token = session.get("token")
         g.staff = desk().accounts.session(token)

@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable, Collection
 from typing import Any
 
-from sqlalchemy import Engine, Row, and_, func, or_, select
+from sqlalchemy import Engine, Row, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from holdshelf.clock import Clock
@@ -52,6 +52,22 @@ ENTRY_COLUMNS = (
     Hold.ready_at,
     Hold.on_scan,
     Hold.not_in_ils_since,
+)
+
+# Built once: the desk's and the API's every new hold runs them, and building a statement
+# cost more than the database's answer to it.
+ACTIVE_HOLD_OF_ITEM = select(Hold).where(
+    Hold.item_barcode == bindparam("item"), Hold.status == HoldStatus.READY.value
+)
+KNOWN_PATRON = select(
+    or_(
+        select(Hold.id)
+        .where(Hold.patron == bindparam("patron"), Hold.status == HoldStatus.READY.value)
+        .exists(),
+        select(PatronPreference.patron)
+        .where(PatronPreference.patron == bindparam("patron"))
+        .exists(),
+    )
 )
 
 
@@ -128,17 +144,11 @@ class HoldsBase:
     @staticmethod
     def _known_patron(session: Session, pseudonym: str) -> bool:
         """Whether Holdshelf knows this patron: an active hold's or a stored choice's."""
-        holds = select(Hold.id).where(
-            Hold.patron == pseudonym, Hold.status == HoldStatus.READY.value
-        )
-        chosen = select(PatronPreference.patron).where(PatronPreference.patron == pseudonym)
-        return bool(session.scalar(select(or_(holds.exists(), chosen.exists()))))
+        return bool(session.scalar(KNOWN_PATRON, {"patron": pseudonym}))
 
     @staticmethod
     def _active_hold_of(session: Session, item: str) -> Hold | None:
-        return session.scalar(
-            select(Hold).where(Hold.item_barcode == item, Hold.status == HoldStatus.READY.value)
-        )
+        return session.scalar(ACTIVE_HOLD_OF_ITEM, {"item": item})
 
     def _branches(
         self, branch_id: str | None, within: Collection[str] | None = None

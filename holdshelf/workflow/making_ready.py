@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,14 +38,18 @@ from holdshelf.storage.models import (
     Notice,
     PatronPreference,
     Priority,
-    ShelfCodeClaim,
 )
 from holdshelf.workflow.base import (
     _as_card,
     already_active,
 )
 from holdshelf.workflow.ending import Ending
-from holdshelf.workflow.ready_batches import CARD_IN_THE_WRONG_FIELD, ReadyBatches, chunks
+from holdshelf.workflow.ready_batches import (
+    CARD_IN_THE_WRONG_FIELD,
+    HOLDS,
+    ReadyBatches,
+    chunks,
+)
 from holdshelf.workflow.views import (
     BatchOutcome,
     HoldRequest,
@@ -69,6 +73,9 @@ CHUNK_SIZE = 250  # rows taken set-based at once: a few statements for all of th
 # writers lock rows, not the database.
 SQLITE_BATCH_SECONDS = 0.1
 SQLITE_PAUSE_SECONDS = 0.005
+# Built once (see base.ACTIVE_HOLD_OF_ITEM): every new hold runs them.
+PREFERENCE_OF = select(PatronPreference.mode).where(PatronPreference.patron == bindparam("patron"))
+INSERT_HOLD = insert(HOLDS).returning(HOLDS.c.id)
 
 
 class MakingReady(Ending, ReadyBatches):
@@ -306,38 +313,52 @@ class MakingReady(Ending, ReadyBatches):
         active = None if checked else self._active_hold_of(session, request.item)
         if active is not None:
             raise already_active(active)
-        preference = session.get(PatronPreference, request.patron)
-        mode = mode_for(
-            PickupMode(preference.mode) if preference else None, self.settings.default_pickup
-        )
+        preference = session.scalar(PREFERENCE_OF, {"patron": request.patron})
+        chosen = PickupMode(preference) if preference else None
+        mode = mode_for(chosen, self.settings.default_pickup)
         code = self._claim_code(session, branch)
-        hold = Hold(
-            branch=branch.id,
-            code=code.compact,
-            item_barcode=request.item,
-            patron=request.patron,
-            mode=mode.value,
-            status=HoldStatus.READY.value,
-            pickup_by=request.due,
-            ready_at=now,
-            move_to_desk=False,
-            on_scan=self._sealer.seal(self._kept_for_the_scan(request)) if on_scan else None,
-        )
-        session.add(hold)
+        session.flush()  # what the caller changed goes first (a re-trap's ended hold)
         try:  # the caller's transaction (or a batch row's savepoint) is rolled back with it
-            session.flush()
+            hold_id = (
+                session.connection()
+                .execute(
+                    INSERT_HOLD,
+                    {
+                        "branch": branch.id,
+                        "code": code.compact,
+                        "item_barcode": request.item,
+                        "patron": request.patron,
+                        "mode": mode.value,
+                        "status": HoldStatus.READY.value,
+                        "pickup_by": request.due,
+                        "ready_at": now,
+                        "move_to_desk": False,
+                        "on_scan": self._sealer.seal(self._kept_for_the_scan(request))
+                        if on_scan
+                        else None,
+                    },
+                )
+                .scalar_one()
+            )
         except IntegrityError:  # the same item, trapped by a concurrent writer
             raise Conflict("this item already has an active hold") from None
-        entry = self._entry(hold)
+        entry = ShelfEntry(
+            code=code,
+            branch=branch.id,
+            branch_name=branch.name,
+            pickup_by=request.due,
+            mode=mode,
+            awaiting_scan_since=now if on_scan else None,
+        )
         if on_scan:
-            log.info("hold %s registered at %s (%s): its scan prints it", hold.id, branch.id, mode)
+            log.info("hold %s registered at %s (%s): its scan prints it", hold_id, branch.id, mode)
             return entry
         priority = Priority.BULK if bulk else Priority.DESK
         self._queue_slip(
             session, entry, "slip", now, item=request.item, title=request.title, priority=priority
         )
         self._queue_notices(session, entry, request.contacts, now, request.title, priority)
-        log.info("hold %s ready at %s (%s)", hold.id, branch.id, mode.value)
+        log.info("hold %s ready at %s (%s)", hold_id, branch.id, mode.value)
         return entry
 
     def print_registered(
@@ -462,27 +483,18 @@ class MakingReady(Ending, ReadyBatches):
         The claim's primary key settles races between writers (processes or app servers): the
         loser's insert does nothing and it simply takes another candidate."""
         codec = self._codecs[branch.id]
+        # Most branches have room: the first code drawn is nearly always free, and trying to
+        # claim it is one statement; only a taken one leads to the batches below.
+        first = codec.draw(self._randbelow)
+        if self._claimed(session, branch, [first]):
+            return first
         for round_ in range(CLAIM_ROUNDS):
             batch = min(MOST_CANDIDATES, FIRST_CANDIDATES * 2**round_)
-            candidates = {codec.draw(self._randbelow) for _ in range(batch)}
-            taken = set(
-                session.scalars(
-                    select(ShelfCodeClaim.code).where(
-                        ShelfCodeClaim.branch == branch.id,
-                        ShelfCodeClaim.code.in_([code.compact for code in candidates]),
-                    )
-                )
-            )
-            for code in candidates:
-                if code.compact in taken:
-                    continue
-                claim = database.dialect_insert(session, ShelfCodeClaim).values(
-                    branch=branch.id, code=code.compact
-                )
+            candidates = list(dict.fromkeys(codec.draw(self._randbelow) for _ in range(batch)))
+            for code in self._free_candidates(session, branch, candidates):
                 # Another writer may claim it between our look and our insert: its row wins
                 # and we take the next candidate (no savepoint: an import makes thousands).
-                claimed = claim.on_conflict_do_nothing().returning(ShelfCodeClaim.code)
-                if session.execute(claimed).scalar() is not None:
+                if self._claimed(session, branch, [code]):
                     return code
         raise CodesExhausted(
             f"branch {branch.id} has no free shelf code left: raise its code_length"

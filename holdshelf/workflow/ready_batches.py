@@ -11,12 +11,15 @@ row-by-row way (through Ending._end), and so does a chunk a concurrent writer co
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from holdshelf.domain.codes import ShelfCode
@@ -24,7 +27,7 @@ from holdshelf.domain.holds import HoldStatus, PickupMode, ShelfEntry, mode_for
 from holdshelf.errors import CodesExhausted
 from holdshelf.sealing import Sealer
 from holdshelf.settings import BranchSettings
-from holdshelf.storage import database, wakeup
+from holdshelf.storage import wakeup
 from holdshelf.storage.models import (
     Delivery,
     Hold,
@@ -49,6 +52,9 @@ HOLDS, PRINT_JOBS, NOTICES, CLAIMS = (
     model.__table__ for model in (Hold, PrintJob, Notice, ShelfCodeClaim)
 )
 IN_LIST_SIZE = 500  # codes asked about in one query (SQLite binds at most 32,766 values)
+CLAIMS_AMONG = select(CLAIMS.c.code).where(
+    CLAIMS.c.branch == bindparam("branch"), CLAIMS.c.code.in_(bindparam("codes", expanding=True))
+)
 CARD_IN_THE_WRONG_FIELD = {
     "item_barcode": "this is a patron's card, not an item barcode: scan the item",
     "sms": "this is a patron's card, not a mobile number",
@@ -259,43 +265,44 @@ class ReadyBatches(Slips):
             # Round one draws a code per row (nearly all free on a roomy branch); a branch
             # filling up gets twice as many draws each round.
             draws = missing * min(MOST_DRAWS_PER_ROW, 2**round_)
-            candidates = self._free_candidates(session, branch, draws)
-            claimed += self._insert_claims(session, branch, candidates[:missing])
+            codec = self._codecs[branch.id]
+            drawn = list(dict.fromkeys(codec.draw(self._randbelow) for _ in range(draws)))
+            candidates = self._free_candidates(session, branch, drawn)
+            claimed += self._claimed(session, branch, candidates[:missing])
         return claimed
 
+    @staticmethod
     def _free_candidates(
-        self, session: Session, branch: BranchSettings, draws: int
+        session: Session, branch: BranchSettings, drawn: list[ShelfCode]
     ) -> list[ShelfCode]:
-        """Distinct drawn codes that no claim holds, in the order drawn."""
-        codec = self._codecs[branch.id]
-        drawn = list(dict.fromkeys(codec.draw(self._randbelow) for _ in range(draws)))
+        """The ``drawn`` codes (distinct) that no claim holds, in the order drawn."""
         taken: set[str] = set()
         for start in range(0, len(drawn), IN_LIST_SIZE):
             part = [code.compact for code in drawn[start : start + IN_LIST_SIZE]]
-            taken.update(
-                session.scalars(
-                    select(ShelfCodeClaim.code).where(
-                        ShelfCodeClaim.branch == branch.id, ShelfCodeClaim.code.in_(part)
-                    )
-                )
-            )
+            found = session.connection().execute(CLAIMS_AMONG, {"branch": branch.id, "codes": part})
+            taken.update(found.scalars())
         return [code for code in drawn if code.compact not in taken]
 
     @staticmethod
-    def _insert_claims(
+    def _claimed(
         session: Session, branch: BranchSettings, candidates: list[ShelfCode]
     ) -> list[ShelfCode]:
         """Claim ``candidates`` in one insert; those another writer took meanwhile are left
         out of what it returns (no savepoint, no error)."""
         if not candidates:
             return []
+        connection = session.connection()
         # One executemany of a cached statement (a multi-row VALUES would compile anew for
         # each count of rows); RETURNING gives the rows inserted, not those that conflicted.
-        insert_claim = database.dialect_insert(session, CLAIMS).on_conflict_do_nothing()
-        statement = insert_claim.returning(CLAIMS.c.code)
         params = [{"branch": branch.id, "code": code.compact} for code in candidates]
-        won = set(session.connection().execute(statement, params).scalars())
+        won = set(connection.execute(_claim_insert(connection.dialect.name), params).scalars())
         return [code for code in candidates if code.compact in won]
+
+
+@functools.cache
+def _claim_insert(dialect: str) -> Any:
+    insert_claim = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(CLAIMS)
+    return insert_claim.on_conflict_do_nothing().returning(CLAIMS.c.code)
 
 
 def exhausted(branch: BranchSettings) -> CodesExhausted:

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from holdshelf.domain.codes import ShelfCode
@@ -15,6 +15,7 @@ from holdshelf.domain.holds import (
     ShelfEntry,
 )
 from holdshelf.domain.slips import Slip
+from holdshelf.storage import wakeup
 from holdshelf.storage.models import (
     Delivery,
     Hold,
@@ -30,6 +31,9 @@ from holdshelf.workflow.views import (
 )
 
 log = logging.getLogger(__name__)
+
+# Built once: every new hold runs it (see base.ACTIVE_HOLD_OF_ITEM).
+INSERT_PRINT_JOB = insert(PrintJob.__table__)
 
 
 class Slips(HoldsBase):
@@ -47,19 +51,22 @@ class Slips(HoldsBase):
         priority: Priority = Priority.DESK,
     ) -> None:
         slip = self._slip_for(entry, item, title)
-        session.add(
-            PrintJob(
-                branch=entry.branch,
-                code=entry.code.compact,
-                kind=kind,
-                payload=json.dumps(slip.payload()),
-                status=Delivery.QUEUED,
-                attempts=0,
-                created_at=now,
-                next_attempt_at=now,
-                priority=priority.value,
-            )
+        session.flush()  # the caller's changes first (an older slip of the hold dropped)
+        session.connection().execute(
+            INSERT_PRINT_JOB,
+            {
+                "branch": entry.branch,
+                "code": entry.code.compact,
+                "kind": kind,
+                "payload": json.dumps(slip.payload()),
+                "status": Delivery.QUEUED.value,
+                "attempts": 0,
+                "created_at": now,
+                "next_attempt_at": now,
+                "priority": priority.value,
+            },
         )
+        wakeup.mark_queued(session)  # a Core insert passes no flush: say so, to wake workers
 
     def slip(self, code: str, branch_id: str | None = None) -> tuple[str, Slip]:
         """The branch and slip of an active hold, as its newest slip was queued."""

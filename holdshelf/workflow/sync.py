@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from holdshelf.clock import Clock
 from holdshelf.domain.holds import HoldStatus
@@ -34,6 +34,12 @@ ENDED_HERE = {
     HoldState.PICKED_UP: HoldStatus.PICKED_UP,
     HoldState.EXPIRED: HoldStatus.EXPIRED,
 }
+
+
+class Stopping(Protocol):
+    """What tells a sync to stop: the worker's stop event, or that and its lease lost."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass
@@ -74,7 +80,7 @@ class IlsSync:
         branch_id: str | None = None,
         *,
         settle: bool = False,
-        stop: threading.Event | None = None,
+        stop: Stopping | None = None,
     ) -> SyncReport:
         """Ask the ILS about every active hold (of ``branch_id``, else of every branch);
         ``settle`` leaves holds made in the last minute (the periodic sync). Once ``stop``
@@ -94,7 +100,7 @@ class IlsSync:
         branch_id: str,
         holds: list[ActiveHold],
         report: SyncReport,
-        stop: threading.Event | None,
+        stop: Stopping | None,
     ) -> list[tuple[ActiveHold, HoldStatus]]:
         account = account_of(self.settings.branch(branch_id))
         today = self._clock.today()

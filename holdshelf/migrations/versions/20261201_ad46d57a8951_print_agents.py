@@ -3,7 +3,7 @@
 A token's scope ("api" or "print-agent"), and what each branch print agent last said.
 
 Revision ID: ad46d57a8951
-Revises: a4d8f6b2c9e1
+Revises: 47a1f235e8e8
 Create Date: 2026-12-01 18:45:00.000000
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "ad46d57a8951"
-down_revision: str | None = "a4d8f6b2c9e1"
+down_revision: str | None = "47a1f235e8e8"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
