@@ -121,11 +121,49 @@ def _device_status(settings: Settings, name: str) -> Line:
     return Line(f"printer {name}", OK if working else FAIL, detail)
 
 
-# What checks each type of printer here. A type not listed (a branch's print agent, which
-# reaches its printer from the branch) is reported as not checked here, never as a crash.
+def _agent_status(settings: Settings, name: str) -> Line:
+    """A branch print agent's printer is out of this server's reach: what its agent last
+    reported, and whether it has been in touch lately (as the desk's banner judges it)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from holdshelf.agents import AGENT_SILENT
+    from holdshelf.bootstrap import Holdshelf
+
+    part = f"printer {name}"
+    branches = {b.id for b in settings.branches.values() if b.printer == name}
+    root = Holdshelf(settings)
+    try:
+        now = root.clock()
+        agents = [v for v in root.agents.views() if v.branch in branches and not v.revoked]
+    except (ConfigError, SQLAlchemyError):
+        return Line(part, FAIL, "cannot read the print agents' reports (see the database line)")
+    finally:
+        root.close()
+    if not agents:
+        return Line(
+            part,
+            FAIL,
+            "no print agent token for its branch: holdshelf token create "
+            "NAME --branch BRANCH --print-agent",
+        )
+    for agent in agents:
+        if agent.last_seen_at is None:
+            return Line(part, FAIL, f"print agent {agent.name} has never been in touch")
+        silent = now - agent.last_seen_at
+        if silent > AGENT_SILENT:
+            minutes = int(silent.total_seconds() // 60)
+            return Line(part, FAIL, f"print agent {agent.name} silent for {minutes} minutes")
+        if agent.printer_ok is False:
+            return Line(part, FAIL, f"print agent {agent.name}: {agent.printer_status}")
+    said = ", ".join(f"{a.name}: {a.printer_status or 'in touch'}" for a in agents)
+    return Line(part, OK, f"print agent {said}")
+
+
+# What checks each type of printer here: a device this server reaches, or what a branch's
+# print agent reported. A type not listed reads as not checked here, never as a crash.
 PRINTER_CHECKS: dict[str, Callable[[Settings, str], Line]] = dict.fromkeys(
     ("network", "usb", "serial", "file", "cups", "preview"), _device_status
-)
+) | {"agent": _agent_status}
 
 
 def check_printer(settings: Settings, name: str) -> Line:

@@ -14,7 +14,7 @@ import secrets
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from holdshelf.storage.models import Delivery, Hold, Notice, PrintJob, WorkerHea
 
 if TYPE_CHECKING:
     from holdshelf.ils.answers import Connector
-    from holdshelf.print_worker import PrintWorker
+    from holdshelf.print_worker import PrinterTrouble
     from holdshelf.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ def metrics(
     settings: Settings,
     sessions: sessionmaker[Session],
     clock: Clock,
-    prints: PrintWorker,
+    trouble: Callable[[str], PrinterTrouble | None],
     calls: IlsCalls = ILS_CALLS,
 ) -> list[Metric]:
     """Every metric /metrics serves. Raises SQLAlchemyError when the database cannot answer."""
@@ -275,7 +275,7 @@ def metrics(
             _workers(session, now),
         ]
     up.add(1)
-    return [up, *families, *_printers(settings, prints), *_ils(calls)]
+    return [up, *families, *_printers(settings, trouble), *_ils(calls)]
 
 
 def _holds(session: Session) -> Metric:
@@ -332,8 +332,11 @@ def _workers(session: Session, now: dt.datetime) -> Metric:
     return workers
 
 
-def _printers(settings: Settings, prints: PrintWorker) -> list[Metric]:
-    """From the queue, not by asking the printers: a scrape must stay quick."""
+def _printers(
+    settings: Settings, trouble_of: Callable[[str], PrinterTrouble | None]
+) -> list[Metric]:
+    """As the desk's printer banner judges each branch's printer (``trouble_of``): from the
+    queue, or a print agent's last report, not by asking the printers (a scrape stays quick)."""
     up = Metric(
         "holdshelf_printer_ok",
         "gauge",
@@ -343,7 +346,7 @@ def _printers(settings: Settings, prints: PrintWorker) -> list[Metric]:
         "holdshelf_printer_troubled_slips", "gauge", "Slips failed or waiting over a minute."
     )
     for branch in settings.branches.values():
-        trouble = prints.trouble(branch.id)
+        trouble = trouble_of(branch.id)
         printer = settings.printers[branch.printer]
         labels = {"branch": branch.id, "printer": printer.name, "type": printer.type}
         up.add(0 if trouble else 1, **labels)

@@ -200,11 +200,11 @@ def test_check_logs_in_to_the_ils_for_each_branch(cli: Cli, sip2_ils, monkeypatc
 @SQLITE
 def test_a_printer_of_a_type_checked_elsewhere_is_said_not_crashed(settings) -> None:
     preview = settings.printers["preview"]
-    agent = dataclasses.replace(preview, name="east-agent", type="agent")
-    with_agent = dataclasses.replace(settings, printers={**settings.printers, "east-agent": agent})
-    line = check_printer(with_agent, "east-agent")
+    other = dataclasses.replace(preview, name="braille", type="braille")
+    with_other = dataclasses.replace(settings, printers={**settings.printers, "braille": other})
+    line = check_printer(with_other, "braille")
     assert line.state == NOT_CHECKED and not line.failed
-    assert line.render() == "printer east-agent: not checked here (a agent printer)"
+    assert line.render() == "printer braille: not checked here (a braille printer)"
 
 
 # -- /healthz -------------------------------------------------------------------------------
@@ -598,11 +598,13 @@ def test_the_print_agent_unit_uses_the_agent_s_command_line() -> None:
     argv = unit_command("holdshelf-print-agent.service")
     assert argv[:2] == [INSTALLED_SCRIPT, "print-agent"]
     options = dict(zip(argv[2::2], argv[3::2], strict=True))
-    assert set(options) == {"--server", "--token", "--printer", "--profile"}
+    assert set(options) == {"--server", "--printer", "--profile"}  # the token: from the env
     agent = cli.get_command(None, "print-agent")  # type: ignore[arg-type]
-    if agent is not None:  # written on another branch: once merged, its options must match
-        known = {opt for param in agent.params for opt in getattr(param, "opts", [])}
-        assert set(options) <= known
+    assert agent is not None
+    known = {opt for param in agent.params for opt in getattr(param, "opts", [])}
+    assert set(options) <= known
+    text = (UNITS / "holdshelf-print-agent.service").read_text()
+    assert "HOLDSHELF_AGENT_TOKEN=" in text and "EnvironmentFile=" in text
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")

@@ -374,3 +374,57 @@ def test_an_agent_config_file_with_an_unknown_key_is_one_line(cli, tmp_path: Pat
     cli.fails("print-agent", "--config", str(config), message="unknown key 'password'")
     config.write_text('server = "http://192.0.2.9"\nprinter = "network:h"\n')
     cli.fails("print-agent", "--config", str(config), "--token", "t", message="refusing plain")
+
+
+# -- `holdshelf check` of an agent's printer ------------------------------------------------
+
+
+def test_check_reports_what_the_branch_agent_last_said(settings, monkeypatch) -> None:
+    import holdshelf.agents
+    from holdshelf.agents import PrinterReport
+    from holdshelf.bootstrap import Holdshelf
+    from holdshelf.checkup import FAIL, OK, check_printer
+
+    def checked() -> tuple[str, str]:
+        line = check_printer(settings, "east-agent")
+        return line.state, line.detail
+
+    state, detail = checked()
+    assert state == FAIL and "token create" in detail
+    root = Holdshelf(settings)  # the real clock, as `holdshelf check` reads it
+    try:
+        token = root.integrations.create_token("east-pc", ["EAST"], "print-agent")
+        assert checked() == (FAIL, "print agent east-pc has never been in touch")
+        client = root.integrations.authenticate(token)
+        assert client is not None
+        root.agents.lease(client, 0, PrinterReport(True, "online, paper ok"))
+        assert checked() == (OK, "print agent east-pc: online, paper ok")
+        root.agents.lease(client, 0, PrinterReport(False, "paper out"))
+        assert checked() == (FAIL, "print agent east-pc: paper out")
+        monkeypatch.setattr(holdshelf.agents, "AGENT_SILENT", holdshelf.agents.AGENT_SILENT * 0)
+        state, detail = checked()
+        assert state == FAIL and detail.startswith("print agent east-pc silent for")
+    finally:
+        root.close()
+
+
+def test_metrics_judge_an_agent_printer_as_the_desk_banner_does(
+    app, service, patrons, agent_token
+) -> None:
+    http = app.test_client()  # from loopback: no metrics token needed
+
+    def east_printer_ok() -> str:
+        text = http.get("/metrics").get_data(as_text=True)
+        (line,) = [
+            line
+            for line in text.splitlines()
+            if line.startswith("holdshelf_printer_ok{") and 'branch="EAST"' in line
+        ]
+        assert 'type="agent"' in line
+        return line.rsplit(" ", 1)[1]
+
+    service.ready("EAST", "I1", patrons[0].card)
+    assert east_printer_ok() == "0"  # a slip waits and no agent has been in touch
+    (job,) = lease(http, agent_token, printer={"ok": True, "status": "online"})
+    assert ack(http, agent_token, job["lease"]) == "recorded"
+    assert east_printer_ok() == "1"

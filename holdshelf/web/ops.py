@@ -42,7 +42,9 @@ def metrics() -> Response:
         return refusal
     parts = desk()
     try:
-        families = health.metrics(parts.settings, parts.sessions, parts.clock, parts.worker.prints)
+        families = health.metrics(
+            parts.settings, parts.sessions, parts.clock, parts.printer_trouble
+        )
     except SQLAlchemyError as exc:  # the scrape says so, in the format, instead of a 500 page
         log.warning("metrics: the database did not answer: %s", unexpected(exc))
         down = health.Metric("holdshelf_database_up", "gauge", "Whether the database answered.")
