@@ -9,6 +9,8 @@
    the first and the last 500, beside a bare loop (claim one row, send it, record it: no
    leases, phases or checks) over another COUNT in the same database.
 3. While it drains them, a slip made at the desk: its wait from `ready` to its last byte.
+4. The statements and transactions each drain began per slip (a statement committing itself
+   counts as a transaction): what a busy machine cannot blur.
 
 Usage: python benchmarks/worker_speed.py [COUNT] [SAMPLES] [latency,drain]
 (defaults: 5000 slips drained, 200 slips timed per wake-up, both parts)
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -38,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # for scratch
 from holdshelf.printers.connections import Attempt, connect
 from holdshelf.printers.slips import RenderedSlip
 from scratch import scratch_postgres
-from sqlalchemy import select, text, update
+from sqlalchemy import Engine, event, select, text, update
 
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.domain.slips import Slip
@@ -222,6 +225,30 @@ def rates(times: list[float], start: float) -> tuple[float, float]:
     return first, last
 
 
+@contextmanager
+def counting(engine: Engine) -> Iterator[Counter[str]]:
+    """The transactions begun and statements run on ``engine`` (its option engines too)."""
+    counts: Counter[str] = Counter()
+
+    def began(_connection: object) -> None:
+        counts["transactions"] += 1
+
+    def executed(*_args: object) -> None:
+        counts["statements"] += 1
+
+    event.listen(engine, "begin", began)
+    event.listen(engine, "before_cursor_execute", executed)
+    try:
+        yield counts
+    finally:
+        event.remove(engine, "begin", began)
+        event.remove(engine, "before_cursor_execute", executed)
+
+
+def per_slip(counts: Counter[str], count: int) -> str:
+    return f"{counts['statements'] / count:.2f} / {counts['transactions'] / count:.2f}"
+
+
 def timed_drain(printer: FakePrinter, count: int, drain: Callable[[], None]) -> tuple[float, float]:
     before = len(printer.connections)
     start = time.perf_counter()
@@ -263,9 +290,11 @@ def draining(label: str, url: str | None, count: int) -> None:
     with instance(url, printer) as path:
         root = make_root(path)
         queue_import(root, "4", count)
-        bare_first, bare_last = timed_drain(printer, count, lambda: bare_loop(root))
+        with counting(root.engine) as bare_counts:
+            bare_first, bare_last = timed_drain(printer, count, lambda: bare_loop(root))
         queue_import(root, "5", count)  # behind the bare loop's printed rows, as in a day
-        first, last, waits = worker_drain(root, printer, count)
+        with counting(root.engine) as worker_counts:  # with the desk slips' few
+            first, last, waits = worker_drain(root, printer, count)
         root.close()
     printer.stop()
     print(f"{label}: draining {count:,} imported slips (slips/s, first 500 / last 500)")
@@ -273,6 +302,10 @@ def draining(label: str, url: str | None, count: int) -> None:
     print(
         f"  worker:     {first:6.0f} / {last:6.0f}   "
         f"({first / bare_first:.2f}x / {last / bare_last:.2f}x bare)"
+    )
+    print(
+        f"  statements / transactions per slip: bare {per_slip(bare_counts, count)}, "
+        f"worker {per_slip(worker_counts, count)}"
     )
     shown = ", ".join(f"{wait:.3f} s" for wait in waits)
     print(f"  a desk slip made during the drain waited {shown} (ready -> last byte)")
