@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sqlalchemy import Exists, Select, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -285,17 +285,21 @@ class OutboxWorker(ABC):
         return query
 
     @staticmethod
-    def _hold_active(model: type[Any]) -> Exists:
-        """Whether the row's hold is still ready, as a column of the claim."""
-        return (
+    def _hold_active(model: type[Any]) -> ColumnElement[bool]:
+        """Whether the row's hold is still ready, as a column of the claim. A scalar subquery,
+        not EXISTS: PostgreSQL may run an EXISTS in the select list as a hash of every ready
+        hold, built for each claim (over a millisecond at 3,000 holds on the shelf)."""
+        hold = (
             select(Hold.id)
             .where(
                 Hold.branch == model.branch,
                 Hold.code == model.code,
                 Hold.status == HoldStatus.READY.value,
             )
-            .exists()
+            .limit(1)
+            .scalar_subquery()
         )
+        return hold.is_not(None)
 
     def _close(
         self, row: OutboxMixin, status: Delivery, error: str | None, now: dt.datetime
