@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, event, select
+from sqlalchemy.exc import OperationalError
 
+from holdshelf import outbox
 from holdshelf.bootstrap import Holdshelf
 from holdshelf.errors import Conflict
 from holdshelf.outbox import PassReport, claim_order
@@ -252,3 +254,146 @@ def test_a_pass_goes_on_past_a_slip_whose_branch_is_gone(service, printer, clock
     with service.sessions() as session:
         attempts = list(session.scalars(select(PrintJob.attempts).order_by(PrintJob.id)))
     assert attempts == [1, 1]
+
+
+# -- draining: one transaction per slip --------------------------------------------------------
+
+
+def worker_transactions(
+    service: HoldService, worker: PrintWorker, **options: object
+) -> tuple[PassReport, list[list[str]]]:
+    """A pass of ``worker``, and the statements of each transaction it began (a lone
+    statement committing itself counts as one)."""
+    transactions: list[list[str]] = []
+
+    def began(_connection) -> None:
+        transactions.append([])
+
+    def executed(_conn, _cursor, statement, _parameters, _context, _many) -> None:
+        transactions[-1].append(statement)
+
+    event.listen(service.engine, "begin", began)
+    event.listen(service.engine, "before_cursor_execute", executed)
+    try:
+        report = worker.run_once(**options)  # type: ignore[arg-type]
+    finally:
+        event.remove(service.engine, "begin", began)
+        event.remove(service.engine, "before_cursor_execute", executed)
+    return report, transactions
+
+
+def is_claim(statement: str) -> bool:
+    return "ORDER BY" in statement and "print_jobs.priority" in statement
+
+
+def is_phase(transaction: list[str]) -> bool:
+    return len(transaction) == 1 and "SET phase=" in transaction[0]
+
+
+def test_a_drain_commits_once_per_slip_besides_its_phases(service, clock, patrons) -> None:
+    """Each slip's outcome is written in the transaction that claims the next one (the last
+    one's with the claim that finds the queue empty): no transaction records a slip alone,
+    and a slip costs one claiming transaction of at most four statements, the hold's check
+    in the claim itself, plus its phases (one statement each)."""
+    slips = 5
+    for n in range(slips):
+        service.ready("MAIN", f"ITEM-{n}", patrons[n].card)
+    worker = Holdshelf(service.settings, clock=clock, engine=service.engine).worker.prints
+    report, transactions = worker_transactions(service, worker)
+    assert report.sent == slips
+    look, *writes = transactions  # the pass first looks, in a read session, whether any is due
+    assert len(look) == 1 and "LIMIT" in look[0] and not is_claim(look[0])
+    claims = [t for t in writes if any(is_claim(s) for s in t)]
+    phases = [t for t in writes if is_phase(t)]
+    assert len(claims) == slips + 1, transactions
+    assert len(claims) + len(phases) == len(writes), [t for t in writes if t not in claims]
+    assert slips <= len(phases) <= 2 * slips  # `sending`, and `accepted` when it waits for it
+    first, *middle, last = claims
+    assert len(first) == 2  # the claim and the lease: nothing to record yet
+    assert all(len(claim) == 4 for claim in middle)  # the last outcome, the claim, the lease
+    assert len(last) == 3  # the last outcome and the claim finding none
+    assert not any("FROM holds" in s and not is_claim(s) for t in writes for s in t)
+    with service.sessions() as session:
+        rows = session.execute(select(PrintJob.status, PrintJob.leased_until, PrintJob.phase))
+        assert set(rows) == {("sent", None, None)}
+
+
+def test_a_printed_slip_is_recorded_before_the_next_is_sent(service, clock, patrons) -> None:
+    """What the desk's print status shows: while slip N is being sent, every slip before it
+    is recorded as sent, not left queued."""
+    for n in range(4):
+        service.ready("MAIN", f"ITEM-{n}", patrons[n].card)
+    worker = Holdshelf(service.settings, clock=clock, engine=service.engine).worker.prints
+    send = worker.deliver
+    seen: list[list[str]] = []
+
+    def deliver(row: PrintJob):
+        with service.sessions() as session:
+            statuses = session.scalars(select(PrintJob.status).order_by(PrintJob.id))
+            seen.append(list(statuses))
+        return send(row)
+
+    worker.deliver = deliver  # type: ignore[method-assign]
+    assert worker.run_once().sent == 4
+    assert seen == [["queued"] * 4] + [["sent"] * n + ["queued"] * (4 - n) for n in range(1, 4)]
+    assert [job.status for job in worker.jobs(include_finished=True)] == ["sent"] * 4
+
+
+def test_a_stopped_pass_records_the_slip_it_sent(service, printer, clock, patrons) -> None:
+    """Stop set while a slip is being sent: the pass ends with that slip recorded as sent
+    (no claim follows to carry it), and the others stay queued, untouched."""
+    for n in range(3):
+        service.ready("MAIN", f"ITEM-{n}", patrons[n].card)
+    worker = Holdshelf(service.settings, clock=clock, engine=service.engine).worker.prints
+    send = worker.deliver
+    stop = threading.Event()
+
+    def deliver_then_stop(row: PrintJob):
+        outcome = send(row)
+        stop.set()  # Ctrl-C at `serve` while this slip was printing
+        return outcome
+
+    worker.deliver = deliver_then_stop  # type: ignore[method-assign]
+    report, transactions = worker_transactions(service, worker, stop=stop)
+    assert report.sent == 1 and worker.delivering is None
+    assert not any(is_claim(s) for s in transactions[-1])  # recorded alone, nothing claimed
+    with service.sessions() as session:
+        rows = session.execute(
+            select(
+                PrintJob.status, PrintJob.attempts, PrintJob.leased_until, PrintJob.phase
+            ).order_by(PrintJob.id)
+        )
+        assert list(rows) == [
+            ("sent", 1, None, None),
+            ("queued", 0, None, None),
+            ("queued", 0, None, None),
+        ]
+    printer.wait_for_connections(1)
+    assert len(printer.slips) == 1
+
+
+def test_an_outcome_is_written_alone_when_its_claim_fails(
+    service, printer, clock, patrons, monkeypatch
+) -> None:
+    """The transaction writing slip 1's outcome with the claim of slip 2 fails (a dropped
+    connection): the outcome is written on its own, then slip 2 is claimed and sent."""
+    for n in range(2):
+        service.ready("MAIN", f"ITEM-{n}", patrons[n].card)
+    worker = Holdshelf(service.settings, clock=clock, engine=service.engine).worker.prints
+    monkeypatch.setattr(outbox, "RECORD_RETRY_SECONDS", 0.01)
+    lease = worker._lease_first
+    calls = []
+
+    def fail_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OperationalError("SELECT ...", {}, Exception("server closed the connection"))
+        return lease(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "_lease_first", fail_the_second)
+    assert worker.run_once() == PassReport(sent=2)
+    assert len(calls) == 4  # slip 1; failed; slip 2 (after slip 1 was written alone); none
+    with service.sessions() as session:
+        assert list(session.scalars(select(PrintJob.status))) == ["sent", "sent"]
+    printer.wait_for_connections(2)
+    assert len(printer.slips) == 2
