@@ -177,12 +177,13 @@ def test_restore_upgrades_an_older_schema(cli, patrons, tmp_path) -> None:
     ready(cli, "I1", patrons[0])
     older = tmp_path / "older.sqlite3"
     cli.ok("backup", str(older))
-    connection = sqlite3.connect(older)
-    with connection:  # as the revision before instance_events left it: it cannot say when
-        connection.execute("DROP TABLE instance_events")
-        before = revision_before(INSTANCE_EVENTS_REVISION)
-        connection.execute("UPDATE alembic_version SET version_num = ?", (before,))
-    connection.close()
+    # As the revision before instance_events left it (every later migration undone too):
+    # such a backup cannot say when it was taken.
+    from alembic import command
+
+    engine = database.make_engine(f"sqlite:///{older}")
+    command.downgrade(database._alembic_config(engine), revision_before(INSTANCE_EVENTS_REVISION))
+    engine.dispose()
     cli.fails("restore", str(older), message="does not say when it was taken")
     done = cli.ok("restore", str(older), "--accept-resurrected-links")
     assert "schema upgraded" in done.out
