@@ -8,55 +8,35 @@ The rules of leases, phases and acknowledgements are holdshelf.agents'.
 from __future__ import annotations
 
 import base64
-import functools
-import json
 from typing import Any
 
-import jsonschema
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify
 
 from holdshelf.agents import LONGEST_WAIT, AgentJob, PrintAgents, PrinterReport
-from holdshelf.errors import HoldshelfError
 from holdshelf.integrations import PRINT_AGENT, ApiClient
-from holdshelf.resources import PACKAGE_DIR
 from holdshelf.web.extensions import desk
-from holdshelf.web.problems import Problem, problem_from
+from holdshelf.web.json_api import answer_with_problems, bearer_client, json_body
 
 bp = Blueprint("agents", __name__, url_prefix="/api/v1/agent")
-
-OPENAPI_FILE = PACKAGE_DIR / "web" / "openapi.json"
 
 
 def init_app(app: Flask, csrf: Any) -> None:
     csrf.exempt(bp)  # token authentication, no cookies: nothing to forge
 
 
+answer_with_problems(bp)
+
+
 def agents() -> PrintAgents:
     return desk().agents
 
 
-@bp.errorhandler(Problem)
-def _problem(error: Problem) -> Response:
-    return error.response()
-
-
-@bp.errorhandler(HoldshelfError)
-def _domain_error(error: HoldshelfError) -> Response:
-    return problem_from(error).response()
-
-
 @bp.before_request
 def _authenticate() -> None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    found = desk().integrations.authenticate(token.strip()) if scheme.lower() == "bearer" else None
-    if found is None:
-        raise Problem(401, "unauthorized", "send Authorization: Bearer <print agent token>")
-    if found.scope != PRINT_AGENT:
-        raise Problem(403, "forbidden-scope", "only a print agent's token may fetch slips")
+    refused = "only a print agent's token may fetch slips"
     # No per-minute limit: a busy branch's agent makes three requests a slip, and the token
     # can do nothing but print its own branch's slips.
-    g.agent_client = found
+    g.agent_client = bearer_client(PRINT_AGENT, whose="print agent", refused=refused)
 
 
 def _client() -> ApiClient:
@@ -64,26 +44,7 @@ def _client() -> ApiClient:
 
 
 def _body(schema: str) -> dict[str, Any]:
-    """The request's JSON object, checked against ``components/schemas/<schema>``."""
-    if request.mimetype != "application/json":
-        raise Problem(415, "unsupported-media-type", "the body must be application/json")
-    try:
-        data = json.loads(request.get_data(cache=True) or b"{}")
-    except (ValueError, RecursionError):
-        data = None
-    if not isinstance(data, dict):
-        raise Problem(400, "invalid-input", "the body must be a JSON object")
-    fault = jsonschema.exceptions.best_match(_validator(schema).iter_errors(data))
-    if fault is not None:
-        field = str(fault.path[0]) if fault.path else "body"
-        raise Problem(400, "invalid-input", f"{field}: {fault.message}"[:200], field=field)
-    return data
-
-
-@functools.cache
-def _validator(schema: str) -> jsonschema.protocols.Validator:
-    document = json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))
-    return jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{schema}", **document})
+    return json_body(schema, may_be_empty=True)
 
 
 def _job_json(job: AgentJob) -> dict[str, Any]:

@@ -10,64 +10,41 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import functools
-import json
 from typing import Any
 from urllib.parse import urlencode
 
-import jsonschema
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from holdshelf.domain.holds import ShelfEntry
 from holdshelf.domain.inputs import checked, clean_barcode, parse_date
-from holdshelf.errors import (
-    HoldshelfError,
-    InvalidInput,
-    UnknownBranch,
-)
+from holdshelf.errors import InvalidInput, UnknownBranch
 from holdshelf.integrations import API, ApiClient, Integrations, KeyInUse, KeyReused
-from holdshelf.resources import PACKAGE_DIR
 from holdshelf.service import SlipState, SlipStatus
 from holdshelf.web.extensions import desk
-from holdshelf.web.problems import Problem, problem_from
+from holdshelf.web.json_api import OPENAPI_FILE, answer_with_problems, bearer_client, json_body
+from holdshelf.web.problems import Problem
 from holdshelf.workflow.checkin import branch_at
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-OPENAPI_FILE = PACKAGE_DIR / "web" / "openapi.json"
 
 
 def init_app(app: Flask, csrf: Any) -> None:
     csrf.exempt(bp)  # token authentication, no cookies: nothing to forge
 
 
+answer_with_problems(bp)
+
+
 def integrations() -> Integrations:
     return desk().integrations
-
-
-@bp.errorhandler(Problem)
-def _problem(error: Problem) -> Response:
-    return error.response()
-
-
-@bp.errorhandler(HoldshelfError)
-def _domain_error(error: HoldshelfError) -> Response:
-    return problem_from(error).response()
 
 
 @bp.before_request
 def _authenticate() -> None:
     if request.endpoint == "api.openapi":
         return
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    client = integrations().authenticate(token.strip()) if scheme.lower() == "bearer" else None
-    if client is None:
-        raise Problem(401, "unauthorized", "send Authorization: Bearer <integration token>")
-    if client.scope != API:
-        raise Problem(
-            403, "forbidden-scope", "a print agent's token may only fetch its branch's slips"
-        )
+    refused = "a print agent's token may only fetch its branch's slips"
+    client = bearer_client(API, whose="integration", refused=refused)
     limiter = desk().api_limiter
     if not limiter.allow(f"token:{client.id}"):
         raise Problem(429, "rate-limited", f"at most {limiter.limit} requests a minute per token")
@@ -76,53 +53,6 @@ def _authenticate() -> None:
 
 def _client() -> ApiClient:
     return g.api_client
-
-
-def _json_body(schema: str) -> dict[str, str]:
-    """The request's JSON object, checked against ``components/schemas/<schema>`` of the
-    document this API serves: one source for what a body may hold."""
-    if request.mimetype != "application/json":
-        raise Problem(415, "unsupported-media-type", "the body must be application/json")
-    try:  # RecursionError: a small body nested a thousand deep is still just a bad body
-        data = json.loads(request.get_data(cache=True))
-    except (ValueError, RecursionError):
-        data = None
-    if not isinstance(data, dict):
-        raise Problem(400, "invalid-input", "the body must be a JSON object")
-    fault = jsonschema.exceptions.best_match(_body_validator(schema).iter_errors(data))
-    if fault is not None:
-        field, message = _fault_words(fault, data)
-        raise Problem(400, "invalid-input", message, field=field)
-    return data
-
-
-@functools.cache
-def _body_validator(schema: str) -> jsonschema.protocols.Validator:
-    document = json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))
-    referenced = {"$ref": f"#/components/schemas/{schema}", **document}
-    return jsonschema.Draft202012Validator(referenced)
-
-
-def _fault_words(fault: jsonschema.ValidationError, data: dict[str, Any]) -> tuple[str, str]:
-    """The field at fault and a sentence for the ILS's log (never the value: it may be a card)."""
-    if fault.validator == "required":
-        field = next(key for key in fault.validator_value if key not in data)
-        return field, f"{field} is required"
-    if fault.validator == "additionalProperties":
-        allowed = fault.schema.get("properties", {})
-        field = next(key for key in data if key not in allowed)
-        return field, f"unknown field {field!r}"
-    field = str(fault.path[0]) if fault.path else "body"
-    value = data.get(field)
-    if fault.validator == "type":
-        return field, f"{field} must be a string"
-    if isinstance(value, str) and not value.strip():
-        return field, f"{field} is required"
-    if fault.validator == "maxLength":
-        return field, f"{field} is longer than {fault.validator_value} characters"
-    if fault.validator == "pattern":
-        return field, f"{field} contains characters no barcode has"
-    return field, f"{field} is not valid here"
 
 
 def _branch(requested: str | None, *, required: bool) -> str | None:
@@ -183,7 +113,7 @@ def _hold(entry: ShelfEntry, slip: SlipStatus | None = None) -> dict[str, Any]:
 @bp.post("/holds")
 def create_hold() -> Any:
     raw = request.get_data(cache=True)
-    data = _json_body("HoldRequest")
+    data = json_body("HoldRequest")
     branch = _branch(data.get("branch"), required=True)
     key = request.headers.get("Idempotency-Key")
     client = _client()
@@ -313,7 +243,7 @@ def cancel_by_item() -> Any:
 
 def _item_and_branch(schema: str) -> tuple[str, str | None]:
     """The item barcode and branch of a body that ends an item's hold."""
-    data = _json_body(schema)
+    data = json_body(schema)
     branch = _branch(data.get("branch"), required=False)
     return checked("item_barcode", clean_barcode, data["item_barcode"]), branch
 
