@@ -166,10 +166,9 @@ REQUIRE_PROXY = "1" in (
     os.environ.get("HOLDSHELF_TEST_REQUIRE_PROXY"),
     os.environ.get("HOLDSHELF_TEST_REQUIRE_BROWSER"),
 )
-# TLS ends here; the app gets the client's address and the scheme as a library's nginx sends
-# them. Host is passed on with its port, as the browser sent it, for the CSRF check's
-# same-origin Referer test (on port 443, $host does as well).
-NGINX_CONF = """\
+# nginx run from the test's folder: its pid, logs and temporary files there; the http
+# block stays open for what follows.
+NGINX_MAIN = """\
 worker_processes 1;
 pid {folder}/nginx.pid;
 lock_file {folder}/nginx.lock;
@@ -182,6 +181,13 @@ http {{
     fastcgi_temp_path {folder}/fastcgi;
     uwsgi_temp_path {folder}/uwsgi;
     scgi_temp_path {folder}/scgi;
+"""
+# TLS ends here; the app gets the client's address and the scheme as a library's nginx sends
+# them. Host is passed on with its port, as the browser sent it, for the CSRF check's
+# same-origin Referer test (on port 443, $host does as well).
+NGINX_CONF = (
+    NGINX_MAIN
+    + """\
     server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {certificate};
@@ -197,6 +203,7 @@ http {{
     }}
 }}
 """
+)
 # Desks and patrons at their own addresses: Linux answers on all of 127.0.0.0/8, and a client
 # socket bound to 127.0.0.N reaches nginx from there.
 PATRONS = [f"127.0.0.{n}" for n in range(10, 40)]
@@ -462,22 +469,13 @@ def test_browser_signs_in_through_the_proxy_on_https(proxied: Proxied) -> None:
 EXAMPLE_CONF = Path(__file__).resolve().parents[1] / "config" / "nginx" / "holdshelf.conf"
 # The example is an http-context file, as /etc/nginx/conf.d/ holds; here it is included in a
 # main configuration that keeps nginx's files in the test's folder.
-EXAMPLE_MAIN = """\
-worker_processes 1;
-pid {folder}/nginx.pid;
-lock_file {folder}/nginx.lock;
-error_log {folder}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {folder}/body;
-    proxy_temp_path {folder}/proxy;
-    fastcgi_temp_path {folder}/fastcgi;
-    uwsgi_temp_path {folder}/uwsgi;
-    scgi_temp_path {folder}/scgi;
+EXAMPLE_MAIN = (
+    NGINX_MAIN
+    + """\
     include {folder}/holdshelf.conf;
 }}
 """
+)
 
 
 def example_conf(
