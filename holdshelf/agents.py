@@ -38,8 +38,8 @@ from holdshelf.domain.holds import HoldStatus
 from holdshelf.domain.slips import Slip
 from holdshelf.errors import ConfigError, Conflict, InvalidInput, NotFound
 from holdshelf.integrations import PRINT_AGENT, ApiClient
-from holdshelf.outbox import LEASE, claim_order
-from holdshelf.print_worker import STALE_SLIP, PrinterTrouble, process_id
+from holdshelf.outbox import LEASE, claim_order, closing
+from holdshelf.print_worker import STALE_SLIP, PrinterTrouble, PrintWorker, process_id
 from holdshelf.printers.config import AGENT
 from holdshelf.settings import Settings
 from holdshelf.storage.database import read_sessions
@@ -394,9 +394,10 @@ def _hold_active(session: Session, row: PrintJob) -> bool:
 
 
 def _finish(row: PrintJob, status: Delivery, error: str | None, now: dt.datetime) -> None:
-    """As the outbox closes a row (holdshelf.outbox), with the print worker's ``finished``."""
-    row.status, row.last_error, row.finished_at, row.leased_until = status, error, now, None
-    row.phase = None
+    """As the print worker closes a row (holdshelf.outbox)."""
+    erased = dict.fromkeys(PrintWorker.erased_when_finished)
+    for name, value in {**closing(status, error, now), **erased}.items():
+        setattr(row, name, value)
 
 
 def _silence(agent: PrintAgent | None, now: dt.datetime) -> str:

@@ -116,6 +116,8 @@ def notice_message_id(settings: Settings, notice: Notice) -> str:
 class NoticeWorker(OutboxWorker):
     model = Notice
     noun = "notice"
+    # Accepted, failed for good, or no longer wanted: forget the contact.
+    erased_when_finished = ("sealed",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -190,9 +192,6 @@ class NoticeWorker(OutboxWorker):
                 language=self.settings.language_of(row.branch),
                 title=title,
             )
-
-    def finished(self, row: Notice, outcome: Outcome) -> None:
-        row.sealed = None  # accepted, failed for good, or no longer wanted: forget the contact
 
     def of_branch(
         self, branch_id: str, codes: Collection[str] | None = None

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, bindparam, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,8 +27,8 @@ from holdshelf.clock import Clock
 from holdshelf.domain.holds import HoldStatus
 from holdshelf.errors import unexpected
 from holdshelf.settings import Settings
-from holdshelf.storage.database import read_sessions, transient
-from holdshelf.storage.models import QUEUED, Delivery, Hold, OutboxMixin
+from holdshelf.storage.database import read_sessions, reading, transient
+from holdshelf.storage.models import QUEUED, Delivery, Hold
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,14 @@ JITTER = 0.2  # each delay is drawn from ±20% around its step
 # printed but not recorded would print again once its lease runs out.
 RECORD_ATTEMPTS = 5
 RECORD_RETRY_SECONDS = 0.25
+# Claim statements kept per worker, one per set of routes skipped (see OutboxWorker._due).
+KEPT_CLAIMS = 64
 
 
-def claim_order(model: type[Any]) -> tuple[Any, ...]:
+def claim_order(model: Any) -> tuple[Any, ...]:
     """The order rows are claimed in, as the claim index (models.claim_index) keeps it: desk
-    rows before an import's (Priority), then the oldest first."""
+    rows before an import's (Priority), then the oldest first. ``model``: an outbox model or
+    its table's columns."""
     return (model.priority, model.id)
 
 
@@ -82,7 +85,13 @@ class Unwritten:
     """A row's outcome not written yet: it goes with the next claim (see run_once)."""
 
     row_id: int
+    attempts: int  # counting this one: how long a retry waits
     outcome: Outcome
+
+
+def closing(status: Delivery, error: str | None, now: dt.datetime) -> dict[str, Any]:
+    """The values that end an outbox row (sent, failed for good, dropped)."""
+    return {"status": status, "last_error": error, "finished_at": now, "leased_until": None}
 
 
 @dataclass
@@ -100,6 +109,9 @@ class OutboxWorker(ABC):
 
     model: ClassVar[type[Any]]
     noun: ClassVar[str] = "item"
+    # The columns a row forgets (sets to NULL) once it is finished (sent, failed for good,
+    # dropped): the print worker's phase, a notice's sealed contact.
+    erased_when_finished: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -110,6 +122,12 @@ class OutboxWorker(ABC):
         self.settings = settings
         self._sessions = sessions
         self._reads = read_sessions(sessions)  # lookups and lists: no write lock on SQLite
+        # The claims, leases and outcomes are Core statements, built once, on connections: the
+        # ORM's session, identity map and flush cost a worker more than the database did.
+        self._engine = sessions.kw["bind"]
+        self._reading = reading(self._engine)
+        self._claims: dict[tuple[Any, ...], Claim] = {}
+        self._statements = _Statements(self.model.__table__, self.erased_when_finished)
         self._clock = clock
         self.delivering: int | None = None  # the row being sent now, if any
 
@@ -124,9 +142,6 @@ class OutboxWorker(ABC):
     @abstractmethod
     def deliver(self, row: Any) -> Outcome:
         """Send the row; never raises for a delivery problem."""
-
-    def finished(self, row: Any, outcome: Outcome) -> None:  # noqa: B027 (an optional hook)
-        """Called in the transaction that records a final outcome (to erase secrets)."""
 
     def before_pass(self, report: PassReport) -> None:  # noqa: B027 (an optional hook)
         """Called at the start of each pass, before any row is claimed: rows this worker
@@ -162,14 +177,14 @@ class OutboxWorker(ABC):
                 if row is None:
                     break
                 tried.add(row.id)
-                unwritten = Unwritten(row.id, self._attempt(row))
+                unwritten = Unwritten(row.id, row.attempts, self._attempt(row))
                 if not (unwritten.outcome.delivered or unwritten.outcome.permanent):
                     # the next claim, in the transaction that writes this, skips the route
                     report.failed[self.route(row)] = unwritten.outcome.error or ""
         finally:
             try:
                 if unwritten is not None:
-                    self._record(unwritten.row_id, unwritten.outcome)
+                    self._record(unwritten.row_id, unwritten.outcome, unwritten.attempts)
                     count(report, unwritten.outcome)
             finally:
                 self.delivering = None
@@ -201,19 +216,20 @@ class OutboxWorker(ABC):
         ``look_first``: ask a read session whether anything is due before taking the write
         lock, as most passes find nothing; a pass draining a queue skips it, where it would
         cost a transaction per row."""
-        model = self.model
         while True:
             now = self._clock()
-            query = self._due(now, ignore_backoff, report, passed_over)
+            claim, params = self._due(ignore_backoff, report, passed_over), {"now": now}
             if look_first and writing is None:
-                with self._reads() as session:
-                    if session.scalar(query.with_only_columns(model.id).limit(1)) is None:
+                with self._reading.connect() as connection:
+                    if connection.execute(claim.look, params).first() is None:
                         return None
             try:
-                with self._sessions.begin() as session:
+                with self._engine.begin() as connection:
                     if writing is not None:
-                        self._write_outcome(session, writing.row_id, writing.outcome, now)
-                    found = self._lease_first(session, query, report, tried, passed_over, now)
+                        self._write_outcome(connection, writing, now)
+                    found = self._lease_first(
+                        connection, claim.first, params, report, tried, passed_over, now
+                    )
             except Exception as exc:
                 if writing is None:
                     raise
@@ -229,63 +245,57 @@ class OutboxWorker(ABC):
 
     def _lease_first(
         self,
-        session: Session,
+        connection: Connection,
         query: Select[Any],
+        params: dict[str, Any],
         report: PassReport,
         tried: set[int],
         passed_over: set[int],
         now: dt.datetime,
-    ) -> Any:
-        """The first due row, leased; None when there is none; PASSED when the row found was
-        passed over or dropped (the caller looks again, in a new transaction). Whether its
-        hold is still ready comes with the row, in the claim's one SELECT."""
-        model = self.model
-        found = session.execute(
-            query.add_columns(self._hold_active(model).label("hold_active"))
-            .order_by(*claim_order(model))
-            .limit(1)
-            .with_for_update(skip_locked=True, of=model)
-        ).first()
-        if found is None:
+    ) -> Row[Any] | object | None:
+        """The first due row, leased (its ``attempts`` counting this one); None when there is
+        none; PASSED when the row found was passed over or dropped (the caller looks again, in
+        a new transaction). Whether its hold is still ready comes with the row, in the claim's
+        one SELECT."""
+        row = connection.execute(query, params).first()
+        if row is None:
             return None
-        row, active = found
         # A row tried in this pass is finished, leased, or on a route skipped since, unless
         # its route names nothing to skip (a branch no longer configured, tried again by
         # `worker --once`): then it is passed over by id for the rest of it.
         if row.id in tried:
             passed_over.add(row.id)
             return PASSED
-        if not active:
-            self._close(row, Delivery.DROPPED, "the hold ended before it was sent", now)
+        if not row.hold_active:
+            dropped = closing(Delivery.DROPPED, "the hold ended before it was sent", now)
+            connection.execute(self._statements.close, {"row_id": row.id, **new(dropped)})
             report.dropped += 1
             return PASSED
-        row.attempts += 1
-        row.leased_until = now + LEASE
-        return row  # detached after the commit, still readable (expire_on_commit off)
+        connection.execute(self._statements.lease, {"row_id": row.id, "until": now + LEASE})
+        return row
 
-    def _due(
-        self, now: dt.datetime, ignore_backoff: bool, report: PassReport, passed_over: set[int]
-    ) -> Select[Any]:
-        """The rows to send now: queued, not leased, not along a route that failed in this
-        pass, not ``passed_over``, and (unless ``ignore_backoff``) past their retry time. The
-        rows tried in this pass need no list (one that grew by one per row slowed every
-        claim): they are finished, leased, or on a failed route; ``passed_over`` stays empty
-        but for the rare row whose route cannot be skipped."""
-        model = self.model
-        query = select(model).where(
-            QUEUED,  # as the claim index says it, so that the index serves the claim
-            (model.leased_until.is_(None)) | (model.leased_until < now),
-        )
-        if not ignore_backoff:
-            query = query.where(model.next_attempt_at <= now)
-        if passed_over:
-            query = query.where(model.id.not_in(passed_over))
-        if report.failed:
-            query = self.skip_routes(query, set(report.failed))
-        return query
+    def _due(self, ignore_backoff: bool, report: PassReport, passed_over: set[int]) -> Claim:
+        """The claim of the rows to send now (at the parameter ``now``): queued, not leased,
+        not along a route that failed in this pass, not ``passed_over``, and (unless
+        ``ignore_backoff``) past their retry time. The rows tried in this pass need no list
+        (one that grew by one per row slowed every claim): they are finished, leased, or on a
+        failed route; ``passed_over`` stays empty but for the rare row whose route cannot be
+        skipped. Kept once built: building and keying a statement cost more than running it."""
+        key = (ignore_backoff, frozenset(passed_over), frozenset(report.failed))
+        claim = self._claims.get(key)
+        if claim is None:
+            due = self._statements.due(ignore_backoff)
+            if passed_over:
+                due = due.where(self.model.id.not_in(passed_over))
+            if report.failed:
+                due = self.skip_routes(due, set(report.failed))
+            if len(self._claims) >= KEPT_CLAIMS:
+                self._claims.clear()
+            claim = self._claims[key] = self._statements.claim(due)
+        return claim
 
     @staticmethod
-    def _hold_active(model: type[Any]) -> ColumnElement[bool]:
+    def _hold_active(model: Any) -> ColumnElement[bool]:
         """Whether the row's hold is still ready, as a column of the claim. A scalar subquery,
         not EXISTS: PostgreSQL may run an EXISTS in the select list as a hash of every ready
         hold, built for each claim (over a millisecond at 3,000 holds on the shelf)."""
@@ -301,20 +311,19 @@ class OutboxWorker(ABC):
         )
         return hold.is_not(None)
 
-    def _close(
-        self, row: OutboxMixin, status: Delivery, error: str | None, now: dt.datetime
-    ) -> None:
-        row.status, row.last_error, row.finished_at, row.leased_until = status, error, now, None
-        self.finished(row, Outcome(error, permanent=status != Delivery.SENT))
-
-    def _record(self, row_id: int, outcome: Outcome) -> None:
+    def _record(self, row_id: int, outcome: Outcome, attempts: int | None = None) -> None:
         """Record how the delivery went, trying again after a transient database error (SQLite
         locked past its busy timeout, a PostgreSQL serialization failure or dropped connection):
-        left to the lease, a printed slip would be printed again."""
+        left to the lease, a printed slip would be printed again. ``attempts``: the row's,
+        counting this one, if known (read otherwise, should a retry need it)."""
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
-                with self._sessions.begin() as session:
-                    self._write_outcome(session, row_id, outcome, self._clock())
+                with self._engine.begin() as connection:
+                    tries = attempts
+                    if tries is None and not (outcome.delivered or outcome.permanent):
+                        tries = connection.scalar(self._statements.attempts, {"row_id": row_id})
+                    unwritten = Unwritten(row_id, tries or 0, outcome)
+                    self._write_outcome(connection, unwritten, self._clock())
                 return
             except DBAPIError as exc:
                 if attempt == RECORD_ATTEMPTS or not transient(exc):
@@ -327,7 +336,7 @@ class OutboxWorker(ABC):
         if isinstance(exc, DBAPIError) and transient(exc):
             self._retrying(writing.row_id, exc)
             time.sleep(RECORD_RETRY_SECONDS)
-        self._record(writing.row_id, writing.outcome)
+        self._record(writing.row_id, writing.outcome, writing.attempts)
 
     def _retrying(self, row_id: int, exc: DBAPIError) -> None:
         # The type only: a driver's message may quote the statement's parameters.
@@ -339,19 +348,84 @@ class OutboxWorker(ABC):
         )
 
     def _write_outcome(
-        self, session: Session, row_id: int, outcome: Outcome, now: dt.datetime
+        self, connection: Connection, unwritten: Unwritten, now: dt.datetime
     ) -> None:
-        row = session.get(self.model, row_id)
-        if row is None:
-            return
-        if outcome.delivered:
-            self._close(row, Delivery.SENT, None, now)
-        elif outcome.permanent:
-            self._close(row, Delivery.FAILED, (outcome.error or "")[:300], now)
+        """Write ``unwritten`` (nothing if its row is gone)."""
+        outcome, row = unwritten.outcome, {"row_id": unwritten.row_id}
+        if outcome.delivered or outcome.permanent:
+            status = Delivery.SENT if outcome.delivered else Delivery.FAILED
+            error = None if outcome.delivered else (outcome.error or "")[:300]
+            connection.execute(self._statements.close, {**row, **new(closing(status, error, now))})
         else:
-            row.leased_until = now + LEASE if outcome.hold else None
-            row.last_error = (outcome.error or "")[:300]
-            row.next_attempt_at = now + retry_delay(row.attempts)
+            retry = {
+                "leased_until": now + LEASE if outcome.hold else None,
+                "last_error": (outcome.error or "")[:300],
+                "next_attempt_at": now + retry_delay(unwritten.attempts),
+            }
+            connection.execute(self._statements.retry, {**row, **new(retry)})
+
+
+class _Statements:
+    """The Core statements of one outbox table's worker, built once."""
+
+    def __init__(self, table: Any, erased_when_finished: tuple[str, ...]) -> None:
+        self.table = table
+        by_id = table.c.id == bindparam("row_id")
+        self.lease = (
+            update(table)
+            .where(by_id)
+            .values(attempts=table.c.attempts + 1, leased_until=bindparam("until"))
+        )
+        # Parameters named apart from the columns they set, as SQLAlchemy requires.
+        ended = closing(Delivery.SENT, None, dt.datetime.now())
+        erased = dict.fromkeys(erased_when_finished)
+        self.close = update(table).where(by_id).values(**_set(ended), **erased)
+        retried = dict.fromkeys(("leased_until", "last_error", "next_attempt_at"))
+        self.retry = update(table).where(by_id).values(**_set(retried))
+        self.attempts = select(table.c.attempts).where(by_id)
+
+    def due(self, ignore_backoff: bool) -> Select[Any]:
+        """The rows due at the parameter ``now``, each with its ``attempts`` counting the
+        lease about to be taken."""
+        table, now = self.table, bindparam("now")
+        columns = [
+            (column + 1).label("attempts") if column.name == "attempts" else column
+            for column in table.c
+        ]
+        # QUEUED as the claim index says it, so that the index serves the claim
+        query = select(*columns).where(
+            QUEUED, table.c.leased_until.is_(None) | (table.c.leased_until < now)
+        )
+        if not ignore_backoff:
+            query = query.where(table.c.next_attempt_at <= now)
+        return query
+
+    def claim(self, due: Select[Any]) -> Claim:
+        """The first of the rows ``due``, with whether its hold is still ready, locked (passing
+        over rows another worker locked); and the look whether there is one, locking none."""
+        table = self.table
+        first = due.add_columns(OutboxWorker._hold_active(table.c).label("hold_active"))
+        first = first.order_by(*claim_order(table.c)).limit(1)
+        return Claim(
+            first.with_for_update(skip_locked=True, of=table),
+            due.with_only_columns(table.c.id).limit(1),
+        )
+
+
+def _set(values: dict[str, Any]) -> dict[str, Any]:
+    """Each column of ``values`` set to its parameter (see new)."""
+    return {name: bindparam(f"new_{name}") for name in values}
+
+
+def new(values: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of the statements that set ``values`` (see _set)."""
+    return {f"new_{name}": value for name, value in values.items()}
+
+
+@dataclass(frozen=True)
+class Claim:
+    first: Select[Any]
+    look: Select[Any]
 
 
 def count(report: PassReport, outcome: Outcome) -> None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, bindparam, func, select, update
 
 from holdshelf.domain.codes import ShelfCode
 from holdshelf.domain.slips import Slip
@@ -121,17 +121,24 @@ class PrintWorker(OutboxWorker):
 
     model = PrintJob
     noun = "print job"
+    erased_when_finished = ("phase",)  # printed or dropped: no attempt is in flight any more
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._held: dict[int, HeldSlip] = {}  # job id -> the connection its printer holds
         # PostgreSQL commits a lone UPDATE by itself: one round trip per phase instead of
         # BEGIN, UPDATE and COMMIT, up to twice per slip (SQLite has no round trips to save).
-        engine = self._sessions.kw["bind"]
+        engine = self._engine
         self._committing_alone = (
             engine.execution_options(isolation_level="AUTOCOMMIT")
             if engine.dialect.name == "postgresql"
             else None
+        )
+        jobs = PrintJob.__table__
+        this_job = update(jobs).where(jobs.c.id == bindparam("job_id"))
+        self._phase = this_job.values(phase=bindparam("new_phase"))
+        self._phase_and_pid = this_job.values(
+            phase=bindparam("new_phase"), process_id=bindparam("new_pid")
         )
 
     def route(self, row: PrintJob) -> str:
@@ -234,16 +241,14 @@ class PrintWorker(OutboxWorker):
 
     def _set_phase(self, job_id: int, phase: str, pid: str | None = None) -> None:
         """Commit how far the attempt got, before the printer can act on it."""
-        values: dict[str, Any] = {"phase": phase}
-        if pid is not None:
-            values["process_id"] = pid
-        statement = update(PrintJob).where(PrintJob.id == job_id).values(**values)
+        statement = self._phase if pid is None else self._phase_and_pid
+        params = {"job_id": job_id, "new_phase": phase, "new_pid": pid}
         if self._committing_alone is not None:
             with self._committing_alone.connect() as connection:
-                connection.execute(statement)
+                connection.execute(statement, params)
             return
-        with self._sessions.begin() as session:
-            session.execute(statement)
+        with self._engine.begin() as connection:
+            connection.execute(statement, params)
 
     def _renew_lease(self, job_id: int) -> None:
         until = self._clock() + LEASE
@@ -251,9 +256,6 @@ class PrintWorker(OutboxWorker):
             session.execute(
                 update(PrintJob).where(PrintJob.id == job_id).values(leased_until=until)
             )
-
-    def finished(self, row: PrintJob, outcome: Outcome) -> None:
-        row.phase = None  # printed or dropped: no attempt is in flight any more
 
     def trouble(self, branch_id: str) -> PrinterTrouble | None:
         """The branch's printing trouble, if its printer failed a slip or a slip has waited

@@ -4,6 +4,7 @@ connection, as `holdshelf import` or another app server would."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import sqlite3
 import threading
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.exc import OperationalError
 
 from holdshelf import outbox
@@ -189,3 +190,96 @@ def test_recording_gives_up_after_its_tries(service: HoldService, patrons, monke
     with service.sessions() as session:
         job = session.scalar(select(PrintJob))
     assert job.status == "queued" and job.leased_until is not None
+
+
+# -- the threads of one process take turns to write -----------------------------------------
+
+
+@contextmanager
+def traced_engine(service: HoldService) -> Iterator[tuple[Engine, list[str]]]:
+    """A new engine on the service's database, and every statement its connections began (the
+    driver's own trace: the tries at the lock that failed too)."""
+    engine = database.make_engine(str(service.engine.url))
+    began: list[str] = []
+    event.listen(engine, "connect", lambda dbapi, _record: dbapi.set_trace_callback(began.append))
+    try:
+        yield engine, began
+    finally:
+        engine.dispose()
+
+
+def test_a_writer_waits_for_its_turn_without_polling(service: HoldService) -> None:
+    """While one thread's write transaction is open, another thread's waits for its turn, and
+    begins once, the moment the first ends: it does not try SQLite's lock every millisecond
+    (which lost up to two at every hand-over, and kept every waiting thread busy)."""
+    with traced_engine(service) as (engine, began):
+        holding, release = threading.Event(), threading.Event()
+        second_began: list[float] = []
+
+        def first() -> None:
+            with engine.begin():
+                holding.set()
+                release.wait(5)
+
+        def second() -> None:
+            with engine.begin():
+                second_began.append(time.perf_counter())
+
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        threads[0].start()
+        assert holding.wait(5)
+        threads[1].start()
+        time.sleep(0.2)
+        assert not second_began  # still waiting
+        released = time.perf_counter()
+        release.set()
+        for thread in threads:
+            thread.join(5)
+        assert second_began and second_began[0] - released < 0.1
+        assert began.count("BEGIN IMMEDIATE") == 2, began.count("BEGIN IMMEDIATE")
+
+
+def test_every_way_a_write_transaction_ends_gives_up_the_turn(service: HoldService) -> None:
+    with traced_engine(service) as (engine, _began):
+        with pytest.raises(ZeroDivisionError), engine.begin():
+            1 / 0  # noqa: B018 (rolled back by the error)
+        connection = engine.connect()
+        connection.begin()
+        connection.close()  # without a commit: rolled back
+        connection = engine.connect()
+        connection.begin()
+        connection.invalidate()  # the connection lost inside the transaction
+        connection = engine.connect()
+        connection.begin()
+        del connection  # dropped inside the transaction: the pool takes it back, rolled back
+        gc.collect()
+        for _ in range(3):
+            with quickly(engine.begin) as writing:
+                writing.exec_driver_sql("CREATE TABLE IF NOT EXISTS turns (n INTEGER)")
+
+
+def test_a_turn_held_past_the_busy_timeout_is_a_locked_database(service: HoldService) -> None:
+    """As SQLite's lock held by another process: the write fails as a transient error, the
+    kind a worker tries again (database.transient), after the busy timeout, not for ever."""
+    with traced_engine(service) as (engine, _began):
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with engine.begin():
+                holding.set()
+                release.wait(10)
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        try:
+            assert holding.wait(5)
+            start = time.perf_counter()
+            with pytest.raises(OperationalError, match="database is locked") as raised:
+                engine.connect().begin()
+            assert database.transient(raised.value)
+            assert BUSY_TIMEOUT_MS / 1000 <= time.perf_counter() - start < 5
+        finally:
+            release.set()
+            thread.join(5)
+        with quickly(engine.begin):
+            pass

@@ -5,16 +5,19 @@ ended hold's link to its patron) are overwritten, not left readable in free page
 
 SQLite has one write lock for the whole database. A write transaction takes it at its start
 (``BEGIN IMMEDIATE``), so it never fails with "database is locked" upgrading a read to a write
-when another process wrote meanwhile; it waits for the lock trying every millisecond or two
-(see _begin_writing). Work that only reads uses :func:`read_sessions`: a plain deferred
-``BEGIN``, which in WAL mode neither waits for a writer nor holds one up. On PostgreSQL both
-are ordinary transactions.
+when another process wrote meanwhile. The threads of one process take turns (a lock each waits
+on); the thread whose turn it is waits for SQLite's lock, trying every millisecond or two, while
+another process writes (see _begin_writing). Work that only reads uses :func:`read_sessions`:
+a plain deferred ``BEGIN``, which in WAL mode neither waits for a writer nor holds one up. On
+PostgreSQL both are ordinary transactions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +53,9 @@ WRITE_POLL_SECONDS = 0.001
 LONGEST_WRITE_POLL_SECONDS = 0.002
 # The execution option of connections that only read (see read_sessions).
 READ_ONLY = "holdshelf_read_only"
+# Marks, in a pooled connection's info, the connection whose write transaction holds its
+# process's writing turn (see _sqlite_engine).
+HOLDS_WRITING_TURN = "holdshelf_writing_turn"
 
 
 def make_engine(database_url: str) -> Engine:
@@ -92,13 +98,70 @@ def _sqlite_engine(database_url: str) -> Engine:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
+    # The threads of one process take turns to write: a writer waits here and is let in the
+    # moment the one before it ends, where polling SQLite's lock (below) lost a millisecond or
+    # two at every hand-over, and every thread polled at once. Only the thread holding the
+    # turn polls for the lock, against the other processes' writers.
+    writing_turn = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
         driver = connection.connection.driver_connection
         if connection.get_execution_options().get(READ_ONLY):
             driver.execute("BEGIN")  # deferred: sees the last commit, takes no lock
-        else:
-            _begin_writing(driver)
+            return
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        if not writing_turn.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise _busy("BEGIN IMMEDIATE", sqlite3.OperationalError("database is locked"))
+        try:
+            _begin_writing(driver, deadline)
+        except BaseException:
+            writing_turn.release()
+            raise
+        connection.info[HOLDS_WRITING_TURN] = True
+
+    def _end(driver: sqlite3.Connection, info: dict[str, Any], statement: str) -> None:
+        """End the transaction here (SQLAlchemy's own COMMIT or ROLLBACK then finds none
+        open) and give up the writing turn; a COMMIT that fails keeps the turn until the
+        ROLLBACK that follows."""
+        if not info.get(HOLDS_WRITING_TURN):
+            return
+        if driver.in_transaction:
+            try:
+                driver.execute(statement)
+            except sqlite3.Error as exc:
+                if statement == "COMMIT":
+                    raise _busy(statement, exc) from None
+        info.pop(HOLDS_WRITING_TURN)
+        writing_turn.release()
+
+    @event.listens_for(engine, "commit")
+    def _commit(connection: Connection) -> None:
+        _end(connection.connection.driver_connection, connection.info, "COMMIT")
+
+    @event.listens_for(engine, "rollback")
+    def _rollback(connection: Connection) -> None:
+        _end(connection.connection.driver_connection, connection.info, "ROLLBACK")
+
+    # A connection given back to the pool, closed or invalidated inside a write transaction
+    # (no commit or rollback event) ends it and the turn too.
+    def _give_back(dbapi_connection: sqlite3.Connection, record: Any) -> None:
+        # Being closed or invalidated, its transaction ends with it if the ROLLBACK fails.
+        if record is not None:
+            with contextlib.suppress(sqlite3.Error):
+                _end(dbapi_connection, record.info, "ROLLBACK")
+
+    @event.listens_for(engine, "reset")
+    def _reset(dbapi_connection: Any, connection_record: Any, reset_state: Any) -> None:
+        _give_back(dbapi_connection, connection_record)
+
+    @event.listens_for(engine, "close")
+    def _close(dbapi_connection: Any, connection_record: Any) -> None:
+        _give_back(dbapi_connection, connection_record)
+
+    @event.listens_for(engine, "invalidate")
+    def _invalidate(dbapi_connection: Any, connection_record: Any, exception: Any) -> None:
+        _give_back(dbapi_connection, connection_record)
 
     @event.listens_for(engine, "before_cursor_execute")
     def _refuse_writes(
@@ -122,10 +185,13 @@ class ReadOnlyViolation(RuntimeError):
     """Code that writes ran in a session from :func:`read_sessions` (a bug)."""
 
 
-def _begin_writing(driver: sqlite3.Connection) -> None:
-    """``BEGIN IMMEDIATE``, trying every millisecond or two for up to the busy timeout, so a
-    writer gets the lock in the short pause an import leaves between its batches."""
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+def _busy(statement: str, exc: sqlite3.Error) -> DBAPIError:
+    return DBAPIError.instance(statement, (), exc, sqlite3.Error)
+
+
+def _begin_writing(driver: sqlite3.Connection, deadline: float) -> None:
+    """``BEGIN IMMEDIATE``, trying every millisecond or two until ``deadline``, so a writer
+    gets the lock in the short pause another process's import leaves between its batches."""
     poll = WRITE_POLL_SECONDS
     driver.execute("PRAGMA busy_timeout = 0")  # each try returns at once; we do the waiting
     try:
@@ -136,7 +202,7 @@ def _begin_writing(driver: sqlite3.Connection) -> None:
             except sqlite3.OperationalError as exc:
                 busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
                 if not busy or time.monotonic() >= deadline:
-                    raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from None
+                    raise _busy("BEGIN IMMEDIATE", exc) from None
             time.sleep(poll)
             poll = min(poll * 2, LONGEST_WRITE_POLL_SECONDS)
     finally:
