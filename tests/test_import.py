@@ -12,13 +12,17 @@ import os
 import re
 import threading
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import insert, select
 
 from holdshelf.errors import InvalidInput
 from holdshelf.importer import import_holds, spreadsheet_safe
 from holdshelf.report_reading import parse_columns, parse_report_date
 from holdshelf.service import HoldService
+from holdshelf.storage.bulk import insert_many
+from holdshelf.storage.models import Hold, ShelfCodeClaim
 from holdshelf.workflow import making_ready
 from tests.conftest import Patron, assert_no_patron_data, raw_database_bytes
 
@@ -783,3 +787,38 @@ def test_rows_taken_together_keep_the_rules_of_one_ready(service, tmp_path, patr
     (main,) = [day for day in service.stats() if day.branch == "MAIN"]
     assert main.counts["ready"] == {"desk": 1, "shelf": 2}
     assert_no_patron_data(raw_database_bytes(service), patrons[:5])
+
+
+def test_insert_many_stores_what_sqlalchemys_insert_stores(service: HoldService) -> None:
+    """The import's executemany of plain tuples (storage.bulk) sends each value through its
+    column's type as SQLAlchemy's own insert does: a row from each reads back the same."""
+    holds, claims = Hold.__table__, ShelfCodeClaim.__table__
+    evening = dt.datetime(2026, 12, 1, 17, 30, 5, 250_000, tzinfo=ZoneInfo("America/Chicago"))
+    row = {"mode": "shelf", "patron": "p" * 32, "pickup_by": dt.date(2026, 12, 8)}
+    same = {"branch": "MAIN", "status": "ready", "ready_at": evening, "move_to_desk": True}
+    with service.sessions.begin() as session:
+        connection = session.connection()
+        insert_many(
+            connection, claims, [{"code": "BULKAAA"}], {"branch": "MAIN", "released_at": None}
+        )
+        connection.execute(insert(claims), {"branch": "MAIN", "code": "COREAAA"})
+        insert_many(connection, holds, [{**row, "code": "BULKAAA", "item_barcode": "I-BULK"}], same)
+        connection.execute(
+            insert(holds), {**row, **same, "code": "COREAAA", "item_barcode": "I-CORE"}
+        )
+    with service.sessions() as session:
+        stored = {
+            hold.item_barcode: {
+                c.name: getattr(hold, c.key)
+                for c in holds.c
+                if c.name not in ("id", "code", "item_barcode")
+            }
+            for hold in session.scalars(select(Hold))
+        }
+    assert stored["I-BULK"] == stored["I-CORE"]
+    assert stored["I-BULK"]["ready_at"] == evening and stored["I-BULK"]["move_to_desk"] is True
+    with (
+        service.sessions.begin() as session,
+        pytest.raises(ValueError, match="status, move_to_desk"),
+    ):
+        insert_many(session.connection(), holds, [{**row, "code": "X", "item_barcode": "I-X"}])

@@ -23,15 +23,17 @@ LOOKS_LIKE = {
 _SIMPLE_PATTERN = re.compile(r"\^?(\d*)\\d\{(\d+)\}\$?")
 
 
+# Each digit doubled, less 9 when above 9 (the Luhn check's every second digit).
+_DOUBLED = {str(digit): digit * 2 - 9 if digit * 2 > 9 else digit * 2 for digit in range(10)}
+
+
 def luhn_valid(digits: str) -> bool:
     """The mod-10 (Luhn) check of 14-digit Codabar library barcodes: from the right, every
     second digit doubled (less 9 when above 9), the sum a multiple of ten."""
     if not digits.isascii() or not digits.isdigit() or len(digits) < 2:
         return False
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char) * (2 if position % 2 else 1)
-        total += value - 9 if value > 9 else value
+    backwards = digits[::-1]
+    total = sum(map(int, backwards[::2])) + sum(_DOUBLED[char] for char in backwards[1::2])
     return total % 10 == 0
 
 

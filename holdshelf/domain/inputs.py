@@ -51,15 +51,21 @@ def clean_barcode(raw: str | None, what: str = "item barcode") -> str:
     raw = (raw or "").strip(ASCII_WHITESPACE)  # a scanner's Enter or Tab; NBSP is refused
     if len(raw) > MAX_BARCODE_LENGTH * 4:  # not worth normalising
         raise InvalidInput(f"the {what} is longer than {MAX_BARCODE_LENGTH} characters")
+    if raw.isascii() and raw.isprintable():  # what scanners send: NFKC leaves it as it is
+        return _checked_length(raw, what)
     if _has_control_characters(raw):
         raise InvalidInput(f"the {what} contains characters no barcode has")
     value = unicodedata.normalize("NFKC", raw).strip(ASCII_WHITESPACE)
+    if _has_control_characters(value):
+        raise InvalidInput(f"the {what} contains characters no barcode has")
+    return _checked_length(value, what)
+
+
+def _checked_length(value: str, what: str) -> str:
     if not value:
         raise InvalidInput(f"the {what} is empty")
     if len(value) > MAX_BARCODE_LENGTH:
         raise InvalidInput(f"the {what} is longer than {MAX_BARCODE_LENGTH} characters")
-    if _has_control_characters(value):
-        raise InvalidInput(f"the {what} contains characters no barcode has")
     return value
 
 

@@ -32,7 +32,7 @@ class Pseudonymizer:
     def __call__(self, card_number: str) -> str:
         """The patron's pseudonym: 32 hex characters."""
         message = normalise_card(card_number).encode("utf-8")
-        return hmac.new(self.key, message, hashlib.sha256).digest()[:PSEUDONYM_BYTES].hex()
+        return hmac.digest(self.key, message, hashlib.sha256)[:PSEUDONYM_BYTES].hex()
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
         return "Pseudonymizer(key=<hidden>)"

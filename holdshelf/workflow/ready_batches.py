@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from holdshelf.errors import CodesExhausted
 from holdshelf.sealing import Sealer
 from holdshelf.settings import BranchSettings
 from holdshelf.storage import wakeup
+from holdshelf.storage.bulk import insert_many
 from holdshelf.storage.models import (
     Delivery,
     Hold,
@@ -185,39 +186,30 @@ class ReadyBatches(Slips):
         self, session: Session, made: list[tuple[Planned, ShelfEntry]], now: dt.datetime
     ) -> None:
         """Holds, then their slips and notices, one executemany each."""
-        session.connection().execute(
-            insert(HOLDS),
-            [
-                {
-                    "branch": entry.branch,
-                    "code": entry.code.compact,
-                    "item_barcode": planned.request.item,
-                    "patron": planned.request.patron,
-                    "mode": entry.mode.value,
-                    "status": HoldStatus.READY.value,
-                    "pickup_by": entry.pickup_by,
-                    "ready_at": now,
-                    "move_to_desk": False,
-                    "on_scan": None,
-                }
-                for planned, entry in made
-            ],
-        )
-        session.connection().execute(
-            insert(PRINT_JOBS), [self._slip_row(p, e, now) for p, e in made]
-        )
-        notices = self._notice_rows(made, now)
-        if notices:
-            session.connection().execute(insert(NOTICES), notices)
+        connection = session.connection()
+        holds = [
+            {
+                "code": entry.code.compact,
+                "item_barcode": planned.request.item,
+                "patron": planned.request.patron,
+                "mode": entry.mode.value,
+                "pickup_by": entry.pickup_by,
+                "branch": entry.branch,
+            }
+            for planned, entry in made
+        ]
+        made_now = {"status": HoldStatus.READY.value, "ready_at": now}
+        insert_many(connection, HOLDS, holds, {**made_now, "move_to_desk": False, "on_scan": None})
+        slips = [self._slip_row(p, e) for p, e in made]
+        insert_many(connection, PRINT_JOBS, slips, {"kind": "slip", **self._queued(now)})
+        notices = self._notice_rows(made)
+        insert_many(connection, NOTICES, notices, self._queued(now))
         wakeup.mark_queued(session)  # Core inserts pass no flush: say so, to wake the workers
 
-    def _slip_row(self, planned: Planned, entry: ShelfEntry, now: dt.datetime) -> dict[str, object]:
-        slip = self._slip_for(entry, planned.request.item, planned.request.title)
+    @staticmethod
+    def _queued(now: dt.datetime) -> dict[str, object]:
+        """What every new slip or notice of an import starts with."""
         return {
-            "branch": entry.branch,
-            "code": entry.code.compact,
-            "kind": "slip",
-            "payload": json.dumps(slip.payload()),
             "status": Delivery.QUEUED.value,
             "attempts": 0,
             "created_at": now,
@@ -225,14 +217,17 @@ class ReadyBatches(Slips):
             "priority": Priority.BULK.value,  # a clerk's slip at the desk goes first
         }
 
-    def _notice_rows(
-        self, made: list[tuple[Planned, ShelfEntry]], now: dt.datetime
-    ) -> list[dict[str, object]]:
+    def _slip_row(self, planned: Planned, entry: ShelfEntry) -> dict[str, object]:
+        slip = self._slip_for(entry, planned.request.item, planned.request.title)
+        payload = json.dumps(slip.payload())
+        return {"branch": entry.branch, "code": entry.code.compact, "payload": payload}
+
+    def _notice_rows(self, made: list[tuple[Planned, ShelfEntry]]) -> list[dict[str, object]]:
         """A row per contact, its address and title sealed: never stored in the clear (the
         title only where notices show it)."""
         sealer = Sealer(self.settings.data_key)
         show_title = self.settings.notices.show_title
-        rows = []
+        rows: list[dict[str, object]] = []
         for planned, entry in made:
             title = planned.request.title if show_title and planned.request.title else None
             for channel, address in planned.request.contacts.items():
@@ -242,11 +237,6 @@ class ReadyBatches(Slips):
                         "code": entry.code.compact,
                         "channel": channel,
                         "sealed": sealer.seal({"to": address, "title": title}),
-                        "status": Delivery.QUEUED.value,
-                        "attempts": 0,
-                        "created_at": now,
-                        "next_attempt_at": now,
-                        "priority": Priority.BULK.value,
                     }
                 )
         return rows
@@ -268,8 +258,23 @@ class ReadyBatches(Slips):
             codec = self._codecs[branch.id]
             drawn = list(dict.fromkeys(codec.draw(self._randbelow) for _ in range(draws)))
             candidates = self._free_candidates(session, branch, drawn)
-            claimed += self._claimed(session, branch, candidates[:missing])
+            claimed += self._claimed_free(session, branch, candidates[:missing])
         return claimed
+
+    def _claimed_free(
+        self, session: Session, branch: BranchSettings, free: list[ShelfCode]
+    ) -> list[ShelfCode]:
+        """Claim codes ``free`` when this transaction looked. On SQLite they still are: the
+        write lock this transaction began with keeps every other writer out, so they go in
+        with one plain executemany (a collision all the same would be an IntegrityError, and
+        the chunk would be taken row by row). Elsewhere another writer may have claimed one
+        since (see _claimed)."""
+        connection = session.connection()
+        if connection.dialect.name != "sqlite":
+            return self._claimed(session, branch, free)
+        codes = [{"code": code.compact} for code in free]
+        insert_many(connection, CLAIMS, codes, {"branch": branch.id, "released_at": None})
+        return free
 
     @staticmethod
     def _free_candidates(
