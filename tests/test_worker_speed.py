@@ -158,6 +158,28 @@ def test_a_dead_workers_socket_is_removed_and_a_live_one_poked(tmp_path: Path) -
     assert list(folder.iterdir()) == []  # a worker that stops takes its socket along
 
 
+def test_a_commit_wakes_its_own_processs_worker_without_a_datagram(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "db.wake"
+    sockets = wakeup.SocketWakeup(folder)
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    folder.mkdir()
+    other.bind(str(folder / "other.sock"))  # another process's worker
+    woken, stop = threading.Event(), threading.Event()
+    listening = sockets.listen(woken.set, stop)
+    assert listening is not None and woken.wait(5)
+    woken.clear()
+    poked: list[str] = []
+    monkeypatch.setattr(sockets, "_poke", lambda address, _path: poked.append(address))
+    sockets.committed()
+    assert woken.is_set()  # at once, in this thread
+    assert [address.rsplit("/", 1)[-1] for address in poked] == ["other.sock"]
+    stop.set()
+    listening.join(timeout=5)
+    other.close()
+
+
 # -- claiming ----------------------------------------------------------------------------------
 
 
