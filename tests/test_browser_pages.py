@@ -90,6 +90,7 @@ def test_the_privacy_audit_on_a_desk_a_phone_and_paper(
     page, desk = browser_page, Desk(browser_page, server)
     make_history(app.extensions["holdshelf"].service, clock, patrons)
     desk.sign_in(ADMIN)
+    desk.assert_focus("branch-MAIN", "Enter below chooses the first branch once focus is there")
     with page.expect_navigation():
         page.keyboard.press("Enter")
     for width_name, (width, height) in WIDTHS.items():
