@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable, Collection
 from typing import Any
 
-from sqlalchemy import Engine, Row, and_, bindparam, func, or_, select
+from sqlalchemy import BindParameter, ColumnElement, Engine, Row, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from holdshelf.clock import Clock
@@ -59,16 +59,16 @@ ENTRY_COLUMNS = (
 ACTIVE_HOLD_OF_ITEM = select(Hold).where(
     Hold.item_barcode == bindparam("item"), Hold.status == HoldStatus.READY.value
 )
-KNOWN_PATRON = select(
-    or_(
-        select(Hold.id)
-        .where(Hold.patron == bindparam("patron"), Hold.status == HoldStatus.READY.value)
-        .exists(),
-        select(PatronPreference.patron)
-        .where(PatronPreference.patron == bindparam("patron"))
-        .exists(),
-    )
-)
+
+
+def known_patron(patron: BindParameter[str]) -> ColumnElement[bool]:
+    """Whether Holdshelf knows the pseudonym ``patron``: an active hold's or a stored choice's."""
+    active = select(Hold.id).where(Hold.patron == patron, Hold.status == HoldStatus.READY.value)
+    chosen = select(PatronPreference.patron).where(PatronPreference.patron == patron)
+    return or_(active.exists(), chosen.exists())
+
+
+KNOWN_PATRON = select(known_patron(bindparam("patron")))
 
 
 def _as_card(item: str) -> str | None:

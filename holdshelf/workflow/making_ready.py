@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Select, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -42,6 +44,7 @@ from holdshelf.storage.models import (
 from holdshelf.workflow.base import (
     _as_card,
     already_active,
+    known_patron,
 )
 from holdshelf.workflow.ending import Ending
 from holdshelf.workflow.ready_batches import (
@@ -70,11 +73,37 @@ CHUNK_SIZE = 250  # rows taken set-based at once: a few statements for all of th
 # SQLite has one write lock: an import holds it for a batch at most this long, then pauses for
 # a writer waiting meanwhile (a desk check-in, the worker recording a slip) to take it; waiting
 # writers try every millisecond or two (see database._begin_writing). Not on PostgreSQL, whose
-# writers lock rows, not the database.
-SQLITE_BATCH_SECONDS = 0.1
+# writers lock rows, not the database. A quarter of a second, not a tenth: each commit writes
+# the index pages its rows touched, nearly all of them once the shelf is big, and pauses; a
+# 50,000-row import took a second or two longer in batches of a tenth.
+SQLITE_BATCH_SECONDS = 0.25
 SQLITE_PAUSE_SECONDS = 0.005
 # Built once (see base.ACTIVE_HOLD_OF_ITEM): every new hold runs them.
 PREFERENCE_OF = select(PatronPreference.mode).where(PatronPreference.patron == bindparam("patron"))
+
+
+@dataclass(frozen=True)
+class Looked:
+    """What the rules of one new hold ask the database, asked in one SELECT (see _look): a
+    round trip each cost PostgreSQL's API more than anything else in it."""
+
+    active: bool  # the item has an active hold (read whole only then: a repeat or a conflict)
+    misplaced_known: tuple[bool, ...]  # for each of the request's misplaced: a known patron
+    preference: str | None  # the patron's standing choice
+
+
+@functools.cache
+def _look_statement(misplaced: int) -> Select[Any]:
+    active = (
+        select(Hold.id)
+        .where(Hold.item_barcode == bindparam("item"), Hold.status == HoldStatus.READY.value)
+        .limit(1)
+        .scalar_subquery()
+    )
+    known = [known_patron(bindparam(f"misplaced_{n}")) for n in range(misplaced)]
+    return select(active.is_not(None), *known, PREFERENCE_OF.scalar_subquery())
+
+
 INSERT_HOLD = insert(HOLDS).returning(HOLDS.c.id)
 
 
@@ -156,10 +185,14 @@ class MakingReady(Ending, ReadyBatches):
         now = self._clock()
         try:
             with self._sessions.begin() as session:
-                repeated = self._repeat_of(session, request)
-                if repeated is not None:
-                    return repeated, False
-                entry = self._ready_in(session, request, now, checked=True, on_scan=on_scan)
+                looked = self._look(session, request)
+                if looked.active:
+                    repeated = self._repeat_of(session, request)
+                    if repeated is not None:
+                        return repeated, False
+                entry = self._ready_in(
+                    session, request, now, checked=True, on_scan=on_scan, looked=looked
+                )
                 bump(session, now.date(), entry.branch, HoldStatus.READY.value, entry.mode.value)
                 return entry, True
         except Conflict:
@@ -301,19 +334,24 @@ class MakingReady(Ending, ReadyBatches):
         checked: bool = False,
         on_scan: bool = False,
         bulk: bool = False,
+        looked: Looked | None = None,
     ) -> ShelfEntry:
         """The hold, its code, slip and notices (or, ``on_scan``, the hold alone, with what its
         slip and notices need sealed); the caller counts it (see ready_many), and may have
         ``checked`` already that the item has no active hold. A ``bulk`` hold's slip and
         notices wait for every desk one (Priority)."""
         branch = request.branch
-        for field_name, pseudonym in request.misplaced:
-            if self._known_patron(session, pseudonym):
+        for n, (field_name, pseudonym) in enumerate(request.misplaced):
+            known = looked.misplaced_known[n] if looked else self._known_patron(session, pseudonym)
+            if known:
                 raise InvalidInput(CARD_IN_THE_WRONG_FIELD[field_name], field=field_name)
         active = None if checked else self._active_hold_of(session, request.item)
         if active is not None:
             raise already_active(active)
-        preference = session.scalar(PREFERENCE_OF, {"patron": request.patron})
+        if looked is not None:
+            preference = looked.preference
+        else:
+            preference = session.scalar(PREFERENCE_OF, {"patron": request.patron})
         chosen = PickupMode(preference) if preference else None
         mode = mode_for(chosen, self.settings.default_pickup)
         code = self._claim_code(session, branch)
@@ -476,6 +514,14 @@ class MakingReady(Ending, ReadyBatches):
                     priority=priority.value,
                 )
             )
+
+    @staticmethod
+    def _look(session: Session, request: HoldRequest) -> Looked:
+        """For ready_once: the item's active hold, the misplaced cards, the patron's choice."""
+        misplaced = {f"misplaced_{n}": p for n, (_, p) in enumerate(request.misplaced)}
+        params = {"item": request.item, "patron": request.patron, **misplaced}
+        row = session.execute(_look_statement(len(misplaced)), params).one()
+        return Looked(bool(row[0]), tuple(bool(known) for known in row[1:-1]), row[-1])
 
     def _claim_code(self, session: Session, branch: BranchSettings) -> ShelfCode:
         """A random code no active or resting hold of the branch has, claimed in the database.
