@@ -89,9 +89,12 @@ class Unwritten:
     outcome: Outcome
 
 
+CLOSING_COLUMNS = ("status", "last_error", "finished_at", "leased_until")
+
+
 def closing(status: Delivery, error: str | None, now: dt.datetime) -> dict[str, Any]:
     """The values that end an outbox row (sent, failed for good, dropped)."""
-    return {"status": status, "last_error": error, "finished_at": now, "leased_until": None}
+    return dict(zip(CLOSING_COLUMNS, (status, error, now, None), strict=True))
 
 
 @dataclass
@@ -377,10 +380,9 @@ class _Statements:
             .values(attempts=table.c.attempts + 1, leased_until=bindparam("until"))
         )
         # Parameters named apart from the columns they set, as SQLAlchemy requires.
-        ended = closing(Delivery.SENT, None, dt.datetime.now())
         erased = dict.fromkeys(erased_when_finished)
-        self.close = update(table).where(by_id).values(**_set(ended), **erased)
-        retried = dict.fromkeys(("leased_until", "last_error", "next_attempt_at"))
+        self.close = update(table).where(by_id).values(**_set(CLOSING_COLUMNS), **erased)
+        retried = ("leased_until", "last_error", "next_attempt_at")
         self.retry = update(table).where(by_id).values(**_set(retried))
         self.attempts = select(table.c.attempts).where(by_id)
 
@@ -412,9 +414,9 @@ class _Statements:
         )
 
 
-def _set(values: dict[str, Any]) -> dict[str, Any]:
-    """Each column of ``values`` set to its parameter (see new)."""
-    return {name: bindparam(f"new_{name}") for name in values}
+def _set(columns: tuple[str, ...]) -> dict[str, Any]:
+    """Each of ``columns`` set to its parameter (see new)."""
+    return {name: bindparam(f"new_{name}") for name in columns}
 
 
 def new(values: dict[str, Any]) -> dict[str, Any]:

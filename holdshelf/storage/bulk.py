@@ -38,9 +38,12 @@ def insert_many(
         return
     sql, order, processors = _statement(connection.dialect, table, varying + tuple(same))
     fixed = {name: _processed(processors[name], value) for name, value in same.items()}
-    own = [(name, processors[name]) for name in varying]
-    processed = [{**{n: _processed(p, row[n]) for n, p in own}, **fixed} for row in rows]
-    connection.exec_driver_sql(sql, [tuple(row[n] for n in order) for row in processed])
+    # In the statement's order: a value of ``same`` as processed once, a row's own as it comes.
+    slots = [(name, name in fixed, processors[name]) for name in order]
+    parameters = [
+        tuple(fixed[n] if once else _processed(p, row[n]) for n, once, p in slots) for row in rows
+    ]
+    connection.exec_driver_sql(sql, parameters)
 
 
 @cache

@@ -42,6 +42,7 @@ from holdshelf.storage.models import (
     Priority,
 )
 from holdshelf.workflow.base import (
+    ACTIVE_HOLD_OF_ITEM,
     _as_card,
     already_active,
     known_patron,
@@ -94,12 +95,7 @@ class Looked:
 
 @functools.cache
 def _look_statement(misplaced: int) -> Select[Any]:
-    active = (
-        select(Hold.id)
-        .where(Hold.item_barcode == bindparam("item"), Hold.status == HoldStatus.READY.value)
-        .limit(1)
-        .scalar_subquery()
-    )
+    active = ACTIVE_HOLD_OF_ITEM.with_only_columns(Hold.id).limit(1).scalar_subquery()
     known = [known_patron(bindparam(f"misplaced_{n}")) for n in range(misplaced)]
     return select(active.is_not(None), *known, PREFERENCE_OF.scalar_subquery())
 
