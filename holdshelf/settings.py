@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import importlib.util
 import ipaddress
 import os
@@ -66,7 +67,7 @@ class BranchSettings:
     ils_login: str = ""
     ils_password: str = field(default="", repr=False)
 
-    @property
+    @functools.cached_property  # read once per row of an import: made once, not per row
     def policy(self) -> PickupPolicy:
         return PickupPolicy(pickup_days=self.pickup_days, closed_weekdays=self.closed_days)
 

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 
 from holdshelf.errors import InvalidInput
 from holdshelf.importer import import_holds, spreadsheet_safe
@@ -23,7 +24,8 @@ from holdshelf.report_reading import parse_columns, parse_report_date
 from holdshelf.service import HoldService
 from holdshelf.storage.bulk import insert_many
 from holdshelf.storage.models import Hold, ShelfCodeClaim
-from holdshelf.workflow import making_ready
+from holdshelf.workflow import making_ready, ready_batches
+from holdshelf.workflow.ready_batches import ReadyBatches
 from tests.conftest import Patron, assert_no_patron_data, raw_database_bytes
 
 
@@ -822,3 +824,82 @@ def test_insert_many_stores_what_sqlalchemys_insert_stores(service: HoldService)
         pytest.raises(ValueError, match="status, move_to_desk"),
     ):
         insert_many(session.connection(), holds, [{**row, "code": "X", "item_barcode": "I-X"}])
+
+
+def test_insert_many_breaking_a_constraint_raises_sqlalchemys_integrity_error(
+    service: HoldService,
+) -> None:
+    """PostgreSQL's COPY and SQLite's executemany fail as an INSERT would, and a savepoint
+    rolled back leaves the rest of the transaction to commit."""
+    claims = ShelfCodeClaim.__table__
+    same = {"branch": "MAIN", "released_at": None}
+    with service.sessions.begin() as session:
+        insert_many(session.connection(), claims, [{"code": "KEPTAAA"}], same)
+        twice = [{"code": "TWICEAA"}, {"code": "TWICEAA"}]
+        with pytest.raises(IntegrityError), session.begin_nested():
+            insert_many(session.connection(), claims, twice, same)  # in the savepoint
+    with service.sessions() as session:
+        assert list(session.scalars(select(ShelfCodeClaim.code))) == ["KEPTAAA"]
+        assert session.scalars(select(Hold)).first() is None
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_an_item_trapped_by_another_writer_meanwhile_fails_alone(
+    service: HoldService, tmp_path, patrons, monkeypatch
+) -> None:
+    """A clerk at another branch traps a report's item after the import looked for it and
+    before its rows went in: the chunk's insert collides, is rolled back and taken row by row,
+    so only that row fails. (SQLite's import holds the write lock: no one writes meanwhile.)"""
+    plan = ReadyBatches._plan_chunk
+    trapped: list[str] = []
+
+    def planned_then_trapped(self, session, chunk):
+        planned = plan(self, session, chunk)
+        if not trapped:  # another connection, committed at once
+            trapped.append(service.ready("EAST", "390100002", patrons[9].card).code.display)
+        return planned
+
+    monkeypatch.setattr(ReadyBatches, "_plan_chunk", planned_then_trapped)
+    report = import_holds(service, generic_report(tmp_path, patrons, bad=False), "MAIN")
+    assert [line for line, _ in report.imported] == [2, 3, 5, 6, 7]
+    assert report.bad == [
+        (
+            4,
+            "item 390100002 is already on the hold shelf for another patron at EAST (code "
+            f"{trapped[0]})",
+        )
+    ]
+    assert len(service.shelf("MAIN")) == 5 and len(service.shelf("EAST")) == 1
+
+
+@pytest.mark.parametrize(
+    ("statement", "index"),
+    [
+        (ready_batches.HOLDS_OF_ITEMS, "ix_holds_item_barcode"),
+        (ready_batches.HOLDS_OF_PATRONS, "ix_holds_patron"),
+        (ready_batches.CHOICES_OF_PATRONS, "patron_preferences"),
+        (ready_batches.CLAIMS_AMONG, "shelf_codes"),
+    ],
+)
+def test_a_chunks_questions_are_answered_from_an_index(service, statement, index) -> None:
+    """Each list goes as one parameter (storage.bulk.among); the database still looks each
+    value up in the column's index, never walking the table (SQLite did, when the condition
+    was sent as "... IN (...) = 1")."""
+    dialect = service.engine.dialect
+    compiled = statement.compile(dialect=dialect)
+    values = {"items": ["I1", "I2"], "patrons": ["p1"], "codes": ["ABCDEFG"], "branch": "MAIN"}
+    processed = compiled.construct_params(values)
+    for name, processor in compiled._bind_processors.items():
+        processed[name] = processor(processed[name])
+    with service.engine.connect() as connection:
+        driver = connection.connection.driver_connection.cursor()
+        if dialect.name == "sqlite":
+            ordered = tuple(processed[name] for name in compiled.positiontup)
+            driver.execute(f"EXPLAIN QUERY PLAN {compiled}", ordered)
+        else:  # a handful of rows: told not to scan the table, it takes the best index
+            driver.execute("SET enable_seqscan = off")
+            driver.execute(f"EXPLAIN {compiled}", processed)
+        plan = " ".join(str(row) for row in driver.fetchall())
+    assert index in plan, plan
+    walked = re.search(r"SCAN (holds|patron_preferences|shelf_codes)\b|Seq Scan", plan)
+    assert walked is None, plan

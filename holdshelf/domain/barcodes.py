@@ -7,6 +7,7 @@ an item barcode. The rules tell the two apart before anything is written.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -35,6 +36,11 @@ def luhn_valid(digits: str) -> bool:
     backwards = digits[::-1]
     total = sum(map(int, backwards[::2])) + sum(_DOUBLED[char] for char in backwards[1::2])
     return total % 10 == 0
+
+
+@functools.cache  # re's own cache costs a lookup per call; an import checks two per row
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def describe_pattern(pattern: str) -> str:
@@ -66,7 +72,7 @@ class BarcodeRules:
 
     def _fault(self, value: str, pattern: str) -> str | None:
         """What is wrong with ``value`` under ``pattern`` and the check digit, if anything."""
-        if pattern and re.fullmatch(pattern, value) is None:
+        if pattern and _compiled(pattern).fullmatch(value) is None:
             return f"should be {describe_pattern(pattern)}"
         if self.check_digit == "luhn" and not luhn_valid(value):
             return "has a wrong check digit: scan it again"

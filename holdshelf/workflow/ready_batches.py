@@ -28,7 +28,7 @@ from holdshelf.errors import CodesExhausted
 from holdshelf.sealing import Sealer
 from holdshelf.settings import BranchSettings
 from holdshelf.storage import wakeup
-from holdshelf.storage.bulk import insert_many
+from holdshelf.storage.bulk import among, insert_many
 from holdshelf.storage.models import (
     Delivery,
     Hold,
@@ -52,9 +52,15 @@ MOST_DRAWS_PER_ROW = 64
 HOLDS, PRINT_JOBS, NOTICES, CLAIMS = (
     model.__table__ for model in (Hold, PrintJob, Notice, ShelfCodeClaim)
 )
-IN_LIST_SIZE = 500  # codes asked about in one query (SQLite binds at most 32,766 values)
+PREFERENCES = PatronPreference.__table__
+# The chunk's questions, each with its list as one parameter (see storage.bulk.among).
+HOLDS_OF_ITEMS = select(Hold).where(among(HOLDS.c.item_barcode, "items"))
+HOLDS_OF_PATRONS = select(HOLDS.c.patron, HOLDS.c.status).where(among(HOLDS.c.patron, "patrons"))
+CHOICES_OF_PATRONS = select(PREFERENCES.c.patron, PREFERENCES.c.mode).where(
+    among(PREFERENCES.c.patron, "patrons")
+)
 CLAIMS_AMONG = select(CLAIMS.c.code).where(
-    CLAIMS.c.branch == bindparam("branch"), CLAIMS.c.code.in_(bindparam("codes", expanding=True))
+    CLAIMS.c.branch == bindparam("branch"), among(CLAIMS.c.code, "codes")
 )
 CARD_IN_THE_WRONG_FIELD = {
     "item_barcode": "this is a patron's card, not an item barcode: scan the item",
@@ -97,7 +103,7 @@ class ReadyBatches(Slips):
         items = [r.item for r in chunk]
         active = {
             hold.item_barcode: hold
-            for hold in session.scalars(select(Hold).where(Hold.item_barcode.in_(items)))
+            for hold in session.scalars(HOLDS_OF_ITEMS, {"items": items})
             if hold.status == READY
         }
         planned = [self._against_active(r, active.get(r.item)) for r in chunk]
@@ -123,10 +129,12 @@ class ReadyBatches(Slips):
         asked = {pseudonym for p in fresh for _, pseudonym in p.request.misplaced}
         known: set[str | None] = set()
         if asked:
-            holds = select(Hold.patron, Hold.status).where(Hold.patron.in_(asked))
-            known = {patron for patron, status in session.execute(holds) if status == READY}
-            chosen = select(PatronPreference.patron).where(PatronPreference.patron.in_(asked))
-            known.update(session.scalars(chosen))
+            connection = session.connection()
+            holds = connection.execute(HOLDS_OF_PATRONS, {"patrons": asked})
+            known = {patron for patron, status in holds if status == READY}
+            known.update(
+                patron for patron, _ in connection.execute(CHOICES_OF_PATRONS, {"patrons": asked})
+            )
         for planned in fresh:
             for field_name, pseudonym in planned.request.misplaced:
                 if pseudonym in known:
@@ -140,10 +148,8 @@ class ReadyBatches(Slips):
         patrons = {p.request.patron for p in fresh}
         chosen: dict[str, str] = {}
         if patrons:
-            query = select(PatronPreference.patron, PatronPreference.mode).where(
-                PatronPreference.patron.in_(patrons)
-            )
-            chosen = dict(session.execute(query).all())  # a Result has keys(): no dict()
+            found = session.connection().execute(CHOICES_OF_PATRONS, {"patrons": patrons})
+            chosen = dict(found.all())  # a Result has keys(): no dict()
         default = self.settings.default_pickup
         for planned in fresh:
             preference = chosen.get(planned.request.patron)
@@ -281,11 +287,9 @@ class ReadyBatches(Slips):
         session: Session, branch: BranchSettings, drawn: list[ShelfCode]
     ) -> list[ShelfCode]:
         """The ``drawn`` codes (distinct) that no claim holds, in the order drawn."""
-        taken: set[str] = set()
-        for start in range(0, len(drawn), IN_LIST_SIZE):
-            part = [code.compact for code in drawn[start : start + IN_LIST_SIZE]]
-            found = session.connection().execute(CLAIMS_AMONG, {"branch": branch.id, "codes": part})
-            taken.update(found.scalars())
+        codes = [code.compact for code in drawn]
+        found = session.connection().execute(CLAIMS_AMONG, {"branch": branch.id, "codes": codes})
+        taken = set(found.scalars())
         return [code for code in drawn if code.compact not in taken]
 
     @staticmethod
