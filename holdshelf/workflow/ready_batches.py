@@ -11,14 +11,12 @@ row-by-row way (through Ending._end), and so does a chunk a concurrent writer co
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -301,17 +299,31 @@ class ReadyBatches(Slips):
         if not candidates:
             return []
         connection = session.connection()
-        # One executemany of a cached statement (a multi-row VALUES would compile anew for
-        # each count of rows); RETURNING gives the rows inserted, not those that conflicted.
-        params = [{"branch": branch.id, "code": code.compact} for code in candidates]
-        won = set(connection.execute(_claim_insert(connection.dialect.name), params).scalars())
+        codes = [code.compact for code in candidates]
+        # RETURNING gives the rows inserted, not those that conflicted.
+        if connection.dialect.name == "postgresql":  # one array: one statement for any number
+            found = connection.execute(CLAIM_LISTED, {"branch": branch.id, "codes": codes})
+        else:  # one executemany of a cached statement (SQLite: one code but in an import)
+            found = connection.execute(
+                CLAIM_EACH, [{"branch": branch.id, "code": c} for c in codes]
+            )
+        won = set(found.scalars())
         return [code for code in candidates if code.compact in won]
 
 
-@functools.cache
-def _claim_insert(dialect: str) -> Any:
-    insert_claim = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(CLAIMS)
-    return insert_claim.on_conflict_do_nothing().returning(CLAIMS.c.code)
+CLAIM_EACH = sqlite.insert(CLAIMS).on_conflict_do_nothing().returning(CLAIMS.c.code)
+CLAIM_LISTED = (
+    postgresql.insert(CLAIMS)
+    .from_select(
+        ["branch", "code"],
+        select(
+            bindparam("branch", type_=String),
+            func.unnest(bindparam("codes", type_=postgresql.ARRAY(String))),
+        ),
+    )
+    .on_conflict_do_nothing()
+    .returning(CLAIMS.c.code)
+)
 
 
 def exhausted(branch: BranchSettings) -> CodesExhausted:
