@@ -45,10 +45,15 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # it equal to the migrations' head.
 SCHEMA_REVISION = "ad46d57a8951"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-# Each connection's page cache, filled only as pages are read: SQLite's default (2 MiB) held
-# too little of the holds table's indexes for a 50,000-row import, whose inserts (each into a
-# random place of several indexes) then read the same pages back again and again.
+# An import's inserts land at random places of several indexes (codes and pseudonyms are
+# random), so each of its batches dirties more pages the bigger the tables grow. What each such
+# page costs, kept down: each connection's page cache, filled only as pages are read (SQLite's
+# 2 MiB held too little of the indexes of 50,000 holds); savepoints' journals in memory, not a
+# temporary file written a page at a time; and the WAL folded into the database every 10,000
+# pages written, not every 1,000, so a page that every batch dirties is copied once per fold,
+# not once per batch (the folds after an erasure, which truncate the WAL, are unchanged).
 SQLITE_CACHE_KIB = 32 * 1024
+SQLITE_AUTOCHECKPOINT_PAGES = 10_000
 CHECKPOINT_WAIT_MS = 2_000
 # How often a waiting SQLite writer tries for the lock. SQLite's own busy handler sleeps up to
 # 100 ms between tries, so a writer that commits and begins again within a few milliseconds (an
@@ -99,6 +104,8 @@ def _sqlite_engine(database_url: str) -> Engine:
             "foreign_keys = ON",
             "secure_delete = ON",
             f"cache_size = -{SQLITE_CACHE_KIB}",  # negative: KiB, not pages
+            "temp_store = MEMORY",
+            f"wal_autocheckpoint = {SQLITE_AUTOCHECKPOINT_PAGES}",
         ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
