@@ -15,14 +15,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from holdshelf.errors import InvalidInput
 from holdshelf.importer import import_holds, spreadsheet_safe
 from holdshelf.report_reading import parse_columns, parse_report_date
 from holdshelf.service import HoldService
-from holdshelf.storage.bulk import insert_many
+from holdshelf.storage.bulk import among, insert_many
 from holdshelf.storage.models import Hold, ShelfCodeClaim
 from holdshelf.workflow import making_ready, ready_batches
 from holdshelf.workflow.ready_batches import ReadyBatches
@@ -903,3 +903,14 @@ def test_a_chunks_questions_are_answered_from_an_index(service, statement, index
     assert index in plan, plan
     walked = re.search(r"SCAN (holds|patron_preferences|shelf_codes)\b|Seq Scan", plan)
     assert walked is None, plan
+
+
+def test_among_names_its_table_and_takes_string_columns_only(service) -> None:
+    """A count over ``among`` reads the column's table (its FROM is not lost), and the list it
+    binds as strings is refused for a column of another type."""
+    holds = Hold.__table__
+    counted = select(func.count()).where(among(holds.c.patron, "patrons"))
+    with service.engine.connect() as connection:
+        assert connection.execute(counted, {"patrons": ["nobody"]}).scalar() == 0
+    with pytest.raises(TypeError, match="string column"):
+        among(holds.c.id, "ids")

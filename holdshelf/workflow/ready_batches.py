@@ -5,8 +5,9 @@ For a chunk: one query finds the items already active (skips, re-traps, conflict
 patrons a misplaced card would name, one the stored preferences; codes are drawn for the whole
 chunk and checked against ``shelf_codes`` in one query, claimed in one insert (ON CONFLICT DO
 NOTHING ... RETURNING: a concurrent writer's claim wins and only the losers are drawn again);
-holds, slips and notices go in with one executemany each. A re-trap is rare and goes the
-row-by-row way (through Ending._end), and so does a chunk a concurrent writer collides with."""
+holds, slips and notices go in with one executemany each (one COPY each on PostgreSQL). A
+re-trap is rare and goes the row-by-row way (through Ending._end), and so does a chunk a
+concurrent writer collides with."""
 
 from __future__ import annotations
 
@@ -189,7 +190,7 @@ class ReadyBatches(Slips):
     def _insert_made(
         self, session: Session, made: list[tuple[Planned, ShelfEntry]], now: dt.datetime
     ) -> None:
-        """Holds, then their slips and notices, one executemany each."""
+        """Holds, then their slips and notices, one insert_many each."""
         connection = session.connection()
         holds = [
             {
@@ -299,8 +300,10 @@ class ReadyBatches(Slips):
         if not candidates:
             return []
         connection = session.connection()
-        codes = [code.compact for code in candidates]
-        # RETURNING gives the rows inserted, not those that conflicted.
+        # In order: two writers claiming overlapping codes wait for each other's rows in the
+        # same order, never in a circle (a deadlock). RETURNING gives the rows inserted, not
+        # those that conflicted.
+        codes = sorted(code.compact for code in candidates)
         if connection.dialect.name == "postgresql":  # one array: one statement for any number
             found = connection.execute(CLAIM_LISTED, {"branch": branch.id, "codes": codes})
         else:  # one executemany of a cached statement (SQLite: one code but in an import)
