@@ -307,13 +307,27 @@ def _run_nginx(folder: Path, conf_text: str, port: int) -> subprocess.Popen:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
+            answered = probe.connect_ex(("127.0.0.1", port)) == 0
+        if answered:
+            # Something answers: nginx, unless another server holds the port and nginx quit
+            # on it (a TLS client would then wait 30 s for a handshake that never comes).
+            time.sleep(0.2)
+            if nginx.poll() is None:
                 return nginx
+            break
         if nginx.poll() is not None:
             break
         time.sleep(0.05)
     nginx.kill()
     raise AssertionError(f"nginx did not start: {nginx.communicate()[1]}")
+
+
+def port_apart(*taken: int) -> int:
+    """A free port none of ``taken`` (ports chosen but perhaps not yet listened on)."""
+    port = free_port()
+    while port in taken:
+        port = free_port()
+    return port
 
 
 def _require_nginx() -> None:
@@ -348,8 +362,8 @@ def proxied(request, tmp_path: Path, capsys, monkeypatch) -> Iterator[Proxied]:
     certificates = make_certificates(tmp_path / "certs")
     certificate = certificates.ca_file.with_name("server.pem")  # its key is in the file too
     (folder := tmp_path / "nginx").mkdir()
-    port = free_port()
     serving = Serving("--instance", str(instance), "serve")
+    port = port_apart(serving.port)  # free_port twice can give one port twice
     try:
         nginx = _start_nginx(folder, port, serving.port, certificate=certificate, bind=bind)
         try:
@@ -519,8 +533,9 @@ def test_the_example_config_spreads_requests_over_two_servers(
     certificates = make_certificates(tmp_path / "certs")
     certificate = certificates.ca_file.with_name("server.pem")
     (folder := tmp_path / "nginx").mkdir()
-    port, redirect_port = free_port(), free_port()
     servers = [Serving("--instance", str(instance_dir), "serve") for _ in range(2)]
+    port = port_apart(*(s.port for s in servers))
+    redirect_port = port_apart(port, *(s.port for s in servers))
     try:
         conf = example_conf(folder, port, redirect_port, [s.port for s in servers], certificate)
         nginx = _run_nginx(folder, conf, port)
