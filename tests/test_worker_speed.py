@@ -32,6 +32,7 @@ from holdshelf.storage import wakeup
 from holdshelf.storage.models import Notice, PrintJob, Priority
 from tests.conftest import Clock
 from tests.helpers.fake_printer import FakePrinter
+from tests.helpers.plans import query_plan
 from tests.test_notices import configure
 from tests.test_printing import add_printer
 
@@ -229,13 +230,7 @@ def test_the_claim_does_not_grow_and_uses_the_queued_rows_index(service, clock, 
     assert len(claims) >= 5
     assert len({statement for statement, _ in claims}) == 1  # no list of rows tried in it
     statement, parameters = claims[-1]
-    with service.engine.connect() as connection:
-        if service.engine.dialect.name == "sqlite":
-            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-        else:  # a handful of rows: told not to scan the table, it takes the best index
-            connection.exec_driver_sql("SET enable_seqscan = off")
-            plan = connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
-        text = " ".join(str(row) for row in plan)
+    text = query_plan(service.engine, statement, parameters)
     assert "ix_print_jobs_claim" in text, text
     assert "TEMP B-TREE" not in text and "Sort" not in text, text  # the index gives the order
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
-from functools import cache
+from functools import cache, partial
 from typing import Any, ClassVar
 
 from sqlalchemy import BindParameter, Connection, Dialect, String, Table, insert
@@ -44,10 +44,11 @@ def insert_many(
     names = tuple(rows[0]) + tuple(same)
     _check_given(table, names)
     dialect = connection.dialect
+    send: Callable[[str, list[tuple[Any, ...]]], Any]
     if dialect.name == "sqlite":
-        sql, order = _sqlite_insert(dialect, table, names)
+        (sql, order), send = _sqlite_insert(dialect, table, names), connection.exec_driver_sql
     elif dialect.driver == "psycopg":
-        sql, order = _copy_statement(dialect, table, names)
+        (sql, order), send = _copy_statement(dialect, table, names), partial(_copy, connection)
     else:  # another driver: SQLAlchemy's own executemany
         connection.execute(insert(table), [{**row, **same} for row in rows])
         return
@@ -58,10 +59,7 @@ def insert_many(
     parameters = [
         tuple(fixed[n] if once else _processed(p, row[n]) for n, once, p in slots) for row in rows
     ]
-    if dialect.name == "sqlite":
-        connection.exec_driver_sql(sql, parameters)
-    else:
-        _copy(connection, sql, parameters)
+    send(sql, parameters)
 
 
 def _copy(connection: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
@@ -142,6 +140,11 @@ class _ValueList(TypeDecorator[Collection[str]]):
         return values if dialect.name == "postgresql" else json.dumps(values)
 
 
+def listed(name: str) -> BindParameter[Collection[str]]:
+    """The parameter ``name``, a list of strings given at execution, bound as one value."""
+    return BindParameter(name, type_=_ValueList())
+
+
 class _Among(ColumnElement[bool]):
     """``column`` is one of the values bound to ``name`` (a list given at execution)."""
 
@@ -157,7 +160,7 @@ class _Among(ColumnElement[bool]):
         if not isinstance(column.type, String):  # the list is bound as strings
             raise TypeError(f"among() takes a string column, not {column.type!r}")
         self.column = column
-        self.values: BindParameter[Collection[str]] = BindParameter(name, type_=_ValueList())
+        self.values = listed(name)
 
     @property
     def _from_objects(self) -> list[Any]:

@@ -27,7 +27,7 @@ from holdshelf.errors import CodesExhausted
 from holdshelf.sealing import Sealer
 from holdshelf.settings import BranchSettings
 from holdshelf.storage import wakeup
-from holdshelf.storage.bulk import among, insert_many
+from holdshelf.storage.bulk import among, insert_many, listed
 from holdshelf.storage.models import (
     Delivery,
     Hold,
@@ -306,7 +306,7 @@ class ReadyBatches(Slips):
         codes = sorted(code.compact for code in candidates)
         if connection.dialect.name == "postgresql":  # one array: one statement for any number
             found = connection.execute(CLAIM_LISTED, {"branch": branch.id, "codes": codes})
-        else:  # one executemany of a cached statement (SQLite: one code but in an import)
+        else:  # SQLite: a ready's one code (an import claims under its write lock, see above)
             found = connection.execute(
                 CLAIM_EACH, [{"branch": branch.id, "code": c} for c in codes]
             )
@@ -321,7 +321,7 @@ CLAIM_LISTED = (
         ["branch", "code"],
         select(
             bindparam("branch", type_=String),
-            func.unnest(bindparam("codes", type_=postgresql.ARRAY(String))),
+            func.unnest(listed("codes")),
         ),
     )
     .on_conflict_do_nothing()
